@@ -1,0 +1,13 @@
+//! hoist: a local daemon that gets container images out of registries and onto disk,
+//! and puts simple images back. See ARCHITECTURE.md for the map of the rooms.
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod digest;
+pub mod image;
+pub mod jobs;
+pub mod registry;
+pub mod serve;
+pub mod store;
+pub mod unpack;

@@ -1,0 +1,1 @@
+//! Credentials from `$DOCKER_CONFIG/config.json`: `auths`, `credsStore`, `credHelpers`.

@@ -1,0 +1,83 @@
+//! Errors of the registry client, each with a stable machine-readable code.
+
+use crate::digest::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("manifest {reference} not found in {registry}")]
+    ManifestUnknown { registry: String, reference: String },
+    #[error("blob {digest} not found in {repository}")]
+    BlobUnknown { repository: String, digest: Digest },
+    #[error("registry {registry} refused the credentials for {scope}{hint}")]
+    Unauthorized {
+        registry: String,
+        scope: String,
+        hint: String,
+    },
+    #[error("registry {registry} denied access to {scope}")]
+    Denied { registry: String, scope: String },
+    #[error("image {image} has no manifest for platform {platform} (it has: {available})")]
+    PlatformNotFound {
+        image: String,
+        platform: String,
+        available: String,
+    },
+    #[error("{what} from {image}: expected {expected}, got {actual}")]
+    DigestMismatch {
+        image: String,
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{image}: unsupported manifest: {reason}")]
+    UnsupportedManifest { image: String, reason: String },
+    #[error("registry {registry} answered {status} for {url}: {body}")]
+    Http {
+        registry: String,
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("registry {registry} is unreachable: {message}")]
+    Unreachable { registry: String, message: String },
+    #[error("registry {registry} kept answering 429 too many requests")]
+    TooManyRequests { registry: String },
+    #[error("credential helper {helper} for {registry} failed: {message}")]
+    CredentialHelper {
+        helper: String,
+        registry: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Protocol(String),
+    #[error("writing blob {digest}: {source}")]
+    Write {
+        digest: Digest,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl RegistryError {
+    /// The stable code the API puts in problem+json and in a failed job's `error.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RegistryError::ManifestUnknown { .. } => "manifest_unknown",
+            RegistryError::BlobUnknown { .. } => "blob_unknown",
+            RegistryError::Unauthorized { .. } => "unauthorized",
+            RegistryError::Denied { .. } => "denied",
+            RegistryError::PlatformNotFound { .. } => "platform_not_found",
+            RegistryError::DigestMismatch { .. } => "digest_mismatch",
+            RegistryError::UnsupportedManifest { .. } => "unsupported_manifest",
+            RegistryError::Http { .. } => "registry_error",
+            RegistryError::Unreachable { .. } => "registry_unreachable",
+            RegistryError::TooManyRequests { .. } => "too_many_requests",
+            RegistryError::CredentialHelper { .. } => "credential_helper_failed",
+            RegistryError::Protocol(_) => "registry_protocol_error",
+            RegistryError::Write { .. } => "io_error",
+            RegistryError::Cancelled => "cancelled",
+        }
+    }
+}
