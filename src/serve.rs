@@ -1,1 +1,217 @@
-//! TODO
+//! `hoist serve`: open everything, listen (systemd-inherited socket, TCP or Unix), serve
+//! until SIGTERM/SIGINT (or idle), then stop cleanly.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{AppState, router};
+use crate::config::{Config, Listen, LogFormat};
+use crate::jobs::{JobEnv, Jobs};
+use crate::registry::{RegistryClient, RegistryConfig};
+use crate::store::Store;
+
+/// How long running jobs get to clean up after a stop signal.
+const JOB_GRACE: Duration = Duration::from_secs(20);
+/// How long open connections (long polls, event streams) get before the daemon exits anyway.
+const CONNECTION_GRACE: Duration = Duration::from_secs(5);
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// The socket systemd passed (LISTEN_FDS/LISTEN_PID), else `config.listen`.
+async fn listen(config: &Config) -> anyhow::Result<(Listener, String)> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() > 0 {
+        if let Ok(Some(l)) = fds.take_tcp_listener(0) {
+            l.set_nonblocking(true)?;
+            let addr = l.local_addr()?.to_string();
+            return Ok((
+                Listener::Tcp(tokio::net::TcpListener::from_std(l)?),
+                format!("systemd socket {addr}"),
+            ));
+        }
+        if let Ok(Some(l)) = fds.take_unix_listener(0) {
+            l.set_nonblocking(true)?;
+            return Ok((
+                Listener::Unix(tokio::net::UnixListener::from_std(l)?),
+                "systemd unix socket".into(),
+            ));
+        }
+        anyhow::bail!("LISTEN_FDS is set but fd 3 is neither a TCP nor a Unix stream socket");
+    }
+    match &config.listen {
+        Listen::Tcp(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            let local = l.local_addr()?.to_string();
+            Ok((Listener::Tcp(l), local))
+        }
+        Listen::Unix(path) => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            // A socket file left by a previous run would make bind fail.
+            if std::fs::symlink_metadata(path).is_ok_and(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_socket()
+            }) {
+                std::fs::remove_file(path)?;
+            }
+            let l = tokio::net::UnixListener::bind(path)
+                .with_context(|| format!("listening on unix:{}", path.display()))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+                .with_context(|| format!("chmod 0660 {}", path.display()))?;
+            Ok((Listener::Unix(l), format!("unix:{}", path.display())))
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    for dir in [&config.data_dir, &config.cache_dir, &config.tmp_dir()] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // A crashed daemon may have left job-private blobs behind.
+    for entry in std::fs::read_dir(config.tmp_dir())?.flatten() {
+        let _ = std::fs::remove_dir_all(entry.path());
+    }
+    for root in &config.roots {
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("creating root {}", root.display()))?;
+    }
+    let db = crate::db::open(&config.db_path()).await?;
+    let store = Store::open(config.cache_dir.clone(), db.clone(), config.cache_max_bytes).await?;
+    let registry = RegistryClient::new(RegistryConfig {
+        insecure_registries: config.insecure_registries.clone(),
+        docker_config_dir: config.docker_config_dir.clone(),
+    })?;
+    let jobs = Jobs::start(
+        db,
+        JobEnv {
+            config: config.clone(),
+            store,
+            registry,
+        },
+    )
+    .await?;
+
+    let (listener, addr) = listen(&config).await?;
+    let last_request = Arc::new(AtomicU64::new(now_secs()));
+    let app = router(AppState {
+        jobs: jobs.clone(),
+        api_token: config.api_token.as_deref().map(Arc::from),
+        last_request: last_request.clone(),
+    });
+
+    let stop = CancellationToken::new();
+    tokio::spawn(watch_signals(stop.clone()));
+    if let Some(idle) = config.idle_exit {
+        tokio::spawn(watch_idle(jobs.clone(), last_request, idle, stop.clone()));
+    }
+
+    tracing::info!(
+        listen = %addr,
+        data_dir = %config.data_dir.display(),
+        roots = ?config.roots,
+        workers = config.workers,
+        "hoist ready"
+    );
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    let shutdown = stop.clone().cancelled_owned();
+    let server = async {
+        match listener {
+            Listener::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+            Listener::Unix(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+        }
+    };
+    let deadline = async {
+        stop.cancelled().await;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        tracing::info!(
+            "stopping: no new requests; running jobs are interrupted and resume at next start"
+        );
+        let jobs_stopped = jobs.shutdown(JOB_GRACE);
+        let connections = tokio::time::sleep(CONNECTION_GRACE);
+        tokio::join!(jobs_stopped, connections);
+    };
+    tokio::select! {
+        r = server => {
+            r.context("serving")?;
+            jobs.shutdown(JOB_GRACE).await;
+        }
+        _ = deadline => {}
+    }
+    if let Listen::Unix(path) = &config.listen {
+        if std::env::var_os("LISTEN_FDS").is_none() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn watch_signals(stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    stop.cancel();
+}
+
+/// Stops the daemon once no job is queued or running and no request came for `idle`.
+async fn watch_idle(
+    jobs: Jobs,
+    last_request: Arc<AtomicU64>,
+    idle: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let quiet = now_secs().saturating_sub(last_request.load(Ordering::Relaxed));
+        if quiet >= idle.as_secs() && !jobs.busy().await {
+            tracing::info!(
+                idle_seconds = quiet,
+                "idle: exiting until the next connection"
+            );
+            stop.cancel();
+            return;
+        }
+    }
+}

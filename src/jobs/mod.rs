@@ -1,1 +1,409 @@
-//! TODO
+//! Jobs: the queue, the bounded worker pool, the job state machine and recovery at start.
+//!
+//! The `jobs` row in SQLite is the truth for a job; the broadcast channel only carries
+//! changes to listeners (`?wait=`, `/events`). Credentials given in a request live in
+//! memory only, for as long as the job is queued or running. `pull.rs` (and later
+//! `build.rs`) are the job bodies; they drive `registry`, `store` and `unpack`, which
+//! know nothing of jobs.
+
+mod errors;
+mod metrics;
+mod model;
+mod progress;
+mod pull;
+mod request;
+mod table;
+
+pub use metrics::{BUCKETS as DURATION_BUCKETS, JobMetrics};
+pub use model::{Job, JobError, JobEvent, JobKind, JobStatus, Progress};
+pub use request::{CacheMode, Layout, PullRequest, PullSpec, RequestError, parse_platform};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::SqlitePool;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::registry::{Credentials, RegistryClient};
+use crate::store::Store;
+
+/// What job bodies need from the daemon.
+#[derive(Clone)]
+pub struct JobEnv {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub registry: RegistryClient,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobsError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("job {0} not found")]
+    NotFound(String),
+    #[error("job {id} already {status}; only queued or running jobs can be cancelled")]
+    AlreadyFinished { id: String, status: &'static str },
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    #[error("job database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl JobsError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            JobsError::Request(e) => e.code(),
+            JobsError::NotFound(_) => "job_not_found",
+            JobsError::AlreadyFinished { .. } => "job_finished",
+            JobsError::ShuttingDown => "shutting_down",
+            JobsError::Db(_) => "internal_error",
+        }
+    }
+}
+
+/// Credentials of one job, kept in memory only.
+#[derive(Clone, Default)]
+struct Secrets {
+    auth: Option<Credentials>,
+}
+
+struct Inner {
+    db: SqlitePool,
+    env: JobEnv,
+    events: broadcast::Sender<JobEvent>,
+    queue: mpsc::UnboundedSender<String>,
+    running: Mutex<HashMap<String, CancellationToken>>,
+    secrets: Mutex<HashMap<String, Secrets>>,
+    shutdown: CancellationToken,
+    metrics: JobMetrics,
+}
+
+/// The job manager. Cheap to clone.
+#[derive(Clone)]
+pub struct Jobs {
+    inner: Arc<Inner>,
+}
+
+impl Jobs {
+    /// Re-queues what the previous daemon left unfinished and starts `config.workers` workers.
+    pub async fn start(db: SqlitePool, env: JobEnv) -> Result<Jobs, JobsError> {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(1024);
+        let workers = env.config.workers;
+        let jobs = Jobs {
+            inner: Arc::new(Inner {
+                db,
+                env,
+                events,
+                queue,
+                running: Mutex::new(HashMap::new()),
+                secrets: Mutex::new(HashMap::new()),
+                shutdown: CancellationToken::new(),
+                metrics: JobMetrics::default(),
+            }),
+        };
+        jobs.recover().await?;
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..workers {
+            let jobs = jobs.clone();
+            let rx = rx.clone();
+            tokio::spawn(async move { jobs.worker(rx).await });
+        }
+        Ok(jobs)
+    }
+
+    async fn recover(&self) -> Result<(), JobsError> {
+        for job in table::take_unfinished(&self.inner.db).await? {
+            if job.had_credentials {
+                let error = JobError::new(
+                    "credentials_lost",
+                    "the daemon restarted and credentials given in the request are never \
+                     stored; submit the job again",
+                );
+                table::finish(
+                    &self.inner.db,
+                    &job.id,
+                    JobStatus::Failed,
+                    None,
+                    Some(&error),
+                )
+                .await?;
+                tracing::warn!(job = %job.id, "job failed after restart: credentials_lost");
+            } else {
+                tracing::info!(job = %job.id, "re-queued after restart");
+                let _ = self.inner.queue.send(job.id);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn db(&self) -> &SqlitePool {
+        &self.inner.db
+    }
+
+    pub fn env(&self) -> &JobEnv {
+        &self.inner.env
+    }
+
+    pub fn metrics(&self) -> &JobMetrics {
+        &self.inner.metrics
+    }
+
+    /// Validates and queues a pull.
+    pub async fn submit_pull(&self, request: PullRequest) -> Result<Job, JobsError> {
+        let spec = request.validate(&self.inner.env.config.roots)?;
+        if matches!(spec.layout, Layout::Git | Layout::Oci) {
+            return Err(RequestError::Unsupported(format!(
+                "layout {:?} is not available yet; use \"rootfs\"",
+                spec.layout
+            ))
+            .into());
+        }
+        if !spec.force && tokio::fs::symlink_metadata(&spec.dest).await.is_ok() {
+            return Err(RequestError::DestExists(spec.dest).into());
+        }
+        let secrets = Secrets {
+            auth: request.auth.clone(),
+        };
+        let stored = serde_json::to_value(&request).unwrap_or_default();
+        self.enqueue(JobKind::Pull, stored, secrets).await
+    }
+
+    async fn enqueue(
+        &self,
+        kind: JobKind,
+        request: serde_json::Value,
+        secrets: Secrets,
+    ) -> Result<Job, JobsError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(JobsError::ShuttingDown);
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let had_credentials = secrets.auth.is_some();
+        if had_credentials {
+            self.lock_secrets().insert(id.clone(), secrets);
+        }
+        let job = table::insert(&self.inner.db, &id, kind, &request, had_credentials).await?;
+        tracing::info!(job = %id, kind = kind.as_str(), request = %request, "job queued");
+        self.publish_state(&job);
+        let _ = self.inner.queue.send(id);
+        Ok(job)
+    }
+
+    fn lock_secrets(&self) -> std::sync::MutexGuard<'_, HashMap<String, Secrets>> {
+        self.inner.secrets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        self.inner.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish_state(&self, job: &Job) {
+        let _ = self
+            .inner
+            .events
+            .send(JobEvent::State(Box::new(job.clone())));
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Job, JobsError> {
+        table::get(&self.inner.db, id)
+            .await?
+            .ok_or_else(|| JobsError::NotFound(id.to_string()))
+    }
+
+    pub async fn list(
+        &self,
+        status: Option<JobStatus>,
+        kind: Option<JobKind>,
+        limit: u32,
+    ) -> Result<Vec<Job>, JobsError> {
+        Ok(table::list(&self.inner.db, status, kind, limit).await?)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The job once it has ended, or as it is when `timeout` runs out.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Job, JobsError> {
+        let mut rx = self.subscribe();
+        let job = self.get(id).await?;
+        if job.status.is_terminal() || timeout.is_zero() {
+            return Ok(job);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Err(_) => return self.get(id).await,
+                Ok(Ok(JobEvent::State(job))) if job.id == id && job.status.is_terminal() => {
+                    return self.get(id).await;
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                    let job = self.get(id).await?;
+                    if job.status.is_terminal() {
+                        return Ok(job);
+                    }
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => return self.get(id).await,
+            }
+        }
+    }
+
+    /// Cancels a queued or running job; answers the job once it has stopped (or after a few
+    /// seconds, still cancelling).
+    pub async fn cancel(&self, id: &str) -> Result<Job, JobsError> {
+        let job = self.get(id).await?;
+        if job.status.is_terminal() {
+            return Err(JobsError::AlreadyFinished {
+                id: id.to_string(),
+                status: job.status.as_str(),
+            });
+        }
+        if table::cancel_if_queued(&self.inner.db, id).await? {
+            // Never started: nothing on disk to undo.
+            self.lock_secrets().remove(id);
+            let job = self.get(id).await?;
+            self.publish_state(&job);
+            tracing::info!(job = %id, "job cancelled while queued");
+            return Ok(job);
+        }
+        let token = self.lock_running().get(id).cloned();
+        if let Some(token) = token {
+            token.cancel();
+        }
+        self.wait(id, Duration::from_secs(10)).await
+    }
+
+    async fn worker(&self, rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>>) {
+        loop {
+            let next = {
+                let mut rx = rx.lock().await;
+                tokio::select! {
+                    _ = self.inner.shutdown.cancelled() => None,
+                    id = rx.recv() => id,
+                }
+            };
+            let Some(id) = next else { return };
+            if self.inner.shutdown.is_cancelled() {
+                return;
+            }
+            if let Err(e) = self.run(&id).await {
+                tracing::error!(job = %id, error = %e, "job bookkeeping failed");
+            }
+        }
+    }
+
+    async fn run(&self, id: &str) -> Result<(), JobsError> {
+        let cancel = self.inner.shutdown.child_token();
+        self.lock_running().insert(id.to_string(), cancel.clone());
+        if !table::mark_running(&self.inner.db, id).await? {
+            self.lock_running().remove(id);
+            return Ok(()); // cancelled while queued
+        }
+        let job = self.get(id).await?;
+        self.publish_state(&job);
+        let started = Instant::now();
+        let secrets = self.lock_secrets().get(id).cloned().unwrap_or_default();
+        tracing::info!(job = %id, kind = job.kind.as_str(), request = %job.request, "job started");
+
+        let tracker = Arc::new(progress::Tracker::default());
+        let stop_reporting = CancellationToken::new();
+        let reporter = tokio::spawn(progress::report(
+            id.to_string(),
+            tracker.clone(),
+            self.inner.db.clone(),
+            self.inner.events.clone(),
+            stop_reporting.clone(),
+        ));
+
+        let body = {
+            let env = self.inner.env.clone();
+            let job = job.clone();
+            let cancel = cancel.clone();
+            let tracker = tracker.clone();
+            tokio::spawn(async move { run_body(env, job, secrets, tracker, cancel).await })
+        };
+        let outcome = match body.await {
+            Ok(outcome) => outcome,
+            Err(join) => Err(JobError::new(
+                "internal_error",
+                format!("job task ended abnormally: {join}"),
+            )),
+        };
+        stop_reporting.cancel();
+        let _ = reporter.await;
+        self.lock_running().remove(id);
+
+        if self.inner.shutdown.is_cancelled() && outcome.is_err() {
+            // Interrupted by shutdown: left `running`, re-queued at the next start.
+            tracing::info!(job = %id, "job interrupted by shutdown; it runs again at next start");
+            return Ok(());
+        }
+        self.lock_secrets().remove(id);
+        let (status, result, error) = match outcome {
+            Ok(result) => (JobStatus::Succeeded, Some(result), None),
+            Err(_) if cancel.is_cancelled() => (
+                JobStatus::Cancelled,
+                None,
+                Some(JobError::new("cancelled", "cancelled by request")),
+            ),
+            Err(e) => (JobStatus::Failed, None, Some(e)),
+        };
+        table::finish(&self.inner.db, id, status, result.as_ref(), error.as_ref()).await?;
+        self.inner
+            .metrics
+            .observe(job.kind, status, started.elapsed());
+        let job = self.get(id).await?;
+        match &job.error {
+            Some(e) => tracing::info!(job = %id, status = status.as_str(), code = %e.code,
+                                      message = %e.message, "job ended"),
+            None => tracing::info!(job = %id, status = status.as_str(), "job ended"),
+        }
+        self.publish_state(&job);
+        Ok(())
+    }
+
+    /// Stops taking jobs, interrupts running ones (they run again at the next start) and
+    /// waits up to `grace` for them to clean up.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.shutdown.cancel();
+        let deadline = Instant::now() + grace;
+        while !self.lock_running().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// True when a job is queued or running.
+    pub async fn busy(&self) -> bool {
+        !self.lock_running().is_empty() || table::any_active(&self.inner.db).await.unwrap_or(true)
+    }
+
+    /// Job counts by kind and status (for metrics).
+    pub async fn counts(&self) -> Result<Vec<(String, String, i64)>, JobsError> {
+        Ok(table::counts(&self.inner.db).await?)
+    }
+}
+
+async fn run_body(
+    env: JobEnv,
+    job: Job,
+    secrets: Secrets,
+    tracker: Arc<progress::Tracker>,
+    cancel: CancellationToken,
+) -> Result<serde_json::Value, JobError> {
+    match job.kind {
+        JobKind::Pull => {
+            let request: PullRequest = serde_json::from_value(job.request.clone())
+                .map_err(|e| JobError::new("invalid_request", format!("stored request: {e}")))?;
+            let spec = request
+                .validate(&env.config.roots)
+                .map_err(|e| JobError::new(e.code(), e.to_string()))?;
+            pull::run(&env, &job.id, spec, secrets.auth, &tracker, &cancel).await
+        }
+        JobKind::Build => Err(JobError::new("unsupported", "builds are not available yet")),
+    }
+}

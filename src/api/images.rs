@@ -1,0 +1,91 @@
+//! `GET /digest` and `GET /inspect`: what an image is, without pulling it.
+
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::Query;
+use crate::jobs::parse_platform;
+use crate::registry::{ManifestKind, Platform, Reference};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageQuery {
+    image: Option<String>,
+    platform: Option<String>,
+}
+
+impl ImageQuery {
+    fn parse(&self) -> Result<(Reference, Option<Platform>), ApiError> {
+        let image = self.image.as_deref().unwrap_or("").trim();
+        if image.is_empty() {
+            return Err(ApiError::bad_request(
+                "invalid_reference",
+                "give the image as ?image=REF (e.g. ?image=ubuntu:24.04)",
+            ));
+        }
+        let reference: Reference =
+            image
+                .parse()
+                .map_err(|e: crate::registry::ReferenceError| {
+                    ApiError::bad_request("invalid_reference", e.to_string())
+                })?;
+        let platform = parse_platform(self.platform.as_deref())?;
+        Ok((reference, platform))
+    }
+}
+
+pub async fn digest(
+    State(state): State<AppState>,
+    Query(q): Query<ImageQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let (reference, platform) = q.parse()?;
+    let registry = &state.jobs.env().registry;
+    let (digest, media_type, _size) = registry.head_manifest(&reference, None).await?;
+    let mut body = json!({
+        "image": reference.to_string(),
+        "digest": digest,
+        "media_type": media_type,
+    });
+    if let Some(platform) = platform {
+        let pinned = reference.with_digest(digest);
+        let image = registry.resolve(&pinned, Some(&platform), None).await?;
+        body["platform"] = json!(image.platform.to_string());
+        body["platform_digest"] = json!(image.manifest.digest);
+    }
+    Ok(axum::Json(body))
+}
+
+pub async fn inspect(
+    State(state): State<AppState>,
+    Query(q): Query<ImageQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let (reference, platform) = q.parse()?;
+    let registry = &state.jobs.env().registry;
+    let image = registry
+        .resolve(&reference, platform.as_ref(), None)
+        .await?;
+    let ManifestKind::Image { config, layers } = &image.manifest.kind else {
+        return Err(ApiError::bad_request(
+            "unsupported_manifest",
+            format!("{reference} resolved to an index, not an image"),
+        ));
+    };
+    let config_json: Value = serde_json::from_slice(&image.config).unwrap_or(Value::Null);
+    let size: u64 = layers.iter().map(|l| l.size).sum::<u64>() + config.size;
+    Ok(axum::Json(json!({
+        "image": reference.to_string(),
+        "digest": image.top.digest,
+        "media_type": image.top.media_type,
+        "platforms": image.platforms.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "platform": image.platform.to_string(),
+        "platform_digest": image.manifest.digest,
+        "manifest_media_type": image.manifest.media_type,
+        "config_digest": config.digest,
+        "config": config_json,
+        "layers": layers,
+        "size": size,
+    })))
+}

@@ -1,0 +1,168 @@
+//! `GET /jobs`, `GET /jobs/{id}[?wait=]`, `GET /jobs/{id}/events`, `DELETE /jobs/{id}`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use serde::Deserialize;
+use tokio::sync::broadcast;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::Query;
+use crate::jobs::{Job, JobEvent, JobKind, JobStatus};
+
+/// Longest `?wait=` honoured, in seconds; clients loop for longer waits.
+const MAX_WAIT_SECS: u64 = 300;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    kind: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::Json<Vec<Job>>, ApiError> {
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            JobStatus::parse(s).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!(
+                        "status {s:?} is not one of queued, running, succeeded, failed, cancelled"
+                    ),
+                )
+            })
+        })
+        .transpose()?;
+    let kind = q
+        .kind
+        .as_deref()
+        .map(|k| {
+            JobKind::parse(k).ok_or_else(|| {
+                ApiError::bad_request("invalid_query", format!("kind {k:?} is not pull or build"))
+            })
+        })
+        .transpose()?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    Ok(axum::Json(state.jobs.list(status, kind, limit).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetQuery {
+    wait: Option<f64>,
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<GetQuery>,
+) -> Result<axum::Json<Job>, ApiError> {
+    let job = match q.wait {
+        Some(w) if w.is_finite() && w > 0.0 => {
+            let wait = Duration::from_secs_f64(w.min(MAX_WAIT_SECS as f64));
+            state.jobs.wait(&id, wait).await?
+        }
+        Some(w) if !w.is_finite() || w < 0.0 => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("wait {w} must be a number of seconds >= 0"),
+            ));
+        }
+        _ => state.jobs.get(&id).await?,
+    };
+    Ok(axum::Json(job))
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Job>, ApiError> {
+    Ok(axum::Json(state.jobs.cancel(&id).await?))
+}
+
+/// Server-sent events: `state` (the whole job) on every status change, `progress` while
+/// running; the stream ends after the job ends.
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let rx = state.jobs.subscribe();
+    let job = state.jobs.get(&id).await?;
+    let jobs = state.jobs.clone();
+    let stream = async_stream(jobs, id, job, rx);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn state_event(job: &Job) -> Event {
+    Event::default()
+        .event("state")
+        .json_data(job)
+        .unwrap_or_else(|_| Event::default().event("state"))
+}
+
+fn async_stream(
+    jobs: crate::jobs::Jobs,
+    id: String,
+    first: Job,
+    rx: broadcast::Receiver<JobEvent>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    struct St {
+        jobs: crate::jobs::Jobs,
+        id: String,
+        first: Option<Job>,
+        rx: broadcast::Receiver<JobEvent>,
+        done: bool,
+    }
+    futures_util::stream::unfold(
+        St {
+            jobs,
+            id,
+            first: Some(first),
+            rx,
+            done: false,
+        },
+        |mut st| async move {
+            if st.done {
+                return None;
+            }
+            if let Some(job) = st.first.take() {
+                st.done = job.status.is_terminal();
+                return Some((Ok(state_event(&job)), st));
+            }
+            loop {
+                match st.rx.recv().await {
+                    Ok(JobEvent::State(job)) if job.id == st.id => {
+                        st.done = job.status.is_terminal();
+                        return Some((Ok(state_event(&job)), st));
+                    }
+                    Ok(JobEvent::Progress { id, progress }) if id == st.id => {
+                        let ev = Event::default()
+                            .event("progress")
+                            .json_data(&progress)
+                            .unwrap_or_default();
+                        return Some((Ok(ev), st));
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Missed some: resynchronise from the row.
+                        if let Ok(job) = st.jobs.get(&st.id).await {
+                            st.done = job.status.is_terminal();
+                            return Some((Ok(state_event(&job)), st));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    )
+}

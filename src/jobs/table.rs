@@ -1,0 +1,196 @@
+//! The `jobs` table: every query on it, nothing else.
+//!
+//! Status changes are conditional updates (`WHERE status = …`), so a cancel racing a
+//! worker's start can never both win.
+
+use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
+
+use super::model::{Job, JobError, JobKind, JobStatus, Progress, now_rfc3339};
+
+pub type DbResult<T> = Result<T, sqlx::Error>;
+
+fn job_from_row(row: &SqliteRow) -> DbResult<Job> {
+    let kind: String = row.try_get("kind")?;
+    let status: String = row.try_get("status")?;
+    let request: String = row.try_get("request")?;
+    let progress: Option<String> = row.try_get("progress")?;
+    let result: Option<String> = row.try_get("result")?;
+    let error_code: Option<String> = row.try_get("error_code")?;
+    let error_message: Option<String> = row.try_get("error_message")?;
+    let decode = |what: &str, e: String| sqlx::Error::Decode(format!("jobs.{what}: {e}").into());
+    Ok(Job {
+        id: row.try_get("id")?,
+        kind: JobKind::parse(&kind).ok_or_else(|| decode("kind", kind.clone()))?,
+        status: JobStatus::parse(&status).ok_or_else(|| decode("status", status.clone()))?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        request: serde_json::from_str(&request).map_err(|e| decode("request", e.to_string()))?,
+        progress: progress.and_then(|p| serde_json::from_str::<Progress>(&p).ok()),
+        result: result.and_then(|r| serde_json::from_str(&r).ok()),
+        error: error_code.map(|code| JobError {
+            code,
+            message: error_message.unwrap_or_default(),
+        }),
+    })
+}
+
+pub async fn insert(
+    db: &SqlitePool,
+    id: &str,
+    kind: JobKind,
+    request: &serde_json::Value,
+    had_credentials: bool,
+) -> DbResult<Job> {
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, status, created_at, request, had_credentials)
+         VALUES (?, ?, 'queued', ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(kind.as_str())
+    .bind(now_rfc3339())
+    .bind(request.to_string())
+    .bind(had_credentials)
+    .execute(db)
+    .await?;
+    get(db, id).await?.ok_or_else(|| sqlx::Error::RowNotFound)
+}
+
+pub async fn get(db: &SqlitePool, id: &str) -> DbResult<Option<Job>> {
+    let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(job_from_row).transpose()
+}
+
+/// Newest first, optionally filtered.
+pub async fn list(
+    db: &SqlitePool,
+    status: Option<JobStatus>,
+    kind: Option<JobKind>,
+    limit: u32,
+) -> DbResult<Vec<Job>> {
+    let rows = sqlx::query(
+        "SELECT * FROM jobs
+         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR kind = ?2)
+         ORDER BY seq DESC LIMIT ?3",
+    )
+    .bind(status.map(JobStatus::as_str))
+    .bind(kind.map(JobKind::as_str))
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(job_from_row).collect()
+}
+
+/// queued → running; false when the job was no longer queued (cancelled meanwhile).
+pub async fn mark_running(db: &SqlitePool, id: &str) -> DbResult<bool> {
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'running', started_at = ?, error_code = NULL,
+                         error_message = NULL
+         WHERE id = ? AND status = 'queued'",
+    )
+    .bind(now_rfc3339())
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Ends a job that is queued or running; false when it had already ended.
+pub async fn finish(
+    db: &SqlitePool,
+    id: &str,
+    status: JobStatus,
+    result: Option<&serde_json::Value>,
+    error: Option<&JobError>,
+) -> DbResult<bool> {
+    debug_assert!(status.is_terminal());
+    let done = sqlx::query(
+        "UPDATE jobs SET status = ?, finished_at = ?, result = ?, error_code = ?,
+                         error_message = ?
+         WHERE id = ? AND status IN ('queued', 'running')",
+    )
+    .bind(status.as_str())
+    .bind(now_rfc3339())
+    .bind(result.map(|r| r.to_string()))
+    .bind(error.map(|e| e.code.as_str()))
+    .bind(error.map(|e| e.message.as_str()))
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// queued → cancelled; false when the job was no longer queued.
+pub async fn cancel_if_queued(db: &SqlitePool, id: &str) -> DbResult<bool> {
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'cancelled', finished_at = ?, error_code = 'cancelled',
+                         error_message = 'cancelled by request'
+         WHERE id = ? AND status = 'queued'",
+    )
+    .bind(now_rfc3339())
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn set_progress(db: &SqlitePool, id: &str, progress: &Progress) -> DbResult<()> {
+    let json = serde_json::to_string(progress).unwrap_or_default();
+    sqlx::query("UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running'")
+        .bind(json)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// A job that must run again after a restart.
+pub struct Unfinished {
+    pub id: String,
+    pub had_credentials: bool,
+}
+
+/// Jobs left queued or running by the previous daemon, oldest first; running ones are put
+/// back to queued.
+pub async fn take_unfinished(db: &SqlitePool) -> DbResult<Vec<Unfinished>> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'queued', started_at = NULL, progress = NULL
+         WHERE status = 'running'",
+    )
+    .execute(db)
+    .await?;
+    let rows =
+        sqlx::query("SELECT id, had_credentials FROM jobs WHERE status = 'queued' ORDER BY seq")
+            .fetch_all(db)
+            .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Unfinished {
+                id: r.try_get("id")?,
+                had_credentials: r.try_get("had_credentials")?,
+            })
+        })
+        .collect()
+}
+
+/// Counts by (kind, status), for metrics.
+pub async fn counts(db: &SqlitePool) -> DbResult<Vec<(String, String, i64)>> {
+    let rows = sqlx::query("SELECT kind, status, COUNT(*) AS n FROM jobs GROUP BY kind, status")
+        .fetch_all(db)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("kind")?, r.try_get("status")?, r.try_get("n")?)))
+        .collect()
+}
+
+/// True when some job is queued or running (for idle exit).
+pub async fn any_active(db: &SqlitePool) -> DbResult<bool> {
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')")
+            .fetch_one(db)
+            .await?;
+    Ok(n > 0)
+}
