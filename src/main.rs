@@ -1,8 +1,13 @@
 //! The `hoist` binary: `hoist serve` runs the daemon; the other subcommands are clients of
-//! a running daemon.
+//! a running daemon, over the same HTTP API.
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use hyper::Method;
+use serde_json::json;
 
+use hoist::client::{self, Api, Connection, CredsArgs, encode};
 use hoist::config::{Config, ServeArgs};
 
 #[derive(Parser)]
@@ -20,6 +25,105 @@ struct Cli {
 enum Command {
     /// Run the daemon in the foreground
     Serve(ServeArgs),
+    /// Pull IMAGE into DEST (a folder inside HOIST_ROOTS) and follow the job
+    Pull {
+        image: String,
+        dest: String,
+        /// os/arch[/variant] to pick from a multi-platform index
+        #[arg(long)]
+        platform: Option<String>,
+        /// replace DEST if it exists (atomically, once the new tree is complete)
+        #[arg(long)]
+        force: bool,
+        /// rootfs, git or oci
+        #[arg(long, default_value = "rootfs")]
+        layout: String,
+        /// neither read nor write the daemon's shared cache
+        #[arg(long)]
+        no_cache: bool,
+        /// print the job id and return without following it
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        creds: CredsArgs,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Print an image's digest without pulling it
+    Digest {
+        image: String,
+        #[arg(long)]
+        platform: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Print an image's platforms, config and layers without pulling it
+    Inspect {
+        image: String,
+        #[arg(long)]
+        platform: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Build SOURCE (a folder inside HOIST_ROOTS) into one layer and push it as TARGET
+    Build {
+        source: PathBuf,
+        target: String,
+        /// image the new layer goes on top of
+        #[arg(long)]
+        base: Option<String>,
+        /// entrypoint, one argument per flag
+        #[arg(long)]
+        entrypoint: Vec<String>,
+        /// cmd, one argument per flag
+        #[arg(long)]
+        cmd: Vec<String>,
+        /// K=V, repeatable
+        #[arg(long)]
+        env: Vec<String>,
+        #[arg(long)]
+        platform: Option<String>,
+        /// oci or docker
+        #[arg(long)]
+        format: Option<String>,
+        /// gzip or zstd
+        #[arg(long)]
+        compression: Option<String>,
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        creds: CredsArgs,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// List jobs, newest first
+    Jobs {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Show one job (or cancel it, or follow it to its end)
+    Job {
+        id: String,
+        #[arg(long, conflicts_with = "follow")]
+        cancel: bool,
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Show the cache, or purge it
+    Cache {
+        /// `purge` removes every blob no running job uses
+        action: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -36,13 +140,13 @@ fn main() -> std::process::ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => {
-            let format = args.log_format;
-            hoist::serve::init_logging(format);
+            hoist::serve::init_logging(args.log_format);
             runtime.block_on(async {
                 let config = Config::from_args(args)?;
                 hoist::serve::run(config).await
             })
         }
+        other => runtime.block_on(run_client(other)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -50,5 +154,178 @@ fn main() -> std::process::ExitCode {
             eprintln!("hoist: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+fn api(conn: Connection) -> Api {
+    Api {
+        daemon: conn.daemon,
+        token: conn.token,
+    }
+}
+
+fn query(pairs: &[(&str, Option<&str>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", encode(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+async fn run_client(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(_) => unreachable!("handled in main"),
+        Command::Pull {
+            image,
+            dest,
+            platform,
+            force,
+            layout,
+            no_cache,
+            detach,
+            creds,
+            conn,
+        } => {
+            let mut body =
+                json!({ "image": image, "dest": dest, "force": force, "layout": layout });
+            if let Some(p) = platform {
+                body["platform"] = json!(p);
+            }
+            if no_cache {
+                body["cache"] = json!("bypass");
+            }
+            if let Some(auth) = creds.to_auth()? {
+                body["auth"] = auth;
+            }
+            client::submit_and_follow(&api(conn), "/pulls", body, detach).await
+        }
+        Command::Digest {
+            image,
+            platform,
+            conn,
+        } => {
+            let q = query(&[("image", Some(&image)), ("platform", platform.as_deref())]);
+            client::call_and_print(&api(conn), Method::GET, &format!("/digest{q}")).await
+        }
+        Command::Inspect {
+            image,
+            platform,
+            conn,
+        } => {
+            let q = query(&[("image", Some(&image)), ("platform", platform.as_deref())]);
+            client::call_and_print(&api(conn), Method::GET, &format!("/inspect{q}")).await
+        }
+        Command::Build {
+            source,
+            target,
+            base,
+            entrypoint,
+            cmd,
+            env,
+            platform,
+            format,
+            compression,
+            detach,
+            creds,
+            conn,
+        } => {
+            let mut body = json!({ "source": source, "target": target });
+            if let Some(b) = base {
+                body["base"] = json!(b);
+            }
+            let mut config = serde_json::Map::new();
+            if !entrypoint.is_empty() {
+                config.insert("entrypoint".into(), json!(entrypoint));
+            }
+            if !cmd.is_empty() {
+                config.insert("cmd".into(), json!(cmd));
+            }
+            if !env.is_empty() {
+                config.insert("env".into(), json!(env));
+            }
+            if !config.is_empty() {
+                body["config"] = serde_json::Value::Object(config);
+            }
+            for (k, v) in [
+                ("platform", platform),
+                ("format", format),
+                ("compression", compression),
+            ] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
+            }
+            if let Some(auth) = creds.to_auth()? {
+                body["auth"] = auth;
+            }
+            client::submit_and_follow(&api(conn), "/builds", body, detach).await
+        }
+        Command::Jobs {
+            status,
+            kind,
+            limit,
+            conn,
+        } => {
+            let limit = limit.map(|l| l.to_string());
+            let q = query(&[
+                ("status", status.as_deref()),
+                ("kind", kind.as_deref()),
+                ("limit", limit.as_deref()),
+            ]);
+            let (_, jobs) = api(conn)
+                .call(Method::GET, &format!("/jobs{q}"), None)
+                .await?;
+            for job in jobs.as_array().into_iter().flatten() {
+                let what = job["request"]["image"]
+                    .as_str()
+                    .or_else(|| job["request"]["target"].as_str())
+                    .unwrap_or("");
+                println!(
+                    "{}  {:<5}  {:<9}  {}  {}",
+                    job["id"].as_str().unwrap_or(""),
+                    job["kind"].as_str().unwrap_or(""),
+                    job["status"].as_str().unwrap_or(""),
+                    job["created_at"].as_str().unwrap_or(""),
+                    what
+                );
+            }
+            Ok(())
+        }
+        Command::Job {
+            id,
+            cancel,
+            follow,
+            conn,
+        } => {
+            let api = api(conn);
+            if cancel {
+                return client::call_and_print(
+                    &api,
+                    Method::DELETE,
+                    &format!("/jobs/{}", encode(&id)),
+                )
+                .await;
+            }
+            if follow {
+                let end = client::follow_job(&api, &id).await?;
+                client::print_json(&end);
+                if end["status"] != "succeeded" {
+                    anyhow::bail!("job {id} {}", end["status"].as_str().unwrap_or("ended"));
+                }
+                return Ok(());
+            }
+            client::call_and_print(&api, Method::GET, &format!("/jobs/{}", encode(&id))).await
+        }
+        Command::Cache { action, conn } => match action.as_deref() {
+            None => client::call_and_print(&api(conn), Method::GET, "/cache").await,
+            Some("purge") => client::call_and_print(&api(conn), Method::DELETE, "/cache").await,
+            Some(other) => anyhow::bail!(
+                "unknown cache action {other:?}; use `hoist cache` or `hoist cache purge`"
+            ),
+        },
     }
 }

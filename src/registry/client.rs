@@ -1,12 +1,33 @@
-//! The HTTP side of the distribution protocol: manifests, blobs (with resume), retries.
+//! The distribution API as hoist uses it: manifests (GET, HEAD), resolving a reference to
+//! one platform's image, and counters for `/metrics`. Blobs are in `blob`, pushes in `push`.
+//!
+//! Every request goes through the transport (auth, retries, redirects). Not for: caching
+//! blobs (the store) or knowing about jobs.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use tokio::io::AsyncWrite;
-use tokio_util::sync::CancellationToken;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, Response};
 
-use super::{Credentials, FetchedManifest, Platform, Reference, RegistryError, ResolvedImage};
+use super::auth::Scope;
+use super::docker_config::{self, DockerConfig};
+use super::error_map::{Target, error_for};
+use super::manifest::{ACCEPT, config_platform, platform_not_found};
+use super::retry::RetryPolicy;
+use super::transport::{Body, Request, Transport, read_limited};
+use super::{
+    Credentials, FetchedManifest, ManifestKind, Platform, Reference, RegistryError, ResolvedImage,
+};
 use crate::digest::Digest;
+
+/// Manifests larger than this are refused (the distribution spec allows registries 4 MiB).
+const MAX_MANIFEST_BYTES: usize = 16 << 20;
+/// Image configs larger than this are refused; they are JSON of a few KiB.
+pub(super) const MAX_CONFIG_BYTES: u64 = 16 << 20;
+pub(super) const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 
 /// Settings the client needs, taken from the daemon's configuration once.
 #[derive(Clone, Debug, Default)]
@@ -14,66 +35,272 @@ pub struct RegistryConfig {
     /// `host[:port]` spoken to over plain HTTP, besides localhost and 127.0.0.0/8.
     pub insecure_registries: Vec<String>,
     /// Folder of Docker's `config.json` (`$DOCKER_CONFIG`, else `~/.docker`).
+    /// `None`: no credentials besides those a request brings.
     pub docker_config_dir: Option<PathBuf>,
+}
+
+impl RegistryConfig {
+    /// `$DOCKER_CONFIG`, else `~/.docker` (None without `HOME`).
+    pub fn default_docker_config_dir() -> Option<PathBuf> {
+        docker_config::default_dir()
+    }
 }
 
 /// One client for every registry: a shared connection pool and token cache.
 /// Cheap to clone (an `Arc` inside).
 #[derive(Clone)]
-pub struct RegistryClient {}
+pub struct RegistryClient {
+    pub(super) inner: Arc<Transport>,
+}
 
 impl RegistryClient {
-    pub fn new(_config: RegistryConfig) -> Result<Self, RegistryError> {
-        todo!()
+    pub fn new(config: RegistryConfig) -> Result<Self, RegistryError> {
+        Self::with_policy(config, RetryPolicy::default())
+    }
+
+    pub(super) fn with_policy(
+        config: RegistryConfig,
+        retry: RetryPolicy,
+    ) -> Result<Self, RegistryError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| RegistryError::Protocol(format!("cannot set up the HTTP client: {e}")))?;
+        let docker = DockerConfig::new(config.docker_config_dir);
+        Ok(RegistryClient {
+            inner: Arc::new(Transport::new(
+                http,
+                config.insecure_registries,
+                docker,
+                retry,
+            )),
+        })
+    }
+
+    /// Registry responses so far by HTTP status, ascending; status 0 counts requests that
+    /// got no answer (connection errors, timeouts).
+    pub fn request_counts(&self) -> Vec<(u16, u64)> {
+        self.inner.counters.by_status()
+    }
+
+    /// Blob bytes received from registries so far (manifests not included).
+    pub fn bytes_downloaded(&self) -> u64 {
+        self.inner.counters.downloaded.load(Ordering::Relaxed)
+    }
+
+    /// Blob bytes sent to registries so far.
+    pub fn bytes_uploaded(&self) -> u64 {
+        self.inner.counters.uploaded.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn request<'a>(
+        &self,
+        method: Method,
+        reference: &'a Reference,
+        path: &str,
+        scopes: Vec<Scope>,
+        creds: Option<&'a Credentials>,
+    ) -> Result<Request<'a>, RegistryError> {
+        Ok(Request {
+            method,
+            reference,
+            url: self.inner.url(reference, path)?,
+            headers: HeaderMap::new(),
+            body: Body::Empty,
+            scopes,
+            creds,
+        })
+    }
+
+    fn manifest_request<'a>(
+        &self,
+        method: Method,
+        reference: &'a Reference,
+        creds: Option<&'a Credentials>,
+    ) -> Result<Request<'a>, RegistryError> {
+        let path = format!(
+            "v2/{}/manifests/{}",
+            reference.repository,
+            reference.manifest_ref()
+        );
+        let mut req = self.request(
+            method,
+            reference,
+            &path,
+            vec![Scope::pull(&reference.repository)],
+            creds,
+        )?;
+        req.headers
+            .insert(header::ACCEPT, HeaderValue::from_static(ACCEPT));
+        Ok(req)
     }
 
     /// GETs the manifest `reference` names (tag or digest), verifying its digest when the
     /// reference has one. Schema 1 is refused with `unsupported_manifest`.
     pub async fn get_manifest(
         &self,
-        _reference: &Reference,
-        _creds: Option<&Credentials>,
+        reference: &Reference,
+        creds: Option<&Credentials>,
     ) -> Result<FetchedManifest, RegistryError> {
-        todo!()
+        let req = self.manifest_request(Method::GET, reference, creds)?;
+        let mut tries = 0;
+        let (headers, bytes) = loop {
+            let resp = self.inner.send(&req).await?;
+            if !resp.status().is_success() {
+                return Err(error_for(resp, reference, &req.scopes, Target::Manifest).await);
+            }
+            let headers = resp.headers().clone();
+            match read_limited(resp, MAX_MANIFEST_BYTES, &reference.registry, "manifest").await {
+                Ok(bytes) => break (headers, bytes),
+                // The body broke off: ask again, like any transient failure.
+                Err(RegistryError::Unreachable { .. }) if tries + 1 < self.inner.retry.attempts => {
+                    tokio::time::sleep(self.inner.retry.backoff(tries)).await;
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let mismatch = |expected: &Digest, actual: &Digest| RegistryError::DigestMismatch {
+            image: reference.to_string(),
+            what: "manifest".to_string(),
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        };
+        let header_digest = headers
+            .get(DOCKER_CONTENT_DIGEST)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<Digest>().ok());
+        let digest = match (&reference.digest, header_digest) {
+            (Some(want), _) => want.clone(),
+            (None, Some(said)) => said,
+            (None, None) => Digest::sha256_of(&bytes),
+        };
+        if !digest.matches(&bytes) {
+            let mut h = digest.hasher();
+            h.update(&bytes);
+            return Err(mismatch(&digest, &h.finish()));
+        }
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        FetchedManifest::parse(&reference.to_string(), digest, content_type, bytes)
     }
 
     /// The digest and media type of what `reference` points at, with a HEAD when the
     /// registry sends `Docker-Content-Digest`, else a GET that is hashed.
     pub async fn head_manifest(
         &self,
-        _reference: &Reference,
-        _creds: Option<&Credentials>,
+        reference: &Reference,
+        creds: Option<&Credentials>,
     ) -> Result<(Digest, String, u64), RegistryError> {
-        todo!()
+        let req = self.manifest_request(Method::HEAD, reference, creds)?;
+        let resp = self.inner.send(&req).await?;
+        if resp.status().is_success() {
+            if let Some(found) = from_head(&resp) {
+                if let Some(want) = reference.digest.as_ref().filter(|w| **w != found.0) {
+                    return Err(RegistryError::DigestMismatch {
+                        image: reference.to_string(),
+                        what: "manifest".to_string(),
+                        expected: want.to_string(),
+                        actual: found.0.to_string(),
+                    });
+                }
+                return Ok(found);
+            }
+        } else if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(error_for(resp, reference, &req.scopes, Target::Manifest).await);
+        }
+        let m = self.get_manifest(reference, creds).await?;
+        Ok((m.digest, m.media_type, m.bytes.len() as u64))
     }
 
     /// Resolves `reference` to one platform's image manifest and its config.
     /// `platform` None: the host's platform is picked from an index.
     pub async fn resolve(
         &self,
-        _reference: &Reference,
-        _platform: Option<&Platform>,
-        _creds: Option<&Credentials>,
+        reference: &Reference,
+        platform: Option<&Platform>,
+        creds: Option<&Credentials>,
     ) -> Result<ResolvedImage, RegistryError> {
-        todo!()
+        let top = self.get_manifest(reference, creds).await?;
+        let (manifest, platforms, chosen) = if top.is_index() {
+            let platforms = top.kind.platforms();
+            // Without an explicit wish, any variant of the host's architecture will do,
+            // the default one first.
+            let wanted = platform.cloned().unwrap_or_else(|| Platform {
+                variant: None,
+                ..Platform::host()
+            });
+            let (chosen, desc) = top.kind.select(&wanted).ok_or_else(|| {
+                platform_not_found(reference, platform.unwrap_or(&Platform::host()), &platforms)
+            })?;
+            let (chosen, digest) = (chosen.clone(), desc.digest.clone());
+            let manifest = self
+                .get_manifest(&reference.with_digest(digest), creds)
+                .await?;
+            if manifest.is_index() {
+                return Err(RegistryError::UnsupportedManifest {
+                    image: reference.to_string(),
+                    reason: format!(
+                        "index entry {} for {chosen} is itself an index",
+                        manifest.digest
+                    ),
+                });
+            }
+            (manifest, platforms, Some(chosen))
+        } else {
+            (top.clone(), Vec::new(), None)
+        };
+        let ManifestKind::Image { config, .. } = &manifest.kind else {
+            unreachable!("checked above: not an index");
+        };
+        let config = self.fetch_config(reference, config, creds).await?;
+        let platform_found = match chosen {
+            Some(p) => p,
+            None => {
+                let p = config_platform(&reference.to_string(), &config)?;
+                if let Some(want) = platform.filter(|w| w.match_score(&p).is_none()) {
+                    return Err(platform_not_found(
+                        reference,
+                        want,
+                        std::slice::from_ref(&p),
+                    ));
+                }
+                p
+            }
+        };
+        Ok(ResolvedImage {
+            reference: reference.clone(),
+            top,
+            manifest,
+            platforms,
+            platform: platform_found,
+            config,
+        })
     }
+}
 
-    /// Streams blob `digest` of `reference`'s repository into `sink`, starting at byte
-    /// `offset` (bytes the sink already holds). Resumes with `Range` after a dropped
-    /// connection; `progress` is called with each chunk's length. Returns the total size.
-    /// Does not verify the digest: the sink (the store's writer) does.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn copy_blob<W: AsyncWrite + Unpin + Send>(
-        &self,
-        _reference: &Reference,
-        _digest: &Digest,
-        _expected_size: Option<u64>,
-        _creds: Option<&Credentials>,
-        _sink: &mut W,
-        _offset: u64,
-        _progress: &(dyn Fn(u64) + Send + Sync),
-        _cancel: &CancellationToken,
-    ) -> Result<u64, RegistryError> {
-        todo!()
+/// Digest, media type and size from a HEAD answer, when it says all of them specifically.
+fn from_head(resp: &Response) -> Option<(Digest, String, u64)> {
+    let h = resp.headers();
+    let digest = h
+        .get(DOCKER_CONTENT_DIGEST)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let media_type = h.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let media_type = media_type.split(';').next()?.trim().to_ascii_lowercase();
+    if matches!(
+        media_type.as_str(),
+        "" | "application/json" | "text/plain" | "application/octet-stream"
+    ) {
+        return None;
     }
+    let size = h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()?;
+    Some((digest, media_type, size))
 }

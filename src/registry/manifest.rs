@@ -1,8 +1,13 @@
 //! Manifests and indexes (OCI and Docker schema 2), their media types, and platform selection.
+//!
+//! Parsing is deliberately lenient about fields hoist does not use (annotations,
+//! `artifactType`, `os.version`) and strict about what it does use (digests, sizes).
+//! Not for: fetching (see the client) or interpreting layers (see unpack).
 
 use bytes::Bytes;
+use serde::Deserialize;
 
-use super::{Platform, Reference};
+use super::{Platform, Reference, RegistryError};
 use crate::digest::Digest;
 
 pub mod media_types {
@@ -70,4 +75,401 @@ pub struct ResolvedImage {
     pub platform: Platform,
     /// The config blob's bytes, verified.
     pub config: Bytes,
+}
+
+/// The media types hoist asks registries for, best first (schema 1 only to refuse it clearly).
+pub(super) const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.docker.distribution.manifest.v2+json, \
+application/vnd.docker.distribution.manifest.v1+prettyjws;q=0.1, \
+application/vnd.docker.distribution.manifest.v1+json;q=0.1";
+
+const SCHEMA1_HINT: &str = "docker schema 1 manifests are not supported; \
+push the image again with a current docker, or convert it with \
+`skopeo copy --format v2s2`";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDocument {
+    schema_version: Option<u32>,
+    media_type: Option<String>,
+    config: Option<RawDescriptor>,
+    layers: Option<Vec<RawDescriptor>>,
+    manifests: Option<Vec<RawDescriptor>>,
+    fs_layers: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDescriptor {
+    #[serde(default)]
+    media_type: String,
+    digest: Digest,
+    size: u64,
+    platform: Option<Platform>,
+}
+
+impl From<RawDescriptor> for LayerDescriptor {
+    fn from(d: RawDescriptor) -> Self {
+        LayerDescriptor {
+            media_type: d.media_type,
+            digest: d.digest,
+            size: d.size,
+        }
+    }
+}
+
+/// The `Content-Type` without parameters, unless it is a generic type that says nothing.
+fn specific_content_type(content_type: Option<&str>) -> Option<String> {
+    let ct = content_type?.split(';').next()?.trim().to_ascii_lowercase();
+    match ct.as_str() {
+        "" | "application/json" | "text/plain" | "application/octet-stream" => None,
+        _ => Some(ct),
+    }
+}
+
+impl FetchedManifest {
+    /// Parses a manifest document. The media type comes from `content_type` when it is
+    /// specific, else from the document's `mediaType`, else from its shape (`manifests`
+    /// means an OCI index, `layers` an OCI manifest). `digest` must already be verified.
+    pub fn parse(
+        image: &str,
+        digest: Digest,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<FetchedManifest, RegistryError> {
+        let unsupported = |reason: String| RegistryError::UnsupportedManifest {
+            image: image.to_string(),
+            reason,
+        };
+        let doc: RawDocument = serde_json::from_slice(&bytes).map_err(|e| {
+            unsupported(format!(
+                "manifest {digest} is not a valid manifest document: {e}"
+            ))
+        })?;
+        if doc.schema_version == Some(1) || doc.fs_layers.is_some() {
+            return Err(unsupported(SCHEMA1_HINT.to_string()));
+        }
+        let media_type = specific_content_type(content_type)
+            .or_else(|| doc.media_type.clone())
+            .or_else(|| match (&doc.manifests, &doc.layers) {
+                (Some(_), _) => Some(media_types::OCI_INDEX.to_string()),
+                (None, Some(_)) => Some(media_types::OCI_MANIFEST.to_string()),
+                (None, None) => None,
+            })
+            .ok_or_else(|| {
+                unsupported(format!(
+                    "manifest {digest} has no media type and neither `manifests` nor `layers`"
+                ))
+            })?;
+
+        use media_types::*;
+        let kind = match media_type.as_str() {
+            OCI_INDEX | DOCKER_MANIFEST_LIST => {
+                let entries = doc.manifests.ok_or_else(|| {
+                    unsupported(format!("index {digest} ({media_type}) has no `manifests`"))
+                })?;
+                ManifestKind::Index(
+                    entries
+                        .into_iter()
+                        .map(|mut d| (d.platform.take(), d.into()))
+                        .collect(),
+                )
+            }
+            OCI_MANIFEST | DOCKER_MANIFEST => {
+                let config = doc.config.ok_or_else(|| {
+                    unsupported(format!("manifest {digest} ({media_type}) has no `config`"))
+                })?;
+                ManifestKind::Image {
+                    config: config.into(),
+                    layers: doc
+                        .layers
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(Into::into)
+                        .collect(),
+                }
+            }
+            DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED => {
+                return Err(unsupported(SCHEMA1_HINT.to_string()));
+            }
+            other => {
+                return Err(unsupported(format!(
+                    "media type {other:?} of {digest} is neither an image manifest nor an index"
+                )));
+            }
+        };
+        Ok(FetchedManifest {
+            digest,
+            media_type,
+            bytes,
+            kind,
+        })
+    }
+
+    pub fn is_index(&self) -> bool {
+        matches!(self.kind, ManifestKind::Index(_))
+    }
+}
+
+fn is_image_manifest_type(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        "" | media_types::OCI_MANIFEST | media_types::DOCKER_MANIFEST
+    )
+}
+
+impl ManifestKind {
+    /// The platforms an index offers, attestation (`unknown/unknown`) entries skipped;
+    /// empty for an image manifest.
+    pub fn platforms(&self) -> Vec<Platform> {
+        match self {
+            ManifestKind::Index(entries) => entries
+                .iter()
+                .filter(|(_, d)| is_image_manifest_type(&d.media_type))
+                .filter_map(|(p, _)| p.clone())
+                .filter(|p| !p.is_unknown())
+                .collect(),
+            ManifestKind::Image { .. } => Vec::new(),
+        }
+    }
+
+    /// The index entry that fits `wanted` best (the first of equally good ones), with its
+    /// platform; `None` for an image manifest or when no entry fits.
+    pub fn select(&self, wanted: &Platform) -> Option<(&Platform, &LayerDescriptor)> {
+        let ManifestKind::Index(entries) = self else {
+            return None;
+        };
+        let mut best: Option<(u8, &Platform, &LayerDescriptor)> = None;
+        for (platform, desc) in entries {
+            let Some(platform) = platform else { continue };
+            if !is_image_manifest_type(&desc.media_type) {
+                continue;
+            }
+            if let Some(score) = wanted.match_score(platform) {
+                if best.is_none_or(|(s, _, _)| score > s) {
+                    best = Some((score, platform, desc));
+                }
+            }
+        }
+        best.map(|(_, p, d)| (p, d))
+    }
+}
+
+/// The `platform_not_found` error for `wanted` against what `available` offers.
+pub(super) fn platform_not_found(
+    image: &Reference,
+    wanted: &Platform,
+    available: &[Platform],
+) -> RegistryError {
+    let available = if available.is_empty() {
+        "no platforms".to_string()
+    } else {
+        available
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    RegistryError::PlatformNotFound {
+        image: image.to_string(),
+        platform: wanted.to_string(),
+        available,
+    }
+}
+
+/// The platform an image config declares (`os`, `architecture`, `variant`).
+pub(super) fn config_platform(image: &str, config: &[u8]) -> Result<Platform, RegistryError> {
+    #[derive(Deserialize)]
+    struct RawConfig {
+        os: String,
+        architecture: String,
+        variant: Option<String>,
+    }
+    let c: RawConfig =
+        serde_json::from_slice(config).map_err(|e| RegistryError::UnsupportedManifest {
+            image: image.to_string(),
+            reason: format!("image config has no valid os/architecture: {e}"),
+        })?;
+    Ok(Platform {
+        os: c.os,
+        architecture: c.architecture,
+        variant: c.variant.filter(|v| !v.is_empty()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+    const D3: &str = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+
+    fn parse(ct: Option<&str>, json: &str) -> Result<FetchedManifest, RegistryError> {
+        let bytes = Bytes::from(json.to_string());
+        let digest = Digest::sha256_of(&bytes);
+        FetchedManifest::parse("docker.io/library/x:1", digest, ct, bytes)
+    }
+
+    fn image_json(media_type: Option<&str>) -> String {
+        let mt = media_type
+            .map(|m| format!(r#""mediaType":"{m}","#))
+            .unwrap_or_default();
+        format!(
+            r#"{{"schemaVersion":2,{mt}"config":{{"mediaType":"{}","digest":"{D1}","size":7}},
+            "layers":[{{"mediaType":"{}","digest":"{D2}","size":100}}],"annotations":{{"a":"b"}}}}"#,
+            media_types::OCI_CONFIG,
+            media_types::OCI_LAYER_GZIP
+        )
+    }
+
+    fn index_json() -> String {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[
+            {{"mediaType":"{m}","digest":"{D1}","size":1,"platform":{{"os":"linux","architecture":"amd64"}}}},
+            {{"mediaType":"{m}","digest":"{D2}","size":2,"platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}},
+            {{"mediaType":"{m}","digest":"{D3}","size":3,"platform":{{"os":"unknown","architecture":"unknown"}},
+              "annotations":{{"vnd.docker.reference.type":"attestation-manifest"}}}}]}}"#,
+            media_types::OCI_INDEX,
+            m = media_types::OCI_MANIFEST
+        )
+    }
+
+    #[test]
+    fn image_manifest_parses_config_and_layers() {
+        let m = parse(Some(media_types::OCI_MANIFEST), &image_json(None)).unwrap();
+        assert_eq!(m.media_type, media_types::OCI_MANIFEST);
+        let ManifestKind::Image { config, layers } = &m.kind else {
+            panic!()
+        };
+        assert_eq!(config.digest.to_string(), D1);
+        assert_eq!(config.size, 7);
+        assert_eq!(layers.len(), 1);
+        assert_eq!(layers[0].media_type, media_types::OCI_LAYER_GZIP);
+        assert!(!m.is_index());
+    }
+
+    #[test]
+    fn media_type_from_header_then_document_then_shape() {
+        let docker = parse(
+            Some("application/vnd.docker.distribution.manifest.v2+json; charset=utf-8"),
+            &image_json(None),
+        )
+        .unwrap();
+        assert_eq!(docker.media_type, media_types::DOCKER_MANIFEST);
+        let from_doc = parse(
+            Some("application/json"),
+            &image_json(Some(media_types::DOCKER_MANIFEST)),
+        )
+        .unwrap();
+        assert_eq!(from_doc.media_type, media_types::DOCKER_MANIFEST);
+        let from_shape = parse(None, &image_json(None)).unwrap();
+        assert_eq!(from_shape.media_type, media_types::OCI_MANIFEST);
+        let index_shape =
+            index_json().replace(&format!(r#""mediaType":"{}","#, media_types::OCI_INDEX), "");
+        assert_eq!(
+            parse(None, &index_shape).unwrap().media_type,
+            media_types::OCI_INDEX
+        );
+    }
+
+    #[test]
+    fn index_lists_platforms_without_attestations() {
+        let m = parse(None, &index_json()).unwrap();
+        assert!(m.is_index());
+        let names: Vec<String> = m.kind.platforms().iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["linux/amd64", "linux/arm64/v8"]);
+    }
+
+    #[test]
+    fn select_picks_the_matching_entry() {
+        let m = parse(None, &index_json()).unwrap();
+        let (p, d) = m.kind.select(&"linux/arm64".parse().unwrap()).unwrap();
+        assert_eq!(p.to_string(), "linux/arm64/v8");
+        assert_eq!(d.digest.to_string(), D2);
+        let (_, d) = m.kind.select(&"linux/amd64".parse().unwrap()).unwrap();
+        assert_eq!(d.digest.to_string(), D1);
+        assert!(m.kind.select(&"linux/s390x".parse().unwrap()).is_none());
+        assert!(m.kind.select(&"unknown/unknown".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn select_prefers_default_variant_over_index_order() {
+        let json = format!(
+            r#"{{"manifests":[
+            {{"mediaType":"{m}","digest":"{D1}","size":1,"platform":{{"os":"linux","architecture":"arm","variant":"v6"}}}},
+            {{"mediaType":"{m}","digest":"{D2}","size":1,"platform":{{"os":"linux","architecture":"arm","variant":"v7"}}}}]}}"#,
+            m = media_types::DOCKER_MANIFEST
+        );
+        let m = parse(Some(media_types::DOCKER_MANIFEST_LIST), &json).unwrap();
+        let (_, d) = m.kind.select(&"linux/arm".parse().unwrap()).unwrap();
+        assert_eq!(d.digest.to_string(), D2);
+        let (_, d) = m.kind.select(&"linux/arm/v6".parse().unwrap()).unwrap();
+        assert_eq!(d.digest.to_string(), D1);
+    }
+
+    #[test]
+    fn schema1_is_refused_with_a_hint() {
+        let signed = r#"{"schemaVersion":1,"name":"x","tag":"1","fsLayers":[],"signatures":[]}"#;
+        for ct in [
+            Some(media_types::DOCKER_SCHEMA1_SIGNED),
+            None,
+            Some("application/json"),
+        ] {
+            let e = parse(ct, signed).unwrap_err();
+            assert_eq!(e.code(), "unsupported_manifest");
+            assert!(e.to_string().contains("skopeo copy --format v2s2"), "{e}");
+        }
+    }
+
+    #[test]
+    fn unknown_or_broken_documents_are_unsupported() {
+        let e = parse(
+            Some("application/vnd.oci.artifact.manifest.v1+json"),
+            &image_json(None),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("artifact.manifest"), "{e}");
+        let e = parse(None, "not json").unwrap_err();
+        assert_eq!(e.code(), "unsupported_manifest");
+        let e = parse(None, r#"{"schemaVersion":2}"#).unwrap_err();
+        assert_eq!(e.code(), "unsupported_manifest");
+        let bad_digest = image_json(None).replace(D2, "sha256:abc");
+        assert!(parse(None, &bad_digest).is_err());
+        let no_config = format!(
+            r#"{{"mediaType":"{}","layers":[]}}"#,
+            media_types::OCI_MANIFEST
+        );
+        assert!(
+            parse(None, &no_config)
+                .unwrap_err()
+                .to_string()
+                .contains("config")
+        );
+    }
+
+    #[test]
+    fn config_platform_reads_os_arch_variant() {
+        let p = config_platform(
+            "x",
+            br#"{"os":"linux","architecture":"arm64","variant":"v8","rootfs":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.to_string(), "linux/arm64/v8");
+        assert!(config_platform("x", b"{}").is_err());
+    }
+
+    #[test]
+    fn platform_not_found_lists_what_there_is() {
+        let r: Reference = "ubuntu".parse().unwrap();
+        let e = platform_not_found(
+            &r,
+            &"linux/s390x".parse().unwrap(),
+            &["linux/amd64".parse().unwrap()],
+        );
+        assert_eq!(e.code(), "platform_not_found");
+        assert!(e.to_string().contains("(it has: linux/amd64)"), "{e}");
+    }
 }

@@ -6,15 +6,24 @@
 //! leave them alone. Knows nothing of HTTP or registries: a fetch is driven by the caller
 //! writing into a [`BlobWriter`].
 
+mod maintenance;
+mod state;
+mod table;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 pub use writer::BlobWriter;
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sqlx::SqlitePool;
+use tokio::io::AsyncWriteExt;
 
 use crate::digest::Digest;
+use state::{Counters, Pin, Shared, Work};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -71,29 +80,68 @@ pub struct PurgeReport {
 /// Counters for `/metrics`.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct StoreCounters {
+    /// Requests answered from the cache at once.
     pub hits: u64,
+    /// Requests that had to fetch the blob themselves.
     pub misses: u64,
     /// Requests that found another job already downloading the blob and waited for it.
     pub shared: u64,
+    /// Blobs removed by LRU eviction (not counting `purge`).
     pub evictions: u64,
+    /// Bytes of blobs committed into the cache.
+    pub bytes_written: u64,
 }
 
 /// A pinned cached blob: while it lives, purge and eviction keep the file.
-pub struct BlobGuard {}
+///
+/// Cloning pins again. A guard from [`BlobWriter::standalone`] pins nothing: its file
+/// lies outside the cache.
+#[derive(Clone)]
+pub struct BlobGuard {
+    digest: Digest,
+    path: PathBuf,
+    size: u64,
+    _pin: Option<Pin>,
+}
 
 impl BlobGuard {
+    fn new(digest: Digest, path: PathBuf, size: u64, pin: Option<Pin>) -> Self {
+        BlobGuard {
+            digest,
+            path,
+            size,
+            _pin: pin,
+        }
+    }
+
     pub fn path(&self) -> &Path {
-        todo!()
+        &self.path
     }
     pub fn digest(&self) -> &Digest {
-        todo!()
+        &self.digest
     }
     pub fn size(&self) -> u64 {
-        todo!()
+        self.size
+    }
+}
+
+impl fmt::Debug for BlobGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobGuard")
+            .field("digest", &self.digest)
+            .field("path", &self.path)
+            .field("size", &self.size)
+            .field("pinned", &self._pin.is_some())
+            .finish()
     }
 }
 
 /// The answer of [`Store::acquire`].
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one short-lived value per blob download; boxing buys nothing"
+)]
 pub enum Acquired {
     /// The blob is cached (possibly after waiting for another job's download).
     Ready(BlobGuard),
@@ -104,40 +152,183 @@ pub enum Acquired {
 }
 
 /// The cache. Cheap to clone.
+///
+/// One `Store` per cache folder and database: two processes (or two `open`s) on the
+/// same folder would each clean the other's temporary files.
 #[derive(Clone)]
-pub struct Store {}
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.shared.dir)
+            .field("max_bytes", &self.shared.max_bytes)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Store {
     /// Opens (creating) the cache folder, removes leftover temporary files, and reconciles
     /// the `blobs` table with the files present.
+    ///
+    /// Files without a row, rows without a file, and files whose size disagrees with
+    /// their row are all removed: nothing unverified is trusted.
     pub async fn open(
-        _dir: PathBuf,
-        _db: SqlitePool,
-        _max_bytes: Option<u64>,
+        dir: PathBuf,
+        db: SqlitePool,
+        max_bytes: Option<u64>,
     ) -> Result<Self, StoreError> {
-        todo!()
+        maintenance::prepare(&dir, &db).await?;
+        let clock = table::latest_use(&db).await?;
+        Ok(Store {
+            shared: Arc::new(Shared::new(dir, db, max_bytes, clock)),
+        })
     }
 
     pub fn dir(&self) -> &Path {
-        todo!()
+        &self.shared.dir
+    }
+
+    /// Where the verified blob `digest` lives (or would live) in the cache.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.shared
+            .dir
+            .join("blobs")
+            .join(digest.algorithm().as_str())
+            .join(digest.hex())
     }
 
     /// The cached blob, pinned, or the right to fetch it; waits while another task fetches it.
     /// `size`: the size the manifest declares, checked on commit.
-    pub async fn acquire(&self, _digest: &Digest, _size: Option<u64>) -> Result<Acquired, StoreError> {
-        todo!()
+    ///
+    /// A cached blob whose size differs from a declared `size` is a `SizeMismatch`: the
+    /// manifest is lying about a blob whose content is known. Cancel-safe: dropping the
+    /// future releases whatever it held.
+    ///
+    /// Waiting has no timeout of its own: a stalled download holds its waiters until the
+    /// fetcher's transfer times out or is cancelled. A task that holds the writer of a
+    /// digest must not await `acquire` of that same digest (it would wait for itself);
+    /// polling both concurrently (e.g. in one `buffered` stream) is fine.
+    pub async fn acquire(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Result<Acquired, StoreError> {
+        let shared = &self.shared;
+        let mut waited_for_fetch = false;
+        loop {
+            // Pin first, then look: a blob pinned before it is found cannot be purged
+            // between the look and the use.
+            let pin = match Shared::pin_unless_busy(shared, digest) {
+                Ok(pin) => pin,
+                Err(wait) => {
+                    waited_for_fetch |= wait.work == Work::Fetch;
+                    wait.finished().await;
+                    continue;
+                }
+            };
+            // Whoever waited for a download and then found the blob shared it.
+            let counter = if waited_for_fetch {
+                &shared.counters.shared
+            } else {
+                &shared.counters.hits
+            };
+            if let Some(found) = self.lookup(digest).await? {
+                return self.ready(digest, size, found, pin, counter);
+            }
+            drop(pin);
+
+            let slot = match Shared::claim_fetch(shared, digest) {
+                Ok(slot) => slot,
+                Err(wait) => {
+                    waited_for_fetch |= wait.work == Work::Fetch;
+                    wait.finished().await;
+                    continue;
+                }
+            };
+            // Another fetcher may have committed between the look and the claim.
+            if let Some(found) = self.lookup(digest).await? {
+                let pin = Shared::pin(shared, digest);
+                drop(slot);
+                return self.ready(digest, size, found, pin, counter);
+            }
+            // Holding the slot, clear whatever half state is left (row without file,
+            // file of the wrong size) so the commit starts clean.
+            table::delete(&shared.db, digest).await?;
+            writer::remove_quietly(&self.blob_path(digest)).await;
+            Counters::add(&shared.counters.misses, 1);
+            let writer = BlobWriter::for_cache(self.clone(), slot, digest, size).await?;
+            return Ok(Acquired::Fetch(writer));
+        }
+    }
+
+    fn ready(
+        &self,
+        digest: &Digest,
+        declared: Option<u64>,
+        found: u64,
+        pin: Pin,
+        counter: &std::sync::atomic::AtomicU64,
+    ) -> Result<Acquired, StoreError> {
+        if let Some(expected) = declared.filter(|&s| s != found) {
+            return Err(StoreError::SizeMismatch {
+                digest: digest.clone(),
+                expected,
+                actual: found,
+            });
+        }
+        Counters::add(counter, 1);
+        let guard = BlobGuard::new(digest.clone(), self.blob_path(digest), found, Some(pin));
+        Ok(Acquired::Ready(guard))
+    }
+
+    /// The blob's size if both its row and a file of that size are present; marks it
+    /// used. The caller holds a pin or the slot.
+    async fn lookup(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        let now = self.shared.now_millis();
+        let Some(size) = table::touch(&self.shared.db, digest, now).await? else {
+            return Ok(None);
+        };
+        let path = self.blob_path(digest);
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_file() && meta.len() == size => Ok(Some(size)),
+            Ok(_) => Ok(None),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(writer::io_error(&path, source)),
+        }
+    }
+
+    /// Caches a small document (manifest, config) already held in memory, pinned.
+    /// Its digest is checked again on the way in, like any other blob's.
+    pub async fn insert_bytes(
+        &self,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<BlobGuard, StoreError> {
+        match self.acquire(digest, Some(bytes.len() as u64)).await? {
+            Acquired::Ready(guard) => Ok(guard),
+            Acquired::Fetch(mut writer) => {
+                if let Err(source) = writer.write_all(bytes).await {
+                    return Err(writer::io_error(&self.blob_path(digest), source));
+                }
+                writer.commit().await
+            }
+        }
     }
 
     pub async fn stats(&self) -> Result<CacheStats, StoreError> {
-        todo!()
-    }
-
-    /// Removes every blob not pinned by a running job.
-    pub async fn purge(&self) -> Result<PurgeReport, StoreError> {
-        todo!()
+        let (blobs, bytes) = table::totals(&self.shared.db).await?;
+        Ok(CacheStats {
+            path: self.shared.dir.clone(),
+            blobs,
+            bytes,
+            max_bytes: self.shared.max_bytes,
+        })
     }
 
     pub fn counters(&self) -> StoreCounters {
-        todo!()
+        self.shared.counters.snapshot()
     }
 }

@@ -1,29 +1,284 @@
 //! Writing a blob: a temporary file that hashes what passes, renamed into place only
 //! once the digest (and declared size) match.
+//!
+//! A writer either belongs to the cache (made by [`super::Store::acquire`], holding the
+//! digest's fetch slot until it commits or drops) or stands alone for `cache: bypass`.
+//! Either way no unverified byte is ever visible under a digest's name, and a writer
+//! dropped without commit leaves no file behind. Not for: downloading (the caller
+//! copies a response body in) or decompressing.
 
-use std::path::Path;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use super::{BlobGuard, StoreError};
-use crate::digest::Digest;
+use tokio::fs::{File, OpenOptions};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::state::{Counters, Shared, Slot};
+use super::{BlobGuard, Store, StoreError, table};
+use crate::digest::{Digest, Hasher};
 
 /// An `AsyncWrite` into a temporary file, hashing as it goes.
-pub struct BlobWriter {}
+pub struct BlobWriter {
+    file: File,
+    temp: TempFile,
+    digest: Digest,
+    size: Option<u64>,
+    hasher: Hasher,
+    written: u64,
+    target: Target,
+}
+
+enum Target {
+    /// Into the cache; the slot keeps other fetchers of the digest waiting.
+    Cache { store: Store, slot: Slot },
+    /// To `dir/<algorithm>/<hex>`, outside the cache.
+    Standalone { dir: PathBuf },
+}
 
 impl BlobWriter {
     /// A writer outside the cache (for `cache: bypass`): the blob lands at
     /// `dir/<algorithm>/<hex>` once verified.
-    pub async fn standalone(_dir: &Path, _digest: &Digest, _size: Option<u64>) -> Result<BlobWriter, StoreError> {
-        todo!()
+    pub async fn standalone(
+        dir: &Path,
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Result<BlobWriter, StoreError> {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|source| io_error(dir, source))?;
+        let temp = dir.join(format!(".{}", temp_name(digest)));
+        let target = Target::Standalone {
+            dir: dir.to_path_buf(),
+        };
+        Self::create(temp, digest, size, target).await
+    }
+
+    /// A writer into the cache, for the task that holds `digest`'s fetch slot.
+    pub(super) async fn for_cache(
+        store: Store,
+        slot: Slot,
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Result<BlobWriter, StoreError> {
+        let temp = store.dir().join("tmp").join(temp_name(digest));
+        Self::create(temp, digest, size, Target::Cache { store, slot }).await
+    }
+
+    async fn create(
+        path: PathBuf,
+        digest: &Digest,
+        size: Option<u64>,
+        target: Target,
+    ) -> Result<BlobWriter, StoreError> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(|source| io_error(&path, source))?;
+        Ok(BlobWriter {
+            file,
+            temp: TempFile { path, armed: true },
+            digest: digest.clone(),
+            size,
+            hasher: digest.hasher(),
+            written: 0,
+            target,
+        })
     }
 
     /// Bytes written so far (where a resumed download starts).
     pub fn written(&self) -> u64 {
-        todo!()
+        self.written
+    }
+
+    /// The digest this writer must produce.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
     }
 
     /// Checks the digest and size, fsyncs, renames into place, records the blob, and
     /// returns it pinned. On mismatch the temporary file is removed.
     pub async fn commit(self) -> Result<BlobGuard, StoreError> {
-        todo!()
+        let BlobWriter {
+            mut file,
+            temp,
+            digest,
+            size,
+            hasher,
+            written,
+            target,
+        } = self;
+        let synced = async {
+            file.flush().await?;
+            file.sync_all().await
+        }
+        .await;
+        drop(file);
+        if let Err(source) = synced {
+            let err = io_error(&temp.path, source);
+            temp.remove().await;
+            return Err(err);
+        }
+        if let Some(expected) = size.filter(|&s| s != written) {
+            temp.remove().await;
+            return Err(StoreError::SizeMismatch {
+                digest,
+                expected,
+                actual: written,
+            });
+        }
+        let actual = hasher.finish();
+        if actual != digest {
+            temp.remove().await;
+            return Err(StoreError::DigestMismatch {
+                expected: digest,
+                actual,
+                size: written,
+            });
+        }
+        match target {
+            Target::Standalone { dir } => {
+                let path = dir.join(digest.algorithm().as_str()).join(digest.hex());
+                publish(temp, &path).await?;
+                Ok(BlobGuard::new(digest, path, written, None))
+            }
+            Target::Cache { store, slot } => {
+                let path = store.blob_path(&digest);
+                publish(temp, &path).await?;
+                let shared = &store.shared;
+                let now = shared.now_millis();
+                if let Err(err) = table::upsert(&shared.db, &digest, written, now).await {
+                    // Without its row the file would be unaccounted for: take it back.
+                    remove_quietly(&path).await;
+                    return Err(err.into());
+                }
+                let pin = Shared::pin(shared, &digest);
+                // Only now may waiters look: the file and its row are both in place.
+                drop(slot);
+                Counters::add(&shared.counters.bytes_written, written);
+                if let Err(err) = store.evict().await {
+                    tracing::warn!(%digest, error = %err, "cache eviction after commit failed");
+                }
+                Ok(BlobGuard::new(digest, path, written, Some(pin)))
+            }
+        }
+    }
+}
+
+impl AsyncWrite for BlobWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(size) = this.size {
+            if this.written.saturating_add(buf.len() as u64) > size {
+                // Refuse early: a lying server must not fill the disk.
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("blob {}: more than the declared {size} bytes", this.digest),
+                )));
+            }
+        }
+        let n = std::task::ready!(Pin::new(&mut this.file).poll_write(cx, buf))?;
+        this.hasher.update(&buf[..n]);
+        this.written += n as u64;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().file).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().file).poll_shutdown(cx)
+    }
+}
+
+impl fmt::Debug for BlobWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobWriter")
+            .field("digest", &self.digest)
+            .field("size", &self.size)
+            .field("written", &self.written)
+            .field("temp", &self.temp.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The temporary file's name: the digest (so errors and leftovers say what they were)
+/// plus randomness (so concurrent writers never collide).
+fn temp_name(digest: &Digest) -> String {
+    format!(
+        "{}-{}-{}.partial",
+        digest.algorithm().as_str(),
+        digest.hex(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Renames the verified temporary file to `path` (atomically replacing any equal copy)
+/// and fsyncs the folder so the name survives a crash.
+async fn publish(temp: TempFile, path: &Path) -> Result<(), StoreError> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    if let Err(source) = tokio::fs::create_dir_all(parent).await {
+        temp.remove().await;
+        return Err(io_error(parent, source));
+    }
+    if let Err(source) = tokio::fs::rename(&temp.path, path).await {
+        temp.remove().await;
+        return Err(io_error(path, source));
+    }
+    temp.disarm();
+    let synced = async { File::open(parent).await?.sync_all().await }.await;
+    synced.map_err(|source| io_error(parent, source))
+}
+
+pub(super) fn io_error(path: &Path, source: io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Removes a file whose removal failing changes nothing for the caller (the next
+/// `Store::open` would clean it anyway); logs anything but "already gone".
+pub(super) async fn remove_quietly(path: &Path) {
+    if let Err(err) = tokio::fs::remove_file(path).await {
+        if err.kind() != io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %err, "could not remove cache file");
+        }
+    }
+}
+
+/// A temporary file's path that removes the file on drop unless disarmed.
+struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempFile {
+    async fn remove(mut self) {
+        self.armed = false;
+        remove_quietly(&self.path).await;
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            // Synchronous on purpose: one unlink, and it must be done before the fetch
+            // slot is released (fields drop in order) even without a runtime.
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }

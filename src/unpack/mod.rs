@@ -4,14 +4,31 @@
 //! `RESOLVE_IN_ROOT`): `..`, absolute names, and symlinks or hardlinks planted by earlier
 //! entries cannot reach outside it. Knows nothing of registries, the cache or jobs.
 
+mod apply;
+mod fsops;
+mod header;
+mod meta;
+mod names;
 mod staging;
+mod whiteout;
 
-pub use staging::Staging;
+#[cfg(test)]
+mod test_tar;
+#[cfg(test)]
+mod tests_breakouts;
+#[cfg(test)]
+mod tests_layers;
+
+pub use staging::{Staging, remove_leftovers};
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use rustix::fs::{Mode, Timespec, Timestamps};
 use tokio::io::AsyncRead;
 use tokio_util::sync::CancellationToken;
+
+use fsops::Root;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
@@ -49,9 +66,38 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// From a layer media type (OCI or Docker); None for a type that is not a layer.
-    pub fn from_media_type(_media_type: &str) -> Option<Compression> {
-        todo!()
+    /// From a layer media type (OCI or Docker, distributable or not); None for a type that
+    /// is not a layer.
+    pub fn from_media_type(media_type: &str) -> Option<Compression> {
+        let essence = media_type.split(';').next().unwrap_or("").trim();
+        match essence.to_ascii_lowercase().as_str() {
+            "application/vnd.oci.image.layer.v1.tar"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::None),
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+                Some(Compression::Gzip)
+            }
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+            | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+
+    /// From a blob's first bytes (gzip `1f 8b`, zstd `28 b5 2f fd`, else none). A layer is
+    /// decompressed by what its bytes say, not by what its media type claims: registries
+    /// and tools sometimes label a plain tar as gzip (containerd decides the same way).
+    pub fn sniff(first_bytes: &[u8]) -> Compression {
+        if first_bytes.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if first_bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
     }
 }
 
@@ -78,31 +124,99 @@ impl UnpackOptions {
 /// What one layer did.
 #[derive(Clone, Debug, Default)]
 pub struct LayerStats {
+    /// Entries applied, whiteouts included (PAX global headers are not entries).
     pub entries: u64,
+    /// Bytes of regular-file contents written (uncompressed).
     pub bytes: u64,
 }
 
 /// A tree being built, layer by layer, in a folder (normally a [`Staging`] folder).
-pub struct Tree {}
+pub struct Tree {
+    root: Arc<Root>,
+    /// As given to `open`, for messages.
+    path: PathBuf,
+    options: UnpackOptions,
+}
 
 impl Tree {
-    pub fn open(_root: &Path, _options: UnpackOptions) -> Result<Tree, UnpackError> {
-        todo!()
+    /// Opens `root` as an empty tree's root and gives it umoci's starting state: mode
+    /// 0755, owned by root (with `same_owner`), times at the epoch (a layer's `./` entry,
+    /// if any, then sets its own).
+    pub fn open(root: &Path, options: UnpackOptions) -> Result<Tree, UnpackError> {
+        let io = |source: std::io::Error| UnpackError::Io {
+            path: root.to_path_buf(),
+            source,
+        };
+        let tree_root = Root::open(root).map_err(io)?;
+        let fd = tree_root.fd();
+        if options.same_owner {
+            let root_id = (Some(rustix::fs::Uid::ROOT), Some(rustix::fs::Gid::ROOT));
+            rustix::fs::fchown(fd, root_id.0, root_id.1).map_err(|e| io(e.into()))?;
+        }
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(0o755)).map_err(|e| io(e.into()))?;
+        let epoch = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let times = Timestamps {
+            last_access: epoch,
+            last_modification: epoch,
+        };
+        rustix::fs::futimens(fd, &times).map_err(|e| io(e.into()))?;
+        Ok(Tree {
+            root: Arc::new(tree_root),
+            path: root.to_path_buf(),
+            options,
+        })
     }
 
-    /// Applies one layer blob (compressed as `compression`) on top of what is there:
-    /// whiteouts and opaque markers remove what lower layers put there.
+    /// Applies one layer blob on top of what is there: whiteouts and opaque markers remove
+    /// what lower layers put there. `compression` is the media type's claim; the blob's
+    /// first bytes decide (see [`Compression::sniff`]). Runs on the blocking pool; stops
+    /// with `Cancelled` between entries and between chunks of a file once `cancel` fires,
+    /// or once this future is dropped. The tree is then half-applied: throw it away.
     pub async fn apply_layer<R: AsyncRead + Unpin + Send + 'static>(
         &mut self,
-        _blob: R,
-        _compression: Compression,
-        _cancel: &CancellationToken,
+        blob: R,
+        compression: Compression,
+        cancel: &CancellationToken,
     ) -> Result<LayerStats, UnpackError> {
-        todo!()
+        let root = self.root.clone();
+        let options = self.options;
+        let cancel = cancel.child_token();
+        // Dropping this future cancels the blocking task too.
+        let stop_on_drop = cancel.clone().drop_guard();
+        let runtime = tokio::runtime::Handle::current();
+        let task = tokio::task::spawn_blocking(move || {
+            runtime.block_on(apply::apply_layer(
+                &root,
+                options,
+                blob,
+                compression,
+                &cancel,
+            ))
+        });
+        let result = task.await;
+        stop_on_drop.disarm();
+        match result {
+            Ok(stats) => stats,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(UnpackError::Cancelled),
+        }
     }
 
-    /// Finishes the tree (directory times that later entries disturbed).
+    /// Finishes the tree: flushes it to disk (syncfs), so that a tree committed into place
+    /// survives a crash whole. Directory times need no fixing here: every entry already
+    /// put back its parent's times, as umoci does.
     pub async fn finish(self) -> Result<(), UnpackError> {
-        todo!()
+        let root = self.root;
+        let synced = tokio::task::spawn_blocking(move || rustix::fs::syncfs(root.fd()))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r.map_err(std::io::Error::from));
+        synced.map_err(|source| UnpackError::Io {
+            path: self.path,
+            source,
+        })
     }
 }

@@ -1,27 +1,293 @@
 //! A staging folder beside the destination, swapped into place only when complete.
+//!
+//! A tree is built in `<dest parent>/.hoist-staging-<tag>` (same filesystem, so the final
+//! rename is atomic) and moved to `dest` by `renameat2`: `RENAME_NOREPLACE` when `dest`
+//! must not exist, `RENAME_EXCHANGE` to replace an existing tree in one step. A staging
+//! folder that is dropped uncommitted is removed, and [`remove_leftovers`] clears those a
+//! crash left behind. Not for: building the tree (`Tree`).
 
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{CWD, RenameFlags};
+use rustix::io::Errno;
+
 use super::UnpackError;
+use super::fsops::remove_tree;
+
+const PREFIX: &str = ".hoist-staging-";
 
 /// A folder beside `dest` (same filesystem, so the final rename is atomic) that is removed
 /// when dropped uncommitted: a failed or cancelled job leaves `dest` as it was.
-pub struct Staging {}
+pub struct Staging {
+    path: PathBuf,
+    dest: PathBuf,
+    /// False once committed: nothing left to clean up.
+    armed: bool,
+}
+
+fn io_error(path: &Path) -> impl Fn(io::Error) -> UnpackError + '_ {
+    move |source| UnpackError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn invalid(path: &Path, what: &str) -> UnpackError {
+    io_error(path)(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        what.to_string(),
+    ))
+}
+
+/// Runs blocking filesystem work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, UnpackError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r)
+        .map_err(io_error(path))
+}
 
 impl Staging {
-    /// Creates `<dest parent>/.hoist-staging-<tag>` (and the parent folders of dest).
-    pub async fn create(_dest: &Path, _tag: &str) -> Result<Staging, UnpackError> {
-        todo!()
+    /// Creates `<dest parent>/.hoist-staging-<tag>` (and the parent folders of dest). A
+    /// leftover folder of the same tag is removed first. `tag` must be a plain name.
+    pub async fn create(dest: &Path, tag: &str) -> Result<Staging, UnpackError> {
+        if tag.is_empty() || tag.contains('/') || tag == "." || tag == ".." {
+            return Err(invalid(dest, "staging tag must be a plain file name"));
+        }
+        let (Some(parent), Some(_)) = (dest.parent(), dest.file_name()) else {
+            return Err(invalid(
+                dest,
+                "destination must name a folder (not / or ..)",
+            ));
+        };
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        let path = parent.join(format!("{PREFIX}{tag}"));
+        let (p, staged) = (parent.to_path_buf(), path.clone());
+        blocking(&path, move || {
+            std::fs::create_dir_all(&p)?;
+            remove_tree(&staged)?;
+            std::fs::DirBuilder::new().mode(0o755).create(&staged)
+        })
+        .await?;
+        Ok(Staging {
+            path,
+            dest: dest.to_path_buf(),
+            armed: true,
+        })
     }
 
     pub fn path(&self) -> &Path {
-        todo!()
+        &self.path
     }
 
     /// Moves the staged tree to `dest`. An existing `dest` is a `DestExists` error unless
     /// `force`, then the old tree is swapped out atomically (renameat2 RENAME_EXCHANGE) and
     /// removed afterwards.
-    pub async fn commit(self, _force: bool) -> Result<PathBuf, UnpackError> {
-        todo!()
+    pub async fn commit(mut self, force: bool) -> Result<PathBuf, UnpackError> {
+        let (from, to) = (self.path.clone(), self.dest.clone());
+        let swapped = blocking(&self.dest, move || {
+            match rustix::fs::renameat_with(CWD, &from, CWD, &to, RenameFlags::NOREPLACE) {
+                Ok(()) => return Ok(Some(false)),
+                Err(Errno::EXIST) | Err(Errno::NOTEMPTY) => {}
+                // A filesystem without RENAME_NOREPLACE: check, then plain rename.
+                Err(Errno::INVAL) if to.symlink_metadata().is_err() => {
+                    std::fs::rename(&from, &to)?;
+                    return Ok(Some(false));
+                }
+                Err(Errno::INVAL) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if !force {
+                return Ok(None);
+            }
+            rustix::fs::renameat_with(CWD, &from, CWD, &to, RenameFlags::EXCHANGE)?;
+            Ok(Some(true))
+        })
+        .await?;
+        match swapped {
+            None => Err(UnpackError::DestExists(self.dest.clone())),
+            Some(replaced) => {
+                self.armed = false;
+                if replaced {
+                    // The old tree now sits at the staging path.
+                    let old = self.path.clone();
+                    if let Err(e) = blocking(&old, {
+                        let old = old.clone();
+                        move || remove_tree(&old)
+                    })
+                    .await
+                    {
+                        tracing::warn!(error = %e, "the replaced tree could not be removed");
+                    }
+                }
+                Ok(self.dest.clone())
+            }
+        }
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let path = std::mem::take(&mut self.path);
+        let remove = move || {
+            if let Err(e) = remove_tree(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "staging folder not removed");
+            }
+        };
+        // Never block a runtime worker: inside a runtime, remove from a thread of its own.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let spawned = std::thread::Builder::new()
+                .name("hoist-staging-rm".into())
+                .spawn(remove);
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "no thread to remove a staging folder");
+            }
+        } else {
+            remove();
+        }
+    }
+}
+
+/// Removes the `.hoist-staging-*` folders in `dir` that a crash left behind. For start-up
+/// only: a job running now would lose its staging folder. Failures are logged, not
+/// returned (nothing a caller could do about them).
+pub async fn remove_leftovers(dir: &Path) {
+    let dir = dir.to_path_buf();
+    let task = tokio::task::spawn_blocking(move || {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot list for staging leftovers");
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            if !entry
+                .file_name()
+                .as_encoded_bytes()
+                .starts_with(PREFIX.as_bytes())
+            {
+                continue;
+            }
+            let path = entry.path();
+            match remove_tree(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed a leftover staging folder")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "leftover staging folder not removed")
+                }
+            }
+        }
+    });
+    if let Err(e) = task.await {
+        tracing::warn!(error = %e, "staging leftover cleanup failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn staged(dest: &Path, tag: &str, file: &str) -> Staging {
+        let staging = Staging::create(dest, tag).await.unwrap();
+        std::fs::write(staging.path().join(file), file).unwrap();
+        staging
+    }
+
+    /// Waits for the background removal a dropped staging folder starts.
+    async fn gone(path: &Path) -> bool {
+        for _ in 0..200 {
+            if path.symlink_metadata().is_err() {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn staging_folder_sits_beside_dest_and_commit_renames_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("machines/web");
+        let staging = staged(&dest, "job1", "new").await;
+        assert_eq!(
+            staging.path(),
+            tmp.path().join("machines/.hoist-staging-job1")
+        );
+        let path = staging.path().to_path_buf();
+        assert_eq!(staging.commit(false).await.unwrap(), dest);
+        assert!(dest.join("new").exists());
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn commit_over_existing_dest_without_force_is_dest_exists() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("web");
+        std::fs::create_dir_all(dest.join("old")).unwrap();
+        let staging = staged(&dest, "job2", "new").await;
+        let path = staging.path().to_path_buf();
+        let err = staging.commit(false).await.unwrap_err();
+        assert!(matches!(err, UnpackError::DestExists(_)), "{err}");
+        assert!(dest.join("old").exists());
+        assert!(gone(&path).await, "staging folder left behind");
+    }
+
+    #[tokio::test]
+    async fn forced_commit_swaps_trees_and_removes_the_old_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("web");
+        std::fs::create_dir_all(dest.join("old/deep")).unwrap();
+        let staging = staged(&dest, "job3", "new").await;
+        let path = staging.path().to_path_buf();
+        staging.commit(true).await.unwrap();
+        assert!(dest.join("new").exists());
+        assert!(!dest.join("old").exists());
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn dropped_staging_folder_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let staging = staged(&tmp.path().join("web"), "job4", "x").await;
+        let path = staging.path().to_path_buf();
+        drop(staging);
+        assert!(gone(&path).await);
+    }
+
+    #[tokio::test]
+    async fn leftovers_are_removed_and_other_folders_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join(".hoist-staging-dead/a/b")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("web")).unwrap();
+        remove_leftovers(tmp.path()).await;
+        remove_leftovers(&tmp.path().join("missing")).await;
+        assert!(!tmp.path().join(".hoist-staging-dead").exists());
+        assert!(tmp.path().join("web").exists());
+    }
+
+    #[tokio::test]
+    async fn tag_with_a_slash_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = Staging::create(&tmp.path().join("web"), "../x")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), "io_error");
     }
 }

@@ -1,0 +1,221 @@
+//! Downloading blobs: streamed into the caller's sink chunk by chunk, resumed with `Range`
+//! when a connection breaks off, cancellable between chunks.
+//!
+//! Does not verify a layer's digest: the sink (the store's writer) hashes what passes.
+//! Small blobs fetched whole (image configs) are verified here. Not for: uploads (`push`).
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use reqwest::header::{self, HeaderValue};
+use reqwest::{Method, StatusCode};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::auth::Scope;
+use super::client::MAX_CONFIG_BYTES;
+use super::error_map::{Target, error_chain, error_for};
+use super::{Credentials, LayerDescriptor, Reference, RegistryClient, RegistryError};
+use crate::digest::Digest;
+
+impl RegistryClient {
+    /// Streams blob `digest` of `reference`'s repository into `sink`, starting at byte
+    /// `offset` (bytes the sink already holds). Resumes with `Range` after a dropped
+    /// connection; `progress` is called with each chunk's length. Returns the total size.
+    /// Does not verify the digest: the sink (the store's writer) does.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn copy_blob<W: AsyncWrite + Unpin + Send>(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        expected_size: Option<u64>,
+        creds: Option<&Credentials>,
+        sink: &mut W,
+        offset: u64,
+        progress: &(dyn Fn(u64) + Send + Sync),
+        cancel: &CancellationToken,
+    ) -> Result<u64, RegistryError> {
+        let size_error = |actual: String| RegistryError::DigestMismatch {
+            image: reference.to_string(),
+            what: format!("size of blob {digest}"),
+            expected: format!("{} bytes", expected_size.unwrap_or_default()),
+            actual,
+        };
+        match expected_size {
+            Some(e) if offset > e => return Err(size_error(format!("{offset} bytes already"))),
+            Some(e) if offset == e => return Ok(offset),
+            _ => {}
+        }
+        let path = format!("v2/{}/blobs/{digest}", reference.repository);
+        let scopes = vec![Scope::pull(&reference.repository)];
+        let mut pos = offset;
+        let mut stalls = 0u32;
+        loop {
+            let mut req = self.request(Method::GET, reference, &path, scopes.clone(), creds)?;
+            if pos > 0 {
+                let range = HeaderValue::from_str(&format!("bytes={pos}-")).expect("ascii");
+                req.headers.insert(header::RANGE, range);
+            }
+            let resp = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(RegistryError::Cancelled),
+                r = self.inner.send(&req) => r?,
+            };
+            // A server that ignores `Range` sends everything: drop what the sink has.
+            let mut skip = match resp.status() {
+                StatusCode::PARTIAL_CONTENT => {
+                    let start = content_range_start(resp.headers().get(header::CONTENT_RANGE));
+                    if start.is_some_and(|s| s != pos) {
+                        return Err(RegistryError::Protocol(format!(
+                            "blob {digest} from {}: asked for bytes from {pos}, got a range from {}",
+                            reference.registry,
+                            start.unwrap_or_default()
+                        )));
+                    }
+                    0
+                }
+                StatusCode::OK => {
+                    let len = resp
+                        .headers()
+                        .get(header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                    if let (Some(len), Some(e)) = (len, expected_size) {
+                        if len != e {
+                            return Err(size_error(format!("{len} bytes (content-length)")));
+                        }
+                    }
+                    pos
+                }
+                _ => return Err(error_for(resp, reference, &scopes, Target::Blob(digest)).await),
+            };
+            let before = pos;
+            let mut stream = resp.bytes_stream();
+            let broke = loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return Err(RegistryError::Cancelled),
+                    n = stream.next() => n,
+                };
+                let mut chunk = match next {
+                    None => break None,
+                    Some(Err(e)) => break Some(error_chain(&e.without_url())),
+                    Some(Ok(c)) => c,
+                };
+                self.inner.counters.add_downloaded(chunk.len() as u64);
+                if skip > 0 {
+                    let n = skip.min(chunk.len() as u64);
+                    chunk = chunk.slice(n as usize..);
+                    skip -= n;
+                }
+                if chunk.is_empty() {
+                    continue;
+                }
+                let len = chunk.len() as u64;
+                if expected_size.is_some_and(|e| pos + len > e) {
+                    return Err(size_error(format!("at least {} bytes", pos + len)));
+                }
+                sink.write_all(&chunk)
+                    .await
+                    .map_err(|source| RegistryError::Write {
+                        digest: digest.clone(),
+                        source,
+                    })?;
+                pos += len;
+                progress(len);
+            };
+            let complete = skip == 0 && expected_size.is_none_or(|e| pos == e);
+            if broke.is_none() && complete {
+                break;
+            }
+            stalls = if pos > before { 0 } else { stalls + 1 };
+            let ended_short = broke.is_none();
+            let why = broke.unwrap_or_else(|| "the body ended early".to_string());
+            if stalls >= self.inner.retry.attempts {
+                return Err(if ended_short && expected_size.is_some() {
+                    size_error(format!("{pos} bytes"))
+                } else {
+                    RegistryError::Unreachable {
+                        registry: reference.registry.clone(),
+                        message: format!("blob {digest} broke off at byte {pos}: {why}"),
+                    }
+                });
+            }
+            tracing::debug!(%digest, pos, %why, "blob download broke off; resuming");
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(RegistryError::Cancelled),
+                _ = tokio::time::sleep(self.inner.retry.backoff(stalls)) => {}
+            }
+        }
+        sink.flush().await.map_err(|source| RegistryError::Write {
+            digest: digest.clone(),
+            source,
+        })?;
+        Ok(pos)
+    }
+
+    /// The image config `desc` names, whole and verified (at most 16 MiB).
+    pub(super) async fn fetch_config(
+        &self,
+        reference: &Reference,
+        desc: &LayerDescriptor,
+        creds: Option<&Credentials>,
+    ) -> Result<Bytes, RegistryError> {
+        if desc.size > MAX_CONFIG_BYTES {
+            return Err(RegistryError::UnsupportedManifest {
+                image: reference.to_string(),
+                reason: format!(
+                    "config {} is {} bytes, more than {MAX_CONFIG_BYTES}",
+                    desc.digest, desc.size
+                ),
+            });
+        }
+        let mut buf = Vec::with_capacity(desc.size as usize);
+        let cancel = CancellationToken::new();
+        self.copy_blob(
+            reference,
+            &desc.digest,
+            Some(desc.size),
+            creds,
+            &mut buf,
+            0,
+            &|_| {},
+            &cancel,
+        )
+        .await?;
+        if !desc.digest.matches(&buf) {
+            let mut h = desc.digest.hasher();
+            h.update(&buf);
+            return Err(RegistryError::DigestMismatch {
+                image: reference.to_string(),
+                what: "config".to_string(),
+                expected: desc.digest.to_string(),
+                actual: h.finish().to_string(),
+            });
+        }
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// START of `Content-Range: bytes START-END/TOTAL`.
+fn content_range_start(value: Option<&HeaderValue>) -> Option<u64> {
+    let v = value?.to_str().ok()?.trim();
+    let range = v.strip_prefix("bytes")?.trim_start();
+    range.split('-').next()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_start_is_read() {
+        let h = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert_eq!(
+            content_range_start(Some(&h("bytes 100-199/200"))),
+            Some(100)
+        );
+        assert_eq!(content_range_start(Some(&h("bytes 0-0/*"))), Some(0));
+        assert_eq!(content_range_start(Some(&h("items 1-2/3"))), None);
+        assert_eq!(content_range_start(None), None);
+    }
+}

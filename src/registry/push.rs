@@ -1,0 +1,276 @@
+//! Pushing: blob existence checks, cross-repository mounts, blob uploads (one streamed
+//! PUT, or PATCH chunks for large blobs) and manifest PUTs.
+//!
+//! Push requests ask for `repository:REPO:pull,push`; a mount also for
+//! `repository:FROM:pull`. Not for: building the image (the image module).
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use reqwest::header::{self, HeaderValue};
+use reqwest::{Method, Response, StatusCode, Url};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::io::ReaderStream;
+
+use super::auth::Scope;
+use super::client::DOCKER_CONTENT_DIGEST;
+use super::error_map::{Target, error_for, url_for_humans};
+use super::transport::Body;
+use super::{Credentials, Reference, RegistryClient, RegistryError};
+use crate::digest::Digest;
+
+/// Blobs up to this size go up in one streamed PUT; larger ones in PATCH chunks, which
+/// pass proxies with request size limits and are retried chunk by chunk.
+const MONOLITHIC_MAX: u64 = 64 << 20;
+const CHUNK: usize = 16 << 20;
+
+fn octet_stream() -> HeaderValue {
+    HeaderValue::from_static("application/octet-stream")
+}
+
+fn number(n: u64) -> HeaderValue {
+    HeaderValue::from(n)
+}
+
+impl RegistryClient {
+    /// True when `reference`'s repository already has blob `digest` (HEAD).
+    pub async fn blob_exists(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        creds: Option<&Credentials>,
+    ) -> Result<bool, RegistryError> {
+        let path = format!("v2/{}/blobs/{digest}", reference.repository);
+        let req = self.request(
+            Method::HEAD,
+            reference,
+            &path,
+            vec![Scope::push(&reference.repository)],
+            creds,
+        )?;
+        let resp = self.inner.send(&req).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(error_for(resp, reference, &req.scopes, Target::Other).await),
+        }
+    }
+
+    /// Asks the registry to link blob `digest` from `from`'s repository into `target`'s,
+    /// without uploading it. False when it would not (another registry, or the registry
+    /// started an upload instead, which is then cancelled).
+    pub async fn mount_blob(
+        &self,
+        target: &Reference,
+        digest: &Digest,
+        from: &Reference,
+        creds: Option<&Credentials>,
+    ) -> Result<bool, RegistryError> {
+        if from.registry != target.registry {
+            return Ok(false);
+        }
+        let scopes = vec![
+            Scope::push(&target.repository),
+            Scope::pull(&from.repository),
+        ];
+        let path = format!("v2/{}/blobs/uploads/", target.repository);
+        let mut req = self.request(Method::POST, target, &path, scopes, creds)?;
+        req.url
+            .query_pairs_mut()
+            .append_pair("mount", &digest.to_string())
+            .append_pair("from", &from.repository);
+        req.headers.insert(header::CONTENT_LENGTH, number(0));
+        let resp = self.inner.send(&req).await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => {
+                if let Ok(loc) = location(&resp, &req.url) {
+                    let mut cancel =
+                        self.request(Method::DELETE, target, "", req.scopes.clone(), creds)?;
+                    cancel.url = loc;
+                    let _ = self.inner.send(&cancel).await;
+                }
+                Ok(false)
+            }
+            _ => Err(error_for(resp, target, &req.scopes, Target::Other).await),
+        }
+    }
+
+    /// Uploads blob `digest` of `size` bytes read from `reader` into `reference`'s
+    /// repository. The registry checks the digest; a mismatch comes back as its error.
+    pub async fn upload_blob<R: AsyncRead + Send + Unpin + 'static>(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        size: u64,
+        mut reader: R,
+        creds: Option<&Credentials>,
+    ) -> Result<(), RegistryError> {
+        let scopes = vec![Scope::push(&reference.repository)];
+        let path = format!("v2/{}/blobs/uploads/", reference.repository);
+        let mut start = self.request(Method::POST, reference, &path, scopes.clone(), creds)?;
+        start.headers.insert(header::CONTENT_LENGTH, number(0));
+        let resp = self.inner.send(&start).await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(error_for(resp, reference, &scopes, Target::Other).await);
+        }
+        let mut loc = location(&resp, &start.url)?;
+
+        let mut put = self.request(Method::PUT, reference, "", scopes.clone(), creds)?;
+        put.headers.insert(header::CONTENT_TYPE, octet_stream());
+        if size <= MONOLITHIC_MAX {
+            let counters = self.inner.clone();
+            let stream = ReaderStream::new(reader).inspect(move |chunk| {
+                if let Ok(c) = chunk {
+                    counters
+                        .counters
+                        .uploaded
+                        .fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+            put.headers.insert(header::CONTENT_LENGTH, number(size));
+            put.body = Body::once(reqwest::Body::wrap_stream(stream));
+        } else {
+            let mut sent = 0u64;
+            loop {
+                let chunk = read_chunk(&mut reader, CHUNK).await.map_err(|e| {
+                    RegistryError::Protocol(format!("reading blob {digest} to upload: {e}"))
+                })?;
+                if chunk.is_empty() {
+                    break;
+                }
+                let len = chunk.len() as u64;
+                let mut patch =
+                    self.request(Method::PATCH, reference, "", scopes.clone(), creds)?;
+                patch.url = loc.clone();
+                patch.headers.insert(header::CONTENT_TYPE, octet_stream());
+                patch.headers.insert(header::CONTENT_LENGTH, number(len));
+                let range = format!("{sent}-{}", sent + len - 1);
+                patch.headers.insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&range).expect("ascii"),
+                );
+                patch.body = Body::Bytes(chunk);
+                let resp = self.inner.send(&patch).await?;
+                if resp.status() != StatusCode::ACCEPTED {
+                    return Err(error_for(resp, reference, &scopes, Target::Other).await);
+                }
+                loc = location(&resp, &loc)?;
+                sent += len;
+                self.inner
+                    .counters
+                    .uploaded
+                    .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+            }
+            if sent != size {
+                return Err(RegistryError::DigestMismatch {
+                    image: reference.to_string(),
+                    what: format!("size of blob {digest} to upload"),
+                    expected: format!("{size} bytes"),
+                    actual: format!("{sent} bytes"),
+                });
+            }
+            put.headers.insert(header::CONTENT_LENGTH, number(0));
+        }
+        loc.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        put.url = loc;
+        let resp = self.inner.send(&put).await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(error_for(resp, reference, &scopes, Target::Other).await);
+        }
+        check_answered_digest(&resp, reference, digest, "blob")
+    }
+
+    /// PUTs a manifest under `reference`'s tag (or digest) and returns its digest.
+    pub async fn put_manifest(
+        &self,
+        reference: &Reference,
+        media_type: &str,
+        bytes: Bytes,
+        creds: Option<&Credentials>,
+    ) -> Result<Digest, RegistryError> {
+        let digest = match &reference.digest {
+            Some(d) if !d.matches(&bytes) => {
+                return Err(RegistryError::DigestMismatch {
+                    image: reference.to_string(),
+                    what: "manifest to push".to_string(),
+                    expected: d.to_string(),
+                    actual: Digest::sha256_of(&bytes).to_string(),
+                });
+            }
+            Some(d) => d.clone(),
+            None => Digest::sha256_of(&bytes),
+        };
+        let path = format!(
+            "v2/{}/manifests/{}",
+            reference.repository,
+            reference.manifest_ref()
+        );
+        let scopes = vec![Scope::push(&reference.repository)];
+        let mut req = self.request(Method::PUT, reference, &path, scopes, creds)?;
+        let content_type = HeaderValue::from_str(media_type)
+            .map_err(|_| RegistryError::Protocol(format!("invalid media type {media_type:?}")))?;
+        req.headers.insert(header::CONTENT_TYPE, content_type);
+        req.body = Body::Bytes(bytes);
+        let resp = self.inner.send(&req).await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(error_for(resp, reference, &req.scopes, Target::Other).await);
+        }
+        check_answered_digest(&resp, reference, &digest, "pushed manifest")?;
+        Ok(digest)
+    }
+}
+
+/// The upload `Location` of an answer, resolved against the URL it answered.
+fn location(resp: &Response, base: &Url) -> Result<Url, RegistryError> {
+    let loc = resp
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            RegistryError::Protocol(format!(
+                "{} started an upload without a Location",
+                url_for_humans(base)
+            ))
+        })?;
+    base.join(loc).map_err(|e| {
+        RegistryError::Protocol(format!(
+            "upload location from {}: {e}",
+            url_for_humans(base)
+        ))
+    })
+}
+
+/// A `Docker-Content-Digest` answer that disagrees with what was sent is an error.
+fn check_answered_digest(
+    resp: &Response,
+    reference: &Reference,
+    digest: &Digest,
+    what: &str,
+) -> Result<(), RegistryError> {
+    let said = resp
+        .headers()
+        .get(DOCKER_CONTENT_DIGEST)
+        .and_then(|v| v.to_str().ok());
+    match said {
+        Some(s) if s.trim() != digest.to_string() => Err(RegistryError::DigestMismatch {
+            image: reference.to_string(),
+            what: what.to_string(),
+            expected: digest.to_string(),
+            actual: s.trim().to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Up to `max` bytes from `reader` (fewer only at the end).
+async fn read_chunk<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> std::io::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(max);
+    while buf.len() < max {
+        let mut limited = (&mut *reader).take((max - buf.len()) as u64);
+        if limited.read_buf(&mut buf).await? == 0 {
+            break;
+        }
+    }
+    Ok(buf.freeze())
+}

@@ -1,0 +1,441 @@
+//! One registry request, done properly: authentication on a 401 challenge (Bearer token or
+//! Basic), retries with backoff, and redirects followed by hand so that an
+//! `Authorization` header never leaves the registry's origin.
+//!
+//! Every registry call of the client goes through [`Transport::send`]. Not for: the
+//! meaning of an answer (the client and blob modules read statuses and bodies).
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, Response, StatusCode, Url};
+
+use super::auth::{self, Challenge, Scope, TokenCache, TokenKey};
+use super::docker_config::DockerConfig;
+use super::error_map::{error_chain, unauthorized, url_for_humans};
+use super::hosts;
+use super::retry::{self, RetryPolicy};
+use super::{Credentials, Reference, RegistryError};
+
+const MAX_REDIRECTS: usize = 10;
+const MAX_TOKEN_ANSWER: usize = 1 << 20;
+
+/// A request body that can be sent again (for retries and auth) or only once (a stream).
+pub(super) enum Body {
+    Empty,
+    Bytes(Bytes),
+    Once(Mutex<Option<reqwest::Body>>),
+}
+
+impl Body {
+    pub fn once(body: reqwest::Body) -> Body {
+        Body::Once(Mutex::new(Some(body)))
+    }
+    fn replayable(&self) -> bool {
+        !matches!(self, Body::Once(_))
+    }
+    fn take(&self) -> Option<reqwest::Body> {
+        match self {
+            Body::Empty => None,
+            Body::Bytes(b) => Some(b.clone().into()),
+            Body::Once(m) => m.lock().unwrap_or_else(|e| e.into_inner()).take(),
+        }
+    }
+}
+
+/// What the client asks of the transport.
+pub(super) struct Request<'a> {
+    pub method: Method,
+    pub reference: &'a Reference,
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub body: Body,
+    pub scopes: Vec<Scope>,
+    pub creds: Option<&'a Credentials>,
+}
+
+enum SendError {
+    /// Worth another try (connection reset, timeout, …).
+    Net(reqwest::Error, Url),
+    Fatal(RegistryError),
+}
+
+#[derive(Default)]
+pub(super) struct Counters {
+    by_status: Mutex<BTreeMap<u16, u64>>,
+    pub downloaded: AtomicU64,
+    pub uploaded: AtomicU64,
+}
+
+impl Counters {
+    fn count(&self, status: u16) {
+        *self
+            .by_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(status)
+            .or_default() += 1;
+    }
+    pub fn by_status(&self) -> Vec<(u16, u64)> {
+        let map = self.by_status.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(&s, &n)| (s, n)).collect()
+    }
+    pub fn add_downloaded(&self, n: u64) {
+        self.downloaded.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+pub(super) struct Transport {
+    pub http: reqwest::Client,
+    pub insecure: Vec<String>,
+    pub retry: RetryPolicy,
+    pub counters: Counters,
+    tokens: TokenCache,
+    /// The last challenge each API host sent, to authenticate up front next time.
+    challenges: Mutex<HashMap<String, Challenge>>,
+    docker: DockerConfig,
+}
+
+impl Transport {
+    pub fn new(
+        http: reqwest::Client,
+        insecure: Vec<String>,
+        docker: DockerConfig,
+        retry: RetryPolicy,
+    ) -> Self {
+        Transport {
+            http,
+            insecure,
+            retry,
+            counters: Counters::default(),
+            tokens: TokenCache::default(),
+            challenges: Mutex::default(),
+            docker,
+        }
+    }
+
+    /// `https://host/PATH` (or `http://` for hosts allowed plain HTTP) on `reference`'s API host.
+    pub fn url(&self, reference: &Reference, path: &str) -> Result<Url, RegistryError> {
+        let base = hosts::base_url(reference.api_host(), &self.insecure)
+            .map_err(RegistryError::Protocol)?;
+        base.join(path)
+            .map_err(|e| RegistryError::Protocol(format!("bad request path {path:?}: {e}")))
+    }
+
+    /// Sends `req`, authenticating when challenged, retrying transient failures and
+    /// following redirects. Answers any final status except 401 (→ `Unauthorized`), 429
+    /// after the last retry (→ `TooManyRequests`) and no answer (→ `Unreachable`).
+    pub async fn send(&self, req: &Request<'_>) -> Result<Response, RegistryError> {
+        let host = req.reference.api_host().to_string();
+        let known = self.lock_challenges().get(&host).cloned();
+        let (mut auth, mut key) = match known {
+            Some(ch) => self.authorize(&ch, req).await?,
+            None => (None, None),
+        };
+        let mut fresh = false;
+        loop {
+            // A streamed body cannot be sent twice, so such a request gets one try.
+            let attempts = if req.body.replayable() {
+                self.retry.attempts
+            } else {
+                1
+            };
+            let resp = self
+                .with_retries(req.reference, attempts, || {
+                    self.send_following(req, auth.as_ref())
+                })
+                .await?;
+            if resp.status() != StatusCode::UNAUTHORIZED {
+                return Ok(resp);
+            }
+            let given = self.creds_for(req).await?.is_some();
+            if fresh || !req.body.replayable() {
+                return Err(unauthorized(req.reference, &req.scopes, given));
+            }
+            let values = resp.headers().get_all(header::WWW_AUTHENTICATE);
+            let challenges = auth::parse_challenges(values.iter().filter_map(|v| v.to_str().ok()));
+            let Some(ch) = ["bearer", "basic"]
+                .iter()
+                .find_map(|s| challenges.iter().find(|c| c.scheme == *s))
+            else {
+                return Err(unauthorized(req.reference, &req.scopes, given));
+            };
+            if let Some(k) = key.take() {
+                self.tokens.remove(&k);
+            }
+            self.lock_challenges().insert(host.clone(), ch.clone());
+            (auth, key) = self.authorize(ch, req).await?;
+            if auth.is_none() {
+                return Err(unauthorized(req.reference, &req.scopes, given));
+            }
+            fresh = true;
+        }
+    }
+
+    fn lock_challenges(&self) -> std::sync::MutexGuard<'_, HashMap<String, Challenge>> {
+        self.challenges.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The request's own credentials, else Docker's configuration for the registry.
+    async fn creds_for(&self, req: &Request<'_>) -> Result<Option<Credentials>, RegistryError> {
+        match req.creds {
+            Some(c) => Ok(Some(c.clone())),
+            None => self.docker.credentials(&req.reference.registry).await,
+        }
+    }
+
+    /// The `Authorization` header answering `ch` (and the token's cache key, for Bearer).
+    async fn authorize(
+        &self,
+        ch: &Challenge,
+        req: &Request<'_>,
+    ) -> Result<(Option<HeaderValue>, Option<TokenKey>), RegistryError> {
+        let creds = self.creds_for(req).await?;
+        let secret = |v: String| {
+            let mut h = HeaderValue::from_str(&v).map_err(|_| {
+                RegistryError::Protocol("credentials contain bytes not allowed in a header".into())
+            })?;
+            h.set_sensitive(true);
+            Ok::<_, RegistryError>(h)
+        };
+        match ch.scheme.as_str() {
+            "bearer" => {
+                let key = TokenKey::new(req.reference.api_host(), &req.scopes, creds.as_ref());
+                let token = match self.tokens.get(&key) {
+                    Some(t) => t,
+                    None => self.fetch_token(ch, req, creds.as_ref(), &key).await?,
+                };
+                Ok((Some(secret(format!("Bearer {token}"))?), Some(key)))
+            }
+            "basic" => match creds {
+                Some(c) => {
+                    let raw = format!("{}:{}", c.username, c.password);
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+                    Ok((Some(secret(format!("Basic {b64}"))?), None))
+                }
+                None => Ok((None, None)),
+            },
+            _ => Ok((None, None)),
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        ch: &Challenge,
+        req: &Request<'_>,
+        creds: Option<&Credentials>,
+        key: &TokenKey,
+    ) -> Result<String, RegistryError> {
+        let registry = &req.reference.registry;
+        let tr = auth::token_request(ch, &req.scopes, creds, &self.insecure)
+            .map_err(|e| RegistryError::Protocol(format!("registry {registry}: {e}")))?;
+        let resp = self
+            .with_retries(req.reference, self.retry.attempts, || async {
+                let mut rb = match &tr.form {
+                    Some(form) => self
+                        .http
+                        .post(tr.url.clone())
+                        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                        .body(form.clone()),
+                    None => self.http.get(tr.url.clone()),
+                };
+                if let Some(c) = creds.filter(|c| !c.is_identity_token()) {
+                    rb = rb.basic_auth(&c.username, Some(&c.password));
+                }
+                let resp = rb
+                    .send()
+                    .await
+                    .map_err(|e| SendError::Net(e, tr.url.clone()))?;
+                self.counters.count(resp.status().as_u16());
+                Ok(resp)
+            })
+            .await?;
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(unauthorized(req.reference, &req.scopes, creds.is_some()));
+        }
+        if status == StatusCode::FORBIDDEN {
+            return Err(RegistryError::Denied {
+                registry: registry.clone(),
+                scope: auth::scopes_string(&req.scopes),
+            });
+        }
+        let url = url_for_humans(&tr.url);
+        let body = read_limited(resp, MAX_TOKEN_ANSWER, registry, &url).await?;
+        if !status.is_success() {
+            return Err(RegistryError::Http {
+                registry: registry.clone(),
+                url,
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
+            });
+        }
+        let token = auth::parse_token_response(&body, time::OffsetDateTime::now_utc())
+            .map_err(|e| RegistryError::Protocol(format!("token endpoint {url}: {e}")))?;
+        self.tokens.put(key.clone(), &token);
+        Ok(token.token)
+    }
+
+    /// Runs `attempt` until it gives a response that is not worth retrying, or `attempts`
+    /// tries are used up.
+    async fn with_retries<F, Fut>(
+        &self,
+        reference: &Reference,
+        attempts: u32,
+        mut attempt: F,
+    ) -> Result<Response, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Response, SendError>>,
+    {
+        let registry = &reference.registry;
+        let mut n = 0;
+        loop {
+            let last = n + 1 >= attempts;
+            match attempt().await {
+                Ok(resp) if retry::is_retryable_status(resp.status()) && !last => {
+                    let wait = self.retry.wait_for(n, resp.headers());
+                    tracing::debug!(%registry, status = resp.status().as_u16(), ?wait, "retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS => {
+                    return Err(RegistryError::TooManyRequests {
+                        registry: registry.clone(),
+                    });
+                }
+                Ok(resp) => return Ok(resp),
+                Err(SendError::Net(e, url)) if retry::is_retryable_error(&e) && !last => {
+                    self.counters.count(0);
+                    let wait = self.retry.backoff(n);
+                    tracing::debug!(%registry, url = %url_for_humans(&url), error = %error_chain(&e), ?wait, "retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(SendError::Net(e, url)) => {
+                    self.counters.count(0);
+                    return Err(RegistryError::Unreachable {
+                        registry: registry.clone(),
+                        message: format!("{}: {}", url_for_humans(&url), error_chain(&e)),
+                    });
+                }
+                Err(SendError::Fatal(e)) => return Err(e),
+            }
+            n += 1;
+        }
+    }
+
+    /// One try: the request and the redirects it leads to, with `auth` sent only to the
+    /// registry's own origin.
+    async fn send_following(
+        &self,
+        req: &Request<'_>,
+        auth: Option<&HeaderValue>,
+    ) -> Result<Response, SendError> {
+        // Credentials go to the registry's API origin only, never to a CDN or an upload
+        // location on another host.
+        let origin = self.url(req.reference, "/").map_err(SendError::Fatal)?;
+        let mut url = req.url.clone();
+        let mut method = req.method.clone();
+        let mut body = req.body.take();
+        if body.is_none() && !matches!(req.body, Body::Empty) {
+            return Err(SendError::Fatal(RegistryError::Protocol(format!(
+                "cannot send the body to {} again",
+                url_for_humans(&url)
+            ))));
+        }
+        for _ in 0..=MAX_REDIRECTS {
+            let mut rb = self
+                .http
+                .request(method.clone(), url.clone())
+                .headers(req.headers.clone());
+            if let Some(a) = auth.filter(|_| hosts::same_origin(&url, &origin)) {
+                rb = rb.header(header::AUTHORIZATION, a.clone());
+            }
+            if let Some(b) = body.take() {
+                rb = rb.body(b);
+            }
+            let resp = rb
+                .send()
+                .await
+                .map_err(|e| SendError::Net(e.without_url(), url.clone()))?;
+            let status = resp.status();
+            self.counters.count(status.as_u16());
+            tracing::debug!(%method, url = %url_for_humans(&url), status = status.as_u16(), "registry request");
+            if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
+                return Ok(resp);
+            }
+            let Some(location) = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+            else {
+                return Ok(resp);
+            };
+            let next = url.join(location).map_err(|e| {
+                SendError::Fatal(RegistryError::Protocol(format!(
+                    "{} redirected to an invalid location: {e}",
+                    url_for_humans(&url)
+                )))
+            })?;
+            if url.scheme() == "https"
+                && next.scheme() != "https"
+                && !hosts::plain_http_allowed(&hosts::url_host_port(&next), &self.insecure)
+            {
+                return Err(SendError::Fatal(RegistryError::Protocol(format!(
+                    "{} redirected to {}, which is not https; refusing the downgrade",
+                    url_for_humans(&url),
+                    url_for_humans(&next)
+                ))));
+            }
+            let keeps_body = matches!(
+                status,
+                StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT
+            );
+            if !keeps_body && method != Method::HEAD {
+                method = Method::GET;
+            } else if keeps_body && !matches!(req.body, Body::Empty) {
+                body = req.body.take();
+                if body.is_none() {
+                    return Err(SendError::Fatal(RegistryError::Protocol(format!(
+                        "{} redirected a streamed upload to {}",
+                        url_for_humans(&url),
+                        url_for_humans(&next)
+                    ))));
+                }
+            }
+            url = next;
+        }
+        Err(SendError::Fatal(RegistryError::Protocol(format!(
+            "more than {MAX_REDIRECTS} redirects from {}",
+            url_for_humans(&req.url)
+        ))))
+    }
+}
+
+/// The body of `resp`, refusing more than `limit` bytes (`what`: for the message).
+pub(super) async fn read_limited(
+    mut resp: Response,
+    limit: usize,
+    registry: &str,
+    what: &str,
+) -> Result<Bytes, RegistryError> {
+    let mut buf = BytesMut::new();
+    loop {
+        let chunk = resp.chunk().await.map_err(|e| RegistryError::Unreachable {
+            registry: registry.to_string(),
+            message: format!("reading {what}: {}", error_chain(&e.without_url())),
+        })?;
+        let Some(chunk) = chunk else { break };
+        if buf.len() + chunk.len() > limit {
+            return Err(RegistryError::Protocol(format!(
+                "{what} from {registry} is larger than {limit} bytes"
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}

@@ -1,0 +1,340 @@
+//! Applying one layer: decompressing, reading the tar stream, and turning each entry into
+//! confined filesystem operations, with umoci's results.
+//!
+//! Runs on a blocking-pool thread that drives the async tar reader with `block_on`, so
+//! the many small syscalls never stall a runtime worker. Memory is one read buffer plus
+//! the set of paths the layer wrote (for whiteouts), whatever the layer's size.
+//!
+//! Like umoci, every entry keeps its parent directory's times: they are read before the
+//! entry is applied and put back after, so a directory ends with the times of its own
+//! header. A parent that did not exist before the entry (created implicitly, mode 0755)
+//! keeps the times of its creation, and so does whatever held it, as with umoci.
+
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::PathBuf;
+
+use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
+use futures_util::StreamExt;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio_tar::{Archive, Entry};
+use tokio_util::sync::CancellationToken;
+
+use super::fsops::{Root, is_dir, lstat_at, open_child_dir, remove_all_at, times_of};
+use super::header::{EntryHead, Kind, unreadable};
+use super::meta::{MetaWriter, Node};
+use super::names::{EntryName, Whiteout, child};
+use super::whiteout::{UpperPaths, remove_lower, remove_lower_children};
+use super::{Compression, LayerStats, UnpackError, UnpackOptions};
+
+/// Read size for the blob and for file contents.
+const CHUNK: usize = 64 * 1024;
+
+/// Applies the layer `blob` to the tree at `root`. Call on a blocking-pool thread.
+pub(super) async fn apply_layer<R: AsyncRead + Unpin + Send>(
+    root: &Root,
+    options: UnpackOptions,
+    blob: R,
+    declared: Compression,
+    cancel: &CancellationToken,
+) -> Result<LayerStats, UnpackError> {
+    let mut reader = BufReader::with_capacity(CHUNK, blob);
+    let head = reader.fill_buf().await.map_err(unreadable)?;
+    let compression = Compression::sniff(head);
+    if compression != declared {
+        tracing::warn!(
+            ?declared,
+            actual = ?compression,
+            "layer compression differs from its media type; using what its bytes say"
+        );
+    }
+    let decoded: Box<dyn AsyncRead + Unpin + Send> = match compression {
+        Compression::None => Box::new(reader),
+        Compression::Gzip => {
+            let mut d = GzipDecoder::new(reader);
+            d.multiple_members(true);
+            Box::new(d)
+        }
+        Compression::Zstd => {
+            let mut d = ZstdDecoder::new(reader);
+            d.multiple_members(true);
+            Box::new(d)
+        }
+    };
+    let mut archive = Archive::new(decoded);
+    let mut entries = archive.entries().map_err(unreadable)?;
+    let mut layer = Layer {
+        root,
+        options,
+        upper: UpperPaths::default(),
+        meta: MetaWriter::new(options.same_owner),
+        stats: LayerStats::default(),
+        buf: vec![0; CHUNK],
+    };
+    while let Some(entry) = entries.next().await {
+        if cancel.is_cancelled() {
+            return Err(UnpackError::Cancelled);
+        }
+        let mut entry = entry.map_err(unreadable)?;
+        layer.apply_entry(&mut entry, cancel).await?;
+    }
+    Ok(layer.stats)
+}
+
+struct Layer<'a> {
+    root: &'a Root,
+    options: UnpackOptions,
+    upper: UpperPaths,
+    meta: MetaWriter,
+    stats: LayerStats,
+    buf: Vec<u8>,
+}
+
+/// An I/O error on the entry `name`.
+fn io_err(name: &EntryName) -> impl Fn(std::io::Error) -> UnpackError + '_ {
+    move |source| UnpackError::Io {
+        path: PathBuf::from(name.display()),
+        source,
+    }
+}
+
+fn bad(name: &EntryName, reason: impl Into<String>) -> UnpackError {
+    UnpackError::BadEntry {
+        entry: name.display(),
+        reason: reason.into(),
+    }
+}
+
+fn is_missing(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == Errno::NOENT.raw_os_error() || code == Errno::NOTDIR.raw_os_error()
+    )
+}
+
+impl Layer<'_> {
+    async fn apply_entry<R: AsyncRead + Unpin>(
+        &mut self,
+        entry: &mut Entry<R>,
+        cancel: &CancellationToken,
+    ) -> Result<(), UnpackError> {
+        let head = EntryHead::read(entry).await?;
+        if head.kind == Kind::Skip {
+            return Ok(());
+        }
+        self.stats.entries += 1;
+        let io = io_err(&head.name);
+        let Some((parent, name)) = head.name.split_last() else {
+            return self.apply_root(&head);
+        };
+        if let Some(whiteout) = Whiteout::parse(name) {
+            let whiteout = whiteout.map_err(|reason| bad(&head.name, reason))?;
+            return self.apply_whiteout(&head.name, parent, whiteout);
+        }
+
+        let (dir, created) = self.root.ensure_dir(parent).map_err(&io)?;
+        let kept_times = if created {
+            None
+        } else {
+            Some(times_of(dir.as_fd()).map_err(&io)?)
+        };
+        let dir_rel = self.root.rel_path(dir.as_fd()).map_err(&io)?;
+        let dir = dir.as_fd();
+
+        // Whatever is there goes, unless a directory meets a directory (then its contents
+        // stay and only its metadata changes).
+        if let Some(st) = lstat_at(dir, name).map_err(&io)?
+            && !(is_dir(&st) && head.kind == Kind::Dir)
+        {
+            remove_all_at(dir, name).map_err(&io)?;
+        }
+
+        let made = match head.kind {
+            Kind::File => {
+                self.write_file(&head, dir, name, entry, cancel).await?;
+                true
+            }
+            Kind::Dir => {
+                match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(io(e.into())),
+                }
+                let fd = open_child_dir(dir, name).map_err(&io)?;
+                self.meta
+                    .apply(Node::Open(fd.as_fd()), &head.meta)
+                    .map_err(&io)?;
+                true
+            }
+            Kind::Symlink => {
+                let target = head.link.as_deref().unwrap_or_default();
+                rustix::fs::symlinkat(target, dir, name).map_err(|e| io(e.into()))?;
+                let node = Node::Symlink { parent: dir, name };
+                self.meta.apply(node, &head.meta).map_err(&io)?;
+                true
+            }
+            Kind::Hardlink => {
+                self.link(&head, dir, name)?;
+                true
+            }
+            Kind::Fifo | Kind::Char | Kind::Block => self.make_node(&head, dir, name)?,
+            Kind::Skip => false,
+        };
+        if made {
+            self.upper.insert(&child(&dir_rel, name));
+        }
+        if let Some(times) = kept_times {
+            rustix::fs::futimens(dir, &times).map_err(|e| io(e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// `.`, `/` and the like: the root's own metadata. Only a directory may stand there.
+    fn apply_root(&mut self, head: &EntryHead) -> Result<(), UnpackError> {
+        if head.kind != Kind::Dir {
+            return Err(bad(
+                &head.name,
+                "refusing to change the type of the root directory",
+            ));
+        }
+        let node = Node::Open(self.root.fd());
+        self.meta
+            .apply(node, &head.meta)
+            .map_err(io_err(&head.name))
+    }
+
+    fn apply_whiteout(
+        &mut self,
+        name: &EntryName,
+        parent: &[Vec<u8>],
+        whiteout: Whiteout<'_>,
+    ) -> Result<(), UnpackError> {
+        let io = io_err(name);
+        let dir = match self.root.open_dir(parent) {
+            Ok(dir) => dir,
+            // Nothing below a missing directory to remove.
+            Err(e) if is_missing(&e) => return Ok(()),
+            Err(e) => return Err(io(e)),
+        };
+        let kept_times = times_of(dir.as_fd()).map_err(&io)?;
+        let dir_rel = self.root.rel_path(dir.as_fd()).map_err(&io)?;
+        match whiteout {
+            Whiteout::Remove(target) => {
+                remove_lower(&self.upper, dir.as_fd(), &dir_rel, target).map_err(&io)?
+            }
+            Whiteout::Opaque => {
+                remove_lower_children(&self.upper, dir.as_fd(), &dir_rel).map_err(&io)?
+            }
+            Whiteout::Ignored => {}
+        }
+        rustix::fs::futimens(&dir, &kept_times).map_err(|e| io(e.into()))
+    }
+
+    async fn write_file<R: AsyncRead + Unpin>(
+        &mut self,
+        head: &EntryHead,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        entry: &mut Entry<R>,
+        cancel: &CancellationToken,
+    ) -> Result<(), UnpackError> {
+        let io = io_err(&head.name);
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            flags | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| io(e.into()))?;
+        let mut file = std::fs::File::from(fd);
+        let mut written: u64 = 0;
+        loop {
+            if cancel.is_cancelled() {
+                return Err(UnpackError::Cancelled);
+            }
+            let n = entry.read(&mut self.buf).await.map_err(unreadable)?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&self.buf[..n]).map_err(&io)?;
+            written += n as u64;
+        }
+        if written != head.size {
+            return Err(bad(
+                &head.name,
+                format!("truncated: expected {} bytes, got {written}", head.size),
+            ));
+        }
+        self.stats.bytes += written;
+        self.meta
+            .apply(Node::Open(file.as_fd()), &head.meta)
+            .map_err(&io)
+    }
+
+    /// A hardlink to a name already in the tree (resolved inside the root; its final
+    /// component is not followed, so a link to a symlink links the symlink).
+    fn link(
+        &mut self,
+        head: &EntryHead,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+    ) -> Result<(), UnpackError> {
+        let raw = head.link.as_deref().unwrap_or_default();
+        let target = EntryName::clean(raw);
+        let missing = || {
+            bad(
+                &head.name,
+                format!("hardlink target {:?} does not exist", target.display()),
+            )
+        };
+        let Some((target_parent, target_name)) = target.split_last() else {
+            return Err(bad(&head.name, "hardlink to the root directory"));
+        };
+        let target_dir = match self.root.open_dir(target_parent) {
+            Ok(fd) => fd,
+            Err(e) if is_missing(&e) => return Err(missing()),
+            Err(e) => return Err(io_err(&head.name)(e)),
+        };
+        match rustix::fs::linkat(&target_dir, target_name, dir, name, AtFlags::empty()) {
+            Ok(()) => Ok(()),
+            Err(Errno::NOENT) => Err(missing()),
+            Err(Errno::PERM) => Err(bad(&head.name, "hardlink target is a directory")),
+            Err(e) => Err(io_err(&head.name)(e.into())),
+        }
+    }
+
+    /// A FIFO, or a device node when the options allow devices; returns whether one was made.
+    fn make_node(
+        &mut self,
+        head: &EntryHead,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+    ) -> Result<bool, UnpackError> {
+        let io = io_err(&head.name);
+        let (file_type, dev) = match head.kind {
+            Kind::Fifo => (FileType::Fifo, 0),
+            _ if !self.options.devices => {
+                tracing::debug!(entry = %head.name.display(), "device node skipped (devices are off)");
+                return Ok(false);
+            }
+            Kind::Char => (
+                FileType::CharacterDevice,
+                rustix::fs::makedev(head.device.0, head.device.1),
+            ),
+            _ => (
+                FileType::BlockDevice,
+                rustix::fs::makedev(head.device.0, head.device.1),
+            ),
+        };
+        rustix::fs::mknodat(dir, name, file_type, Mode::from_raw_mode(0o600), dev)
+            .map_err(|e| io(e.into()))?;
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(|e| io(e.into()))?;
+        self.meta
+            .apply(Node::Special(fd.as_fd()), &head.meta)
+            .map_err(&io)?;
+        Ok(true)
+    }
+}

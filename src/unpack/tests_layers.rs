@@ -1,0 +1,438 @@
+//! What layers do to a tree: whiteouts, links, modes, owners, special files, long names,
+//! compression and times, each checked on a temporary tree (the tests run as root).
+
+use std::fs;
+use std::io::Cursor;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use tokio_util::sync::CancellationToken;
+
+use super::test_tar::{E, apply_all, gzip, layer, root_options, zstd};
+use super::{Compression, Tree, UnpackError};
+
+fn exists(p: &Path) -> bool {
+    p.symlink_metadata().is_ok()
+}
+
+fn mtime(p: &Path) -> (i64, i64) {
+    let m = p.symlink_metadata().unwrap();
+    (m.mtime(), m.mtime_nsec())
+}
+
+#[tokio::test]
+async fn whiteout_removes_a_lower_file_and_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let lower = layer(&[
+        E::dir("etc"),
+        E::file("etc/motd", "hi"),
+        E::file("etc/keep", "k"),
+        E::dir("var/cache"),
+        E::file("var/cache/a/b", "deep"),
+    ]);
+    let upper = layer(&[E::file("etc/.wh.motd", ""), E::file("var/.wh.cache", "")]);
+    apply_all(&root, &[lower, upper]).await.unwrap();
+    assert!(!exists(&root.join("etc/motd")));
+    assert!(!exists(&root.join("etc/.wh.motd")));
+    assert!(!exists(&root.join("var/cache")));
+    assert!(!exists(&root.join("var/.wh.cache")));
+    assert!(exists(&root.join("etc/keep")));
+}
+
+#[tokio::test]
+async fn opaque_whiteout_hides_lower_layer_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let lower = layer(&[
+        E::dir("d"),
+        E::file("d/old", "o"),
+        E::file("d/sub/older", "o"),
+    ]);
+    let upper = layer(&[
+        E::dir("d"),
+        E::file("d/.wh..wh..opq", ""),
+        E::file("d/new", "n"),
+    ]);
+    apply_all(&root, &[lower, upper]).await.unwrap();
+    let mut names: Vec<_> = fs::read_dir(root.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["new"]);
+}
+
+#[tokio::test]
+async fn opaque_whiteout_after_the_layers_own_entries_keeps_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let lower = layer(&[
+        E::dir("d"),
+        E::file("d/old", "o"),
+        E::dir("d/sub"),
+        E::file("d/sub/lower", "l"),
+    ]);
+    let upper = layer(&[
+        E::dir("d"),
+        E::file("d/new", "n"),
+        E::dir("d/sub"),
+        E::file("d/sub/upper", "u"),
+        E::file("d/.wh..wh..opq", ""),
+    ]);
+    apply_all(&root, &[lower, upper]).await.unwrap();
+    assert!(!exists(&root.join("d/old")));
+    assert_eq!(fs::read(root.join("d/new")).unwrap(), b"n");
+    assert_eq!(fs::read(root.join("d/sub/upper")).unwrap(), b"u");
+    // A directory this layer re-stated keeps its own children but loses lower ones.
+    assert!(!exists(&root.join("d/sub/lower")));
+    assert!(!exists(&root.join("d/.wh..wh..opq")));
+}
+
+#[tokio::test]
+async fn whiteout_after_a_same_layer_entry_spares_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let lower = layer(&[E::file("x", "lower")]);
+    let upper = layer(&[E::file("x", "upper"), E::file(".wh.x", "")]);
+    apply_all(&root, &[lower, upper]).await.unwrap();
+    assert_eq!(fs::read(root.join("x")).unwrap(), b"upper");
+}
+
+#[tokio::test]
+async fn whiteout_of_a_missing_name_is_a_no_op() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let l = layer(&[E::file("a/.wh.nothing", ""), E::file("b/.wh..wh..opq", "")]);
+    apply_all(&root, &[l]).await.unwrap();
+    assert!(!exists(&root.join("a")));
+    assert!(!exists(&root.join("b")));
+}
+
+#[tokio::test]
+async fn hardlinks_share_an_inode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let l = layer(&[
+        E::file("bin/busybox", "bb").mode(0o755),
+        E::hardlink("bin/sh", "bin/busybox"),
+        E::hardlink("usr/bin/env", "/bin/busybox"),
+    ]);
+    apply_all(&root, &[l]).await.unwrap();
+    let a = fs::metadata(root.join("bin/busybox")).unwrap();
+    let b = fs::metadata(root.join("bin/sh")).unwrap();
+    let c = fs::metadata(root.join("usr/bin/env")).unwrap();
+    assert_eq!(a.ino(), b.ino());
+    assert_eq!(a.ino(), c.ino());
+    assert_eq!(a.nlink(), 3);
+}
+
+#[tokio::test]
+async fn hardlink_to_a_missing_target_is_a_bad_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let l = layer(&[E::hardlink("sh", "bin/busybox")]);
+    let err = apply_all(&root, &[l]).await.unwrap_err();
+    assert!(matches!(err, UnpackError::BadEntry { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn setuid_setgid_and_sticky_modes_survive_the_owner_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let l = layer(&[
+        E::file("usr/bin/su", "su").mode(0o4755).owner(0, 0),
+        E::file("usr/bin/wall", "w").mode(0o2755).owner(0, 5),
+        E::dir("tmp").mode(0o1777),
+    ]);
+    apply_all(&root, &[l]).await.unwrap();
+    let mode = |p: &str| {
+        fs::symlink_metadata(root.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("usr/bin/su"), 0o4755);
+    assert_eq!(mode("usr/bin/wall"), 0o2755);
+    assert_eq!(mode("tmp"), 0o1777);
+}
+
+#[tokio::test]
+async fn owners_are_applied_to_files_dirs_and_symlinks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let l = layer(&[
+        E::dir("home/u").owner(1000, 1001),
+        E::file("home/u/f", "x").owner(1000, 1001),
+        E::symlink("home/u/l", "f").owner(1002, 1003),
+    ]);
+    apply_all(&root, &[l]).await.unwrap();
+    let ids = |p: &str| {
+        let m = fs::symlink_metadata(root.join(p)).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(ids("home/u"), (1000, 1001));
+    assert_eq!(ids("home/u/f"), (1000, 1001));
+    assert_eq!(ids("home/u/l"), (1002, 1003));
+    // Implicitly created parents belong to the daemon's user (root here), mode 0755.
+    assert_eq!(ids("home"), (0, 0));
+    let home = fs::metadata(root.join("home")).unwrap();
+    assert_eq!(home.permissions().mode() & 0o7777, 0o755);
+}
+
+#[tokio::test]
+async fn fifo_and_device_nodes_are_created() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let l = layer(&[
+        E::fifo("run/initctl").mode(0o600),
+        E::char_device("dev/null", 1, 3),
+    ]);
+    apply_all(&root, &[l]).await.unwrap();
+    let fifo = fs::symlink_metadata(root.join("run/initctl")).unwrap();
+    assert!(fifo.file_type().is_fifo());
+    assert_eq!(fifo.permissions().mode() & 0o7777, 0o600);
+    let null = fs::symlink_metadata(root.join("dev/null")).unwrap();
+    assert!(null.file_type().is_char_device());
+    assert_eq!(null.rdev(), rustix::fs::makedev(1, 3));
+}
+
+#[tokio::test]
+async fn device_nodes_are_skipped_without_the_devices_option() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let options = super::UnpackOptions {
+        devices: false,
+        ..root_options()
+    };
+    let mut tree = Tree::open(&root, options).unwrap();
+    let l = layer(&[E::char_device("dev/null", 1, 3), E::fifo("dev/fifo")]);
+    let cancel = CancellationToken::new();
+    tree.apply_layer(Cursor::new(l), Compression::None, &cancel)
+        .await
+        .unwrap();
+    assert!(!exists(&root.join("dev/null")));
+    assert!(exists(&root.join("dev/fifo")));
+}
+
+#[tokio::test]
+async fn dangling_symlink_is_fine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let l = layer(&[E::symlink("etc/mtab", "/proc/self/mounts")]);
+    apply_all(&root, &[l]).await.unwrap();
+    let target = fs::read_link(root.join("etc/mtab")).unwrap();
+    assert_eq!(target, Path::new("/proc/self/mounts"));
+}
+
+#[tokio::test]
+async fn long_names_and_link_targets_work_in_pax_and_gnu_form() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let dir = format!("{}/{}", "d".repeat(120), "e".repeat(90));
+    let pax_name = format!("{dir}/{}", "p".repeat(150));
+    let gnu_name = format!("{dir}/{}", "g".repeat(150));
+    let l = layer(&[
+        E::file(&pax_name, "pax"),
+        E::file(&gnu_name, "gnu").gnu(),
+        E::symlink("pax-link", &pax_name),
+        E::symlink("gnu-link", &gnu_name).gnu(),
+        E::hardlink("gnu-hard", &gnu_name).gnu(),
+    ]);
+    apply_all(&root, &[l]).await.unwrap();
+    assert_eq!(fs::read(root.join(&pax_name)).unwrap(), b"pax");
+    assert_eq!(fs::read(root.join(&gnu_name)).unwrap(), b"gnu");
+    assert_eq!(
+        fs::read_link(root.join("pax-link")).unwrap(),
+        Path::new(&pax_name)
+    );
+    assert_eq!(
+        fs::read_link(root.join("gnu-link")).unwrap(),
+        Path::new(&gnu_name)
+    );
+    assert_eq!(fs::read(root.join("gnu-hard")).unwrap(), b"gnu");
+}
+
+#[tokio::test]
+async fn gzip_and_zstd_layers_decode_whatever_the_claim() {
+    let raw = layer(&[E::file("hello", "world")]);
+    let gz = gzip(&raw).await;
+    let zst = zstd(&raw).await;
+    let two_members = [gzip(&raw[..512]).await, gzip(&raw[512..]).await].concat();
+    let cases = [
+        (gz.clone(), Compression::Gzip),
+        (zst.clone(), Compression::Zstd),
+        (raw.clone(), Compression::Gzip), // gzip claimed, plain tar given
+        (gz, Compression::None),
+        (zst, Compression::Gzip),
+        (two_members, Compression::Gzip),
+    ];
+    for (i, (blob, claim)) in cases.into_iter().enumerate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut tree = Tree::open(tmp.path(), root_options()).unwrap();
+        let cancel = CancellationToken::new();
+        let stats = tree
+            .apply_layer(Cursor::new(blob), claim, &cancel)
+            .await
+            .unwrap();
+        assert_eq!((stats.entries, stats.bytes), (1, 5), "case {i}");
+        assert_eq!(
+            fs::read(tmp.path().join("hello")).unwrap(),
+            b"world",
+            "case {i}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn times_come_from_headers_and_pax_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let l = layer(&[
+        E::dir("d").mtime(1000),
+        E::file("d/f", "x").mtime(2000),
+        E::file("d/p", "x")
+            .pax("mtime", "3000.25")
+            .pax("atime", "4000.5"),
+        E::symlink("d/l", "f").mtime(5000),
+    ]);
+    apply_all(&root, &[l]).await.unwrap();
+    assert_eq!(mtime(&root.join("d/f")), (2000, 0));
+    let p = fs::metadata(root.join("d/p")).unwrap();
+    assert_eq!((p.mtime(), p.mtime_nsec()), (3000, 250_000_000));
+    assert_eq!((p.atime(), p.atime_nsec()), (4000, 500_000_000));
+    assert_eq!(mtime(&root.join("d/l")), (5000, 0));
+    // Later entries in d did not disturb its time, nor did any touch the root's.
+    assert_eq!(mtime(&root.join("d")), (1000, 0));
+    assert_eq!(mtime(&root), (0, 0));
+}
+
+#[tokio::test]
+async fn directory_times_survive_later_layers_and_whiteouts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let lower = layer(&[E::dir("d").mtime(1000), E::file("d/a", "a")]);
+    let upper = layer(&[E::file("d/b", "b"), E::file("d/.wh.a", "")]);
+    apply_all(&root, &[lower, upper]).await.unwrap();
+    assert_eq!(mtime(&root.join("d")), (1000, 0));
+    assert!(!exists(&root.join("d/a")));
+}
+
+#[tokio::test]
+async fn root_entry_sets_the_roots_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let l = layer(&[E::dir("./").mode(0o700).mtime(7000), E::file("f", "x")]);
+    apply_all(&root, &[l]).await.unwrap();
+    let m = fs::metadata(&root).unwrap();
+    assert_eq!(m.permissions().mode() & 0o7777, 0o700);
+    assert_eq!(m.mtime(), 7000);
+}
+
+#[tokio::test]
+async fn directory_over_directory_keeps_contents_and_file_over_directory_replaces_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let lower = layer(&[
+        E::dir("keep"),
+        E::file("keep/x", "x"),
+        E::file("gone/y/z", "z"),
+    ]);
+    let upper = layer(&[E::dir("keep").mode(0o750), E::file("gone", "now a file")]);
+    apply_all(&root, &[lower, upper]).await.unwrap();
+    assert_eq!(fs::read(root.join("keep/x")).unwrap(), b"x");
+    let keep = fs::metadata(root.join("keep")).unwrap();
+    assert_eq!(keep.permissions().mode() & 0o7777, 0o750);
+    assert_eq!(fs::read(root.join("gone")).unwrap(), b"now a file");
+}
+
+#[tokio::test]
+async fn xattrs_from_pax_records_are_applied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let l = layer(&[E::file("f", "x").pax("SCHILY.xattr.user.origin", "layer")]);
+    apply_all(&root, &[l]).await.unwrap();
+    let mut value = [0u8; 16];
+    let n = rustix::fs::getxattr(root.join("f"), "user.origin", &mut value[..]).unwrap();
+    assert_eq!(&value[..n], b"layer");
+}
+
+#[tokio::test]
+async fn cancelled_token_stops_the_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut tree = Tree::open(tmp.path(), root_options()).unwrap();
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let l = layer(&[E::file("a", "a"), E::file("b", "b")]);
+    let err = tree
+        .apply_layer(Cursor::new(l), Compression::None, &cancel)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UnpackError::Cancelled));
+    assert!(!exists(&tmp.path().join("b")));
+}
+
+#[tokio::test]
+async fn truncated_layer_is_an_invalid_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let l = layer(&[E::file("big", vec![7u8; 4096])]);
+    let err = apply_all(&root, &[l[..1024].to_vec()]).await.unwrap_err();
+    assert_eq!(err.code(), "invalid_layer", "{err}");
+}
+
+#[test]
+fn media_types_map_to_compressions() {
+    let cases = [
+        (
+            "application/vnd.oci.image.layer.v1.tar",
+            Some(Compression::None),
+        ),
+        (
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            Some(Compression::Gzip),
+        ),
+        (
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            Some(Compression::Zstd),
+        ),
+        (
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+            Some(Compression::Gzip),
+        ),
+        (
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            Some(Compression::Gzip),
+        ),
+        (
+            "application/vnd.docker.image.rootfs.diff.tar.zstd",
+            Some(Compression::Zstd),
+        ),
+        (
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            Some(Compression::Gzip),
+        ),
+        ("application/vnd.oci.image.config.v1+json", None),
+        ("application/vnd.in-toto+json", None),
+    ];
+    for (media_type, want) in cases {
+        assert_eq!(
+            Compression::from_media_type(media_type),
+            want,
+            "{media_type}"
+        );
+    }
+}
+
+#[test]
+fn sniff_recognises_magic_bytes() {
+    assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
+    assert_eq!(
+        Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
+        Compression::Zstd
+    );
+    assert_eq!(Compression::sniff(b"etc/passwd"), Compression::None);
+    assert_eq!(Compression::sniff(&[]), Compression::None);
+}

@@ -1,0 +1,217 @@
+//! The real `hoist serve` binary, started with its settings in the environment and a
+//! fresh data dir, cache dir, roots and `DOCKER_CONFIG` under the test's temp dir.
+//!
+//! The daemon's environment is cleared first, so nothing of the host (proxies, a real
+//! `~/.docker/config.json`, `HOIST_*` variables) reaches it. Restarting keeps the data dir
+//! and the port.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::tools;
+
+/// What a test may choose about the daemon; the rest is fixed by the harness.
+#[derive(Clone, Debug, Default)]
+pub struct HoistConfig {
+    pub workers: Option<u32>,
+    pub cache_max_bytes: Option<u64>,
+    pub api_token: Option<String>,
+    pub insecure_registries: Option<String>,
+    /// Contents of `$DOCKER_CONFIG/config.json` (none: an empty folder).
+    pub docker_config: Option<Value>,
+    /// Executables to put first on the daemon's PATH (credential helpers): name → script.
+    pub path_scripts: Vec<(String, String)>,
+    pub extra_env: Vec<(String, String)>,
+}
+
+pub struct Hoist {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    pub roots: Vec<PathBuf>,
+    pub docker_config_dir: PathBuf,
+    pub api_token: Option<String>,
+    log: PathBuf,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl Hoist {
+    /// Lays out the daemon's folders under `dir` and starts it.
+    pub fn start(dir: &Path, config: &HoistConfig) -> Hoist {
+        let data_dir = dir.join("data");
+        let cache_dir = dir.join("cache");
+        let roots = vec![dir.join("root-a"), dir.join("root-b")];
+        let docker_config_dir = dir.join("docker-config");
+        let home = dir.join("home");
+        let bin = dir.join("bin");
+        for d in [&data_dir, &docker_config_dir, &home, &bin]
+            .into_iter()
+            .chain(&roots)
+        {
+            fs::create_dir_all(d).expect("daemon dirs");
+        }
+        if let Some(cfg) = &config.docker_config {
+            fs::write(
+                docker_config_dir.join("config.json"),
+                serde_json::to_vec_pretty(cfg).unwrap(),
+            )
+            .expect("write docker config");
+        }
+        for (name, script) in &config.path_scripts {
+            let p = bin.join(name);
+            fs::write(&p, script).expect("write script");
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let port = tools::free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let roots_var = roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
+        let mut env = vec![
+            ("HOIST_LISTEN".to_owned(), addr.to_string()),
+            ("HOIST_DATA_DIR".to_owned(), data_dir.display().to_string()),
+            ("HOIST_CACHE_DIR".to_owned(), cache_dir.display().to_string()),
+            ("HOIST_ROOTS".to_owned(), roots_var),
+            (
+                "DOCKER_CONFIG".to_owned(),
+                docker_config_dir.display().to_string(),
+            ),
+            ("HOME".to_owned(), home.display().to_string()),
+            (
+                "PATH".to_owned(),
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            ),
+            (
+                "RUST_LOG".to_owned(),
+                std::env::var("HOIST_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            ),
+            ("RUST_BACKTRACE".to_owned(), "1".to_owned()),
+        ];
+        if let Some(w) = config.workers {
+            env.push(("HOIST_WORKERS".into(), w.to_string()));
+        }
+        if let Some(m) = config.cache_max_bytes {
+            env.push(("HOIST_CACHE_MAX_BYTES".into(), m.to_string()));
+        }
+        if let Some(t) = &config.api_token {
+            env.push(("HOIST_API_TOKEN".into(), t.clone()));
+        }
+        if let Some(i) = &config.insecure_registries {
+            env.push(("HOIST_INSECURE_REGISTRIES".into(), i.clone()));
+        }
+        env.extend(config.extra_env.iter().cloned());
+        let mut hoist = Hoist {
+            addr,
+            data_dir,
+            cache_dir,
+            roots,
+            docker_config_dir,
+            api_token: config.api_token.clone(),
+            log: dir.join("hoist.log"),
+            env,
+            child: None,
+        };
+        hoist.spawn();
+        hoist
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "hoist is already running");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("hoist log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hoist"));
+        cmd.arg("serve")
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let mut child = tools::spawn_child(cmd);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if tools::http_status(self.addr, "/healthz") == Some(200) {
+                self.child = Some(child);
+                return;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "`hoist serve` exited with {status} before GET /healthz answered 200 on {}\n\
+                     --- hoist log (last 40 lines)\n{}",
+                    self.addr,
+                    self.log_tail(40)
+                );
+            }
+            if Instant::now() > deadline {
+                tools::kill(&mut child);
+                panic!(
+                    "`hoist serve` did not answer GET /healthz on {} within 30s\n\
+                     --- hoist log (last 40 lines)\n{}",
+                    self.addr,
+                    self.log_tail(40)
+                );
+            }
+            thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited after `grace`. True when it exited by
+    /// itself.
+    pub fn stop(&mut self, grace: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        tools::terminate(&child);
+        let clean = tools::wait_exit(&mut child, grace);
+        tools::kill(&mut child);
+        clean
+    }
+
+    /// SIGKILL: a crash, as far as the daemon can tell.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            tools::kill(&mut child);
+        }
+    }
+
+    /// Stops (gracefully, 20 s at most) and starts again with the same data and port.
+    pub fn restart(&mut self) {
+        self.stop(Duration::from_secs(20));
+        self.spawn();
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        tools::tail(&self.log, lines)
+    }
+
+    /// The whole daemon log (to check that secrets never reach it).
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Hoist {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
