@@ -47,7 +47,7 @@ impl IntoResponse for ApiError {
             .unwrap_or("Error")
             .to_string();
         let body = json!({
-            "type": format!("https://github.com/hoist/hoist/blob/main/docs/errors.md#{}", self.code),
+            "type": format!("urn:hoist:problem:{}", self.code),
             "title": title,
             "status": self.status.as_u16(),
             "detail": self.detail,

@@ -1,45 +1,51 @@
 //! Request extractors whose rejections are problem+json, not axum's plain text.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 
-/// `axum::Json`, answering malformed or unknown-field bodies with 400 `invalid_json` /
-/// `invalid_request` and a wrong content type with 415.
+/// A JSON request body. The content type is not checked (`curl -d` sends a form type by
+/// default, and there is no other body type to confuse it with); malformed bodies are 400
+/// `invalid_json`, bodies of the wrong shape or with unknown fields 400 `invalid_request`.
 pub struct Json<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError::bad_request(
+                "invalid_request",
+                format!("reading request body: {}", e.body_text()),
+            )
+        })?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("request body is not valid JSON: {e}"),
+            )
+        })?;
+        serde_path_to_error::deserialize(value)
+            .map(Json)
+            .map_err(data_error)
     }
 }
 
-fn json_rejection(r: JsonRejection) -> ApiError {
-    use axum::http::StatusCode;
-    match r {
-        JsonRejection::JsonDataError(e) => ApiError::bad_request(
-            "invalid_request",
-            format!("request body: {}", source_text(&e)),
-        ),
-        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
-            "invalid_json",
-            format!("request body is not valid JSON: {}", source_text(&e)),
-        ),
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the request body with Content-Type: application/json",
-        ),
-        other => ApiError::bad_request("invalid_request", other.body_text()),
-    }
+fn data_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let at = if path == "." {
+        String::new()
+    } else {
+        format!("{path}: ")
+    };
+    ApiError::bad_request(
+        "invalid_request",
+        format!("request body: {at}{}", e.into_inner()),
+    )
 }
 
 /// The innermost message of an extractor error (serde's, with line and column).

@@ -337,6 +337,10 @@ impl Jobs {
         stop_reporting.cancel();
         let _ = reporter.await;
         self.lock_running().remove(id);
+        // Blobs this job pinned over the size limit can go now.
+        if let Err(e) = self.inner.env.store.evict().await {
+            tracing::warn!(error = %e, "cache eviction");
+        }
 
         if self.inner.shutdown.is_cancelled() && outcome.is_err() {
             // Interrupted by shutdown: left `running`, re-queued at the next start.

@@ -105,8 +105,9 @@ pub(super) fn reply(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes
     let mut r = Response::new(AxumBody::from(body.into()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap();
     for (k, v) in headers {
+        let name = axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap();
         r.headers_mut()
-            .append(*k, HeaderValue::from_str(v).unwrap());
+            .append(name, HeaderValue::from_str(v).unwrap());
     }
     r
 }

@@ -220,3 +220,62 @@ impl Tree {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types_map_to_compressions() {
+        let cases = [
+            (
+                "application/vnd.oci.image.layer.v1.tar",
+                Some(Compression::None),
+            ),
+            (
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                Some(Compression::Gzip),
+            ),
+            (
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                Some(Compression::Zstd),
+            ),
+            (
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                Some(Compression::Gzip),
+            ),
+            (
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                Some(Compression::Gzip),
+            ),
+            (
+                "application/vnd.docker.image.rootfs.diff.tar.zstd",
+                Some(Compression::Zstd),
+            ),
+            (
+                "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                Some(Compression::Gzip),
+            ),
+            ("application/vnd.oci.image.config.v1+json", None),
+            ("application/vnd.in-toto+json", None),
+        ];
+        for (media_type, want) in cases {
+            assert_eq!(
+                Compression::from_media_type(media_type),
+                want,
+                "{media_type}"
+            );
+        }
+    }
+
+    #[test]
+    fn sniff_recognises_magic_bytes() {
+        assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
+        assert_eq!(
+            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
+            Compression::Zstd
+        );
+        assert_eq!(Compression::sniff(b"etc/passwd"), Compression::None);
+        assert_eq!(Compression::sniff(&[]), Compression::None);
+    }
+}

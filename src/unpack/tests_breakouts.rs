@@ -221,12 +221,7 @@ const ROWS: &[Row] = &[
     },
     Row {
         name: "long_pax_name_with_dot_dots",
-        layers: |_| {
-            vec![vec![E::file(
-                format!("{}outside/canary", "../".repeat(60)),
-                "pwned",
-            )]]
-        },
+        layers: |_| vec![vec![E::file(long_escape(), "pwned")]],
         outcome: Outcome::Contained(|root, _| landed(root, "outside/canary", "pwned")),
     },
     Row {
