@@ -107,6 +107,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for root in &config.roots {
         std::fs::create_dir_all(root)
             .with_context(|| format!("creating root {}", root.display()))?;
+        // Staging trees of jobs killed mid-way (a re-queued job also clears its own).
+        crate::unpack::remove_leftovers(root).await;
     }
     let db = crate::db::open(&config.db_path()).await?;
     let store = Store::open(config.cache_dir.clone(), db.clone(), config.cache_max_bytes).await?;

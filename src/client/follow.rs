@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::Method;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use super::{Api, Display};
@@ -84,29 +84,47 @@ fn parse_event(block: &str) -> (String, String) {
 struct View {
     display: Display,
     id: String,
-    bar: Option<ProgressBar>,
-    last_line: String,
+    bars: Option<Bars>,
+    last_lines: Vec<String>,
+}
+
+/// One bar per layer plus a summary line, on a terminal.
+struct Bars {
+    multi: MultiProgress,
+    summary: ProgressBar,
+    layers: Vec<ProgressBar>,
+}
+
+fn layer_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:>19} {msg:<11} [{bar:30}] {bytes:>10}/{total_bytes:<10}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
 }
 
 impl View {
     fn new(display: Display, id: &str) -> View {
-        let bar = (display == Display::Bars).then(|| {
-            let bar = ProgressBar::new(0);
-            bar.set_style(
+        let bars = (display == Display::Bars).then(|| {
+            let multi = MultiProgress::new();
+            let summary = multi.add(ProgressBar::new_spinner());
+            summary.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} {prefix:>11} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+                    "{spinner} job {prefix}: {msg} {binary_bytes_per_sec}",
                 )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
+            summary.set_prefix(id.to_string());
+            summary.enable_steady_tick(Duration::from_millis(120));
+            Bars {
+                multi,
+                summary,
+                layers: Vec::new(),
+            }
         });
         View {
             display,
             id: id.to_string(),
-            bar,
-            last_line: String::new(),
+            bars,
+            last_lines: Vec::new(),
         }
     }
 
@@ -120,20 +138,45 @@ impl View {
             p["bytes_done"].as_u64().unwrap_or(0),
             p["bytes_total"].as_u64().unwrap_or(0),
         );
-        match &self.bar {
-            Some(bar) => {
-                bar.set_prefix(phase.to_string());
-                bar.set_length(bt);
-                bar.set_position(bd);
-                bar.set_message(format!("layers {ld}/{lt}"));
+        let layers = p["layers"].as_array().cloned().unwrap_or_default();
+        match &mut self.bars {
+            Some(bars) => {
+                bars.summary
+                    .set_message(format!("{phase}, layers {ld}/{lt}"));
+                bars.summary.set_position(bd);
+                while bars.layers.len() < layers.len() {
+                    let bar = bars.multi.add(ProgressBar::new(0));
+                    bar.set_style(layer_style());
+                    bars.layers.push(bar);
+                }
+                for (bar, layer) in bars.layers.iter().zip(&layers) {
+                    let digest = layer["digest"].as_str().unwrap_or("");
+                    bar.set_prefix(digest.chars().take(19).collect::<String>());
+                    bar.set_length(layer["size"].as_u64().unwrap_or(0));
+                    bar.set_position(layer["bytes_done"].as_u64().unwrap_or(0));
+                    bar.set_message(layer["state"].as_str().unwrap_or("").to_string());
+                }
             }
             None => {
-                // Plain lines: one per phase or layer change, not per byte.
-                let line = format!("{phase} layers {ld}/{lt}");
-                if line != self.last_line {
-                    eprintln!("job {}: {line} ({bd}/{bt} bytes)", self.id);
-                    self.last_line = line;
+                // Plain lines: one per layer state change, not per byte.
+                let mut lines = vec![format!("{phase}, layers {ld}/{lt}")];
+                for layer in &layers {
+                    lines.push(format!(
+                        "layer {} {} ({} bytes)",
+                        layer["digest"].as_str().unwrap_or(""),
+                        layer["state"].as_str().unwrap_or(""),
+                        layer["size"].as_u64().unwrap_or(0)
+                    ));
                 }
+                for (i, line) in lines.iter().enumerate() {
+                    if self.last_lines.get(i) != Some(line) {
+                        eprintln!("job {}: {line}", self.id);
+                    }
+                }
+                if bt > 0 && lines != self.last_lines {
+                    eprintln!("job {}: {bd}/{bt} bytes", self.id);
+                }
+                self.last_lines = lines;
             }
         }
     }
@@ -148,16 +191,21 @@ impl View {
             ),
             _ => status.to_string(),
         };
-        match &self.bar {
-            Some(bar) => bar.println(format!("job {}: {line}", self.id)),
+        match &self.bars {
+            Some(bars) => {
+                let _ = bars.multi.println(format!("job {}: {line}", self.id));
+            }
             None => eprintln!("job {}: {line}", self.id),
         }
         let _ = self.display;
     }
 
     fn finish(&mut self) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
+        if let Some(bars) = self.bars.take() {
+            for bar in &bars.layers {
+                bar.finish();
+            }
+            bars.summary.finish_and_clear();
         }
     }
 }

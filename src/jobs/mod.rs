@@ -15,7 +15,7 @@ mod request;
 mod table;
 
 pub use metrics::{BUCKETS as DURATION_BUCKETS, JobMetrics};
-pub use model::{Job, JobError, JobEvent, JobKind, JobStatus, Progress};
+pub use model::{Job, JobError, JobEvent, JobKind, JobStatus, LayerProgress, Progress};
 pub use request::{CacheMode, Layout, PullRequest, PullSpec, RequestError, parse_platform};
 
 use std::collections::HashMap;

@@ -75,6 +75,19 @@ pub struct Progress {
     pub layers_total: u64,
     pub bytes_done: u64,
     pub bytes_total: u64,
+    /// Per layer (or blob) of the job, in manifest order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerProgress>,
+}
+
+/// Progress of one layer: `state` is `waiting`, `downloading`, `cached`, `downloaded`,
+/// `extracting`, `done` (pulls) or `pushing`, `exists`, `mounted`, `pushed` (builds).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerProgress {
+    pub digest: String,
+    pub size: u64,
+    pub bytes_done: u64,
+    pub state: String,
 }
 
 /// Why a job failed: a stable code and a message for people.

@@ -10,7 +10,7 @@ use sqlx::SqlitePool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::model::{JobEvent, Progress};
+use super::model::{JobEvent, LayerProgress, Progress};
 use super::table;
 
 /// Shared counters of one job.
@@ -21,6 +21,7 @@ pub struct Tracker {
     layers_total: AtomicU64,
     bytes_done: AtomicU64,
     bytes_total: AtomicU64,
+    layers: Mutex<Vec<LayerProgress>>,
 }
 
 impl Tracker {
@@ -31,11 +32,39 @@ impl Tracker {
         self.layers_total.store(layers, Ordering::Relaxed);
         self.bytes_total.store(bytes, Ordering::Relaxed);
     }
-    pub fn add_bytes(&self, n: u64) {
-        self.bytes_done.fetch_add(n, Ordering::Relaxed);
+    /// Declares the job's layers (digest, size), all `waiting`, and the totals.
+    pub fn set_layers(&self, layers: impl IntoIterator<Item = (String, u64)>) {
+        let layers: Vec<LayerProgress> = layers
+            .into_iter()
+            .map(|(digest, size)| LayerProgress {
+                digest,
+                size,
+                bytes_done: 0,
+                state: "waiting".into(),
+            })
+            .collect();
+        self.set_totals(layers.len() as u64, layers.iter().map(|l| l.size).sum());
+        *self.lock_layers() = layers;
     }
-    pub fn layer_done(&self) {
+    fn lock_layers(&self) -> std::sync::MutexGuard<'_, Vec<LayerProgress>> {
+        self.layers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// `n` more bytes of layer `index` transferred.
+    pub fn add_bytes(&self, index: usize, n: u64) {
+        self.bytes_done.fetch_add(n, Ordering::Relaxed);
+        if let Some(l) = self.lock_layers().get_mut(index) {
+            l.bytes_done += n;
+        }
+    }
+    pub fn layer_state(&self, index: usize, state: &str) {
+        if let Some(l) = self.lock_layers().get_mut(index) {
+            l.state = state.to_string();
+        }
+    }
+    /// Layer `index` is finished (`state`: `done`, `pushed`, …).
+    pub fn layer_done(&self, index: usize, state: &str) {
         self.layers_done.fetch_add(1, Ordering::Relaxed);
+        self.layer_state(index, state);
     }
     pub fn snapshot(&self) -> Progress {
         Progress {
@@ -44,6 +73,7 @@ impl Tracker {
             layers_total: self.layers_total.load(Ordering::Relaxed),
             bytes_done: self.bytes_done.load(Ordering::Relaxed),
             bytes_total: self.bytes_total.load(Ordering::Relaxed),
+            layers: self.lock_layers().clone(),
         }
     }
 }

@@ -60,7 +60,7 @@ pub async fn run(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    tracker.set_totals(layers.len() as u64, layers.iter().map(|l| l.size).sum());
+    tracker.set_layers(layers.iter().map(|l| (l.digest.to_string(), l.size)));
 
     let staging = Staging::create(&spec.dest, job_id).await?;
     let blob_dir = match spec.cache {
@@ -82,7 +82,7 @@ pub async fn run(
     )));
 
     let mut tree = Tree::open(staging.path(), UnpackOptions::for_current_user())?;
-    for (layer, compression) in layers.iter().zip(compressions) {
+    for (index, (layer, compression)) in layers.iter().zip(compressions).enumerate() {
         let blob = match rx.recv().await {
             Some(result) => result?,
             None => return Err(JobError::new("internal_error", "layer download stopped")),
@@ -91,11 +91,12 @@ pub async fn run(
             return Err(JobError::new("cancelled", "cancelled"));
         }
         tracker.set_phase("extracting");
+        tracker.layer_state(index, "extracting");
         let file = tokio::fs::File::open(blob.path())
             .await
             .map_err(|e| io_error(format!("opening blob {}", layer.digest), e))?;
         tree.apply_layer(file, compression, cancel).await?;
-        tracker.layer_done();
+        tracker.layer_done(index, "done");
         tracing::debug!(layer = %layer.digest, "layer applied");
     }
     tree.finish().await?;
@@ -126,27 +127,29 @@ async fn download_all(
     cancel: CancellationToken,
     tx: mpsc::Sender<Result<BlobGuard, JobError>>,
 ) {
-    let fetches = futures_util::stream::iter(layers.into_iter().map(|layer| {
-        let env = env.clone();
-        let reference = reference.clone();
-        let auth = auth.clone();
-        let blob_dir = blob_dir.clone();
-        let tracker = tracker.clone();
-        let cancel = cancel.clone();
-        async move {
-            fetch_layer(
-                &env,
-                &reference,
-                &layer,
-                auth.as_ref(),
-                blob_dir.as_deref(),
-                &tracker,
-                &cancel,
-            )
-            .await
-        }
-    }))
-    .buffered(PARALLEL_DOWNLOADS);
+    let fetches =
+        futures_util::stream::iter(layers.into_iter().enumerate().map(|(index, layer)| {
+            let env = env.clone();
+            let reference = reference.clone();
+            let auth = auth.clone();
+            let blob_dir = blob_dir.clone();
+            let tracker = tracker.clone();
+            let cancel = cancel.clone();
+            async move {
+                fetch_layer(
+                    &env,
+                    &reference,
+                    index,
+                    &layer,
+                    auth.as_ref(),
+                    blob_dir.as_deref(),
+                    &tracker,
+                    &cancel,
+                )
+                .await
+            }
+        }))
+        .buffered(PARALLEL_DOWNLOADS);
     futures_util::pin_mut!(fetches);
     while let Some(result) = fetches.next().await {
         let failed = result.is_err();
@@ -161,6 +164,7 @@ async fn download_all(
 async fn fetch_layer(
     env: &JobEnv,
     reference: &Reference,
+    index: usize,
     layer: &LayerDescriptor,
     auth: Option<&Credentials>,
     blob_dir: Option<&Path>,
@@ -170,7 +174,8 @@ async fn fetch_layer(
     let mut writer = match blob_dir {
         None => match env.store.acquire(&layer.digest, Some(layer.size)).await? {
             Acquired::Ready(blob) => {
-                tracker.add_bytes(layer.size);
+                tracker.add_bytes(index, layer.size);
+                tracker.layer_state(index, "cached");
                 return Ok(blob);
             }
             Acquired::Fetch(writer) => writer,
@@ -178,9 +183,10 @@ async fn fetch_layer(
         Some(dir) => BlobWriter::standalone(dir, &layer.digest, Some(layer.size)).await?,
     };
     let offset = writer.written();
+    tracker.layer_state(index, "downloading");
     let progress = {
         let tracker = tracker.clone();
-        move |n: u64| tracker.add_bytes(n)
+        move |n: u64| tracker.add_bytes(index, n)
     };
     env.registry
         .copy_blob(
@@ -198,7 +204,9 @@ async fn fetch_layer(
         .flush()
         .await
         .map_err(|e| io_error(format!("writing blob {}", layer.digest), e))?;
-    Ok(writer.commit().await?)
+    let blob = writer.commit().await?;
+    tracker.layer_state(index, "downloaded");
+    Ok(blob)
 }
 
 /// A job-private folder for `cache: bypass` blobs, removed when dropped.

@@ -33,3 +33,5 @@ pub use error::RegistryError;
 pub use manifest::{FetchedManifest, LayerDescriptor, ManifestKind, ResolvedImage, media_types};
 pub use platform::Platform;
 pub use reference::{Reference, ReferenceError};
+#[cfg(test)]
+mod tests_live;

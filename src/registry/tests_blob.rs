@@ -43,12 +43,14 @@ async fn copy(
 
 /// A body that sends `first` bytes of BLOB (declaring all of it) and then breaks.
 fn broken_body(first: usize) -> axum::response::Response {
-    let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
-        Ok(Bytes::from_static(&BLOB[..first])),
-        Err(std::io::Error::other("connection lost")),
-    ];
-    let mut r =
-        axum::response::Response::new(AxumBody::from_stream(futures_util::stream::iter(chunks)));
+    let head = futures_util::stream::iter([Ok(Bytes::from_static(&BLOB[..first]))]);
+    // Break off only once the first bytes are surely on the wire.
+    let tail = futures_util::stream::once(async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        Err(std::io::Error::other("connection lost"))
+    });
+    let body = AxumBody::from_stream(futures_util::StreamExt::chain(head, tail));
+    let mut r = axum::response::Response::new(body);
     r.headers_mut().insert("content-length", BLOB.len().into());
     r
 }

@@ -2,7 +2,14 @@
 //!
 //! Every entry of every layer is resolved inside the tree's root (openat2
 //! `RESOLVE_IN_ROOT`): `..`, absolute names, and symlinks or hardlinks planted by earlier
-//! entries cannot reach outside it. Knows nothing of registries, the cache or jobs.
+//! entries cannot reach outside it. The resulting tree is the one `umoci unpack` makes
+//! (whiteouts, links, modes, owners, xattrs, times), so `systemd-nspawn -D` boots it.
+//! Knows nothing of registries, the cache or jobs.
+//!
+//! Map: `apply` reads a layer and applies its entries; `header` reads one entry's header;
+//! `names` cleans names and spots whiteouts; `whiteout` removes what they name; `fsops`
+//! is the only place that turns names into descriptors; `meta` sets owner, mode, xattrs
+//! and times; `staging` swaps a finished tree into place.
 
 mod apply;
 mod fsops;

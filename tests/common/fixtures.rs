@@ -20,10 +20,14 @@ pub const LONG_NAME: &str = "long/a-file-name-that-is-well-over-one-hundred-byte
 ///    turned into a file, a new hardlink to a lower-layer file;
 /// 3. (hand-made) an opaque directory: `opaque/.wh..wh..opq` hides what layer 1 put
 ///    there, and new entries come with it.
-pub fn features() -> Image {
+///
+/// `flavour` is written into every layer, so two flavours share no layer: skopeo would
+/// otherwise swap one's gzip blobs for the other's zstd blobs in the same registry.
+pub fn features(flavour: &str) -> Image {
     ImageBuilder::new()
         .layer(|r| {
-            r.file("etc/hostname", "hoist-test\n")
+            r.file("flavour-1", flavour)
+                .file("etc/hostname", "hoist-test\n")
                 .file("etc/empty", "")
                 .dir("var/empty")
                 .file("usr/bin/tool", "#!/bin/sh\necho tool\n")
@@ -69,7 +73,8 @@ pub fn features() -> Image {
                 .file("content-changes", "version 1\n");
         })
         .layer(|r| {
-            r.remove("to-delete/file")
+            r.file("flavour-2", flavour)
+                .remove("to-delete/file")
                 .remove("dir-to-remove")
                 .remove("link-to-delete")
                 .remove("replace/old-1")
@@ -88,6 +93,7 @@ pub fn features() -> Image {
             TarEntry::dir("opaque"),
             TarEntry::opaque("opaque"),
             TarEntry::file("opaque/upper", b"only this survives\n"),
+            TarEntry::file("flavour-3", flavour.as_bytes()),
         ]))
         .build()
 }

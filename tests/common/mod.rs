@@ -177,6 +177,11 @@ impl World {
         image.push(&self.registry, repo_tag, format)
     }
 
+    /// Pushes hand-made layer tarballs through the registry's upload protocol.
+    pub async fn push_layers(&self, repo_tag: &str, layers: &[Vec<u8>]) -> Pushed {
+        upload::push_layers(&self.registry, repo_tag, layers).await
+    }
+
     /// The test's temp folder.
     pub fn dir(&self) -> &Path {
         self.dir.path()

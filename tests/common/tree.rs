@@ -69,6 +69,7 @@ struct Entry {
     gid: u32,
     mtime: (i64, i64),
     inode: (u64, u64),
+    nlink: u64,
     xattrs: BTreeMap<String, Vec<u8>>,
 }
 
@@ -171,6 +172,7 @@ fn walk(root: &Path, opts: &Options) -> Tree {
                 gid: meta.gid(),
                 mtime: (meta.mtime(), meta.mtime_nsec()),
                 inode,
+                nlink: meta.nlink(),
                 xattrs: if opts.xattrs {
                     xattrs(&path)
                 } else {
@@ -289,7 +291,8 @@ pub fn assert_same_tree_with(expected: &Path, actual: &Path, opts: &Options) {
 }
 
 /// A fingerprint of everything under `root` except the top-level names in `ignore`
-/// (paths, kinds, modes, owners, content, inode numbers, mtimes): two equal snapshots mean
+/// (paths, kinds, modes, owners, content, inode numbers and link counts, mtimes): two equal
+/// snapshots mean
 /// nothing there was created, removed, written or re-linked. For "nothing outside dest
 /// changed". The root's own mtime is left out: creating `dest` inside it changes it.
 pub fn snapshot(root: &Path, ignore: &[&str]) -> BTreeMap<String, String> {
@@ -310,8 +313,8 @@ pub fn snapshot(root: &Path, ignore: &[&str]) -> BTreeMap<String, String> {
                 fmt_time(e.mtime)
             };
             let line = format!(
-                "{:?} {:04o} {}:{} ino={} mtime={mtime} xattrs={:?}",
-                e.kind, e.mode, e.uid, e.gid, e.inode.1, e.xattrs
+                "{:?} {:04o} {}:{} ino={} nlink={} mtime={mtime} xattrs={:?}",
+                e.kind, e.mode, e.uid, e.gid, e.inode.1, e.nlink, e.xattrs
             );
             (p, line)
         })

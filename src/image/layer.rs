@@ -1,0 +1,276 @@
+//! A folder → one layer blob, in a single streaming pass: the folder is listed and encoded
+//! as tar on the blocking pool, the tar is hashed (the diff_id), compressed, hashed again
+//! (the digest) and written to a file as it goes. No layer is ever held in memory.
+//!
+//! The same folder gives the same digest: entries are sorted, metadata is trimmed to what
+//! a runtime needs (see `tar`), and the gzip header carries no time or name.
+//! Not for: putting the blob in the cache or pushing it (the caller moves the file).
+
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use async_compression::tokio::write::{GzipEncoder, ZstdEncoder};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::tar::{HeaderOptions, write_tar};
+use super::{Format, ImageError, walk};
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::registry::LayerDescriptor;
+use crate::unpack::Compression;
+
+/// Tar bytes are handed from the encoder to the compressor in chunks of this size.
+const CHUNK: usize = 256 * 1024;
+/// Chunks in flight between the two stages.
+const CHANNEL_DEPTH: usize = 4;
+
+/// How a layer is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerOptions {
+    /// Decides the layer's media type (OCI or Docker names).
+    pub format: Format,
+    /// `None` writes a plain tar (its digest is then its diff_id).
+    pub compression: Compression,
+    /// Record the files' uid/gid; otherwise every entry is owned by 0:0.
+    pub keep_owners: bool,
+    /// `SOURCE_DATE_EPOCH`: no entry's mtime is later than this (seconds).
+    pub source_date_epoch: Option<u64>,
+}
+
+/// A layer blob written to a file.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BuiltLayer {
+    /// sha256 of the blob as written (compressed).
+    pub digest: Digest,
+    /// sha256 of the uncompressed tar: what the image config's `rootfs.diff_ids` lists.
+    pub diff_id: Digest,
+    /// Bytes of the blob as written.
+    pub size: u64,
+    pub media_type: &'static str,
+}
+
+impl BuiltLayer {
+    /// The layer as a manifest lists it.
+    pub fn descriptor(&self) -> LayerDescriptor {
+        LayerDescriptor {
+            media_type: self.media_type.to_string(),
+            digest: self.digest.clone(),
+            size: self.size,
+        }
+    }
+}
+
+/// Builds one layer from everything below `source` (the folder itself is not an entry:
+/// the tree's root gets its mode from whoever applies the layer) into `out_file`.
+///
+/// Symlinks are stored, never followed, and nothing outside `source` is read. Sockets
+/// are skipped; FIFOs and device nodes become tar entries. `out_file` must not exist; it
+/// is removed again on error, on cancellation and when this future is dropped, and is
+/// skipped if it lies inside `source`. Errors: `invalid_source` when `source` is not a
+/// folder (or is a symlink), `source_changed` when a file changes while it is read.
+pub async fn build_layer(
+    source: &Path,
+    out_file: &Path,
+    opts: &LayerOptions,
+    cancel: &CancellationToken,
+) -> Result<BuiltLayer, ImageError> {
+    let file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(out_file)
+        .await
+        .map_err(ImageError::io(out_file))?;
+    let mut guard = RemoveOnDrop(Some(out_file.to_path_buf()));
+    let meta = file.metadata().await.map_err(ImageError::io(out_file))?;
+    let skip = Some((meta.dev(), meta.ino()));
+
+    let cancel = cancel.child_token();
+    // Dropping this future stops the blocking stage too.
+    let _stop = cancel.clone().drop_guard();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let producer = {
+        let (source, out_path, cancel) = (source.to_path_buf(), out_file.to_path_buf(), cancel.clone());
+        let options = HeaderOptions {
+            keep_owners: opts.keep_owners,
+            source_date_epoch: opts.source_date_epoch,
+        };
+        tokio::task::spawn_blocking(move || {
+            let root = walk::open_source(&source)?;
+            let entries = walk::list(root.try_clone().map_err(ImageError::io(&source))?, &source, skip, &cancel)?;
+            let mut sink = ChunkSink::new(tx);
+            write_tar(root.as_fd(), &source, &entries, options, &mut sink, &out_path, &cancel)?;
+            sink.finish().map_err(ImageError::io(&out_path))
+        })
+    };
+
+    let mut diff_id = Hasher::new(Algorithm::Sha256);
+    let mut out = Encoder::new(opts.compression, HashingWriter::new(file));
+    let write_err = ImageError::io(out_file);
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(ImageError::Cancelled),
+            chunk = rx.recv() => chunk,
+        };
+        let Some(chunk) = chunk else { break };
+        diff_id.update(&chunk);
+        out.write_all(&chunk).await.map_err(|e| ImageError::io(out_file)(e))?;
+    }
+    // The channel closed: the tar stage ended, well or not.
+    producer.await.map_err(|e| {
+        ImageError::io(source)(io::Error::other(format!("the layer encoder stopped: {e}")))
+    })??;
+    out.shutdown().await.map_err(|e| ImageError::io(out_file)(e))?;
+    let HashingWriter { inner: file, hasher, written } = out.into_inner();
+    file.sync_all().await.map_err(write_err)?;
+    guard.0 = None;
+    Ok(BuiltLayer {
+        digest: hasher.finish(),
+        diff_id: diff_id.finish(),
+        size: written,
+        media_type: opts.format.layer_media_type(opts.compression),
+    })
+}
+
+/// Removes a half-written output unless disarmed (set to `None`).
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A blocking `Write` that hands chunks to the async stage; a write fails once the async
+/// stage is gone (cancelled or failed), which stops the tar stage.
+struct ChunkSink {
+    tx: mpsc::Sender<Bytes>,
+    buf: BytesMut,
+}
+
+impl ChunkSink {
+    fn new(tx: mpsc::Sender<Bytes>) -> ChunkSink {
+        ChunkSink {
+            tx,
+            buf: BytesMut::with_capacity(CHUNK),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let chunk = self.buf.split().freeze();
+        self.buf.reserve(CHUNK);
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the layer writer stopped"))
+    }
+
+    fn finish(mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        Ok(())
+    }
+}
+
+impl io::Write for ChunkSink {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts and hashes what its inner writer accepts.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Hasher,
+    written: u64,
+}
+
+impl<W> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Hasher::new(Algorithm::Sha256),
+            written: 0,
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for HashingWriter<W> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        this.hasher.update(&buf[..n]);
+        this.written += n as u64;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// The compression stage; each variant owns the writer below it.
+enum Encoder<W: AsyncWrite + Unpin> {
+    Plain(W),
+    Gzip(GzipEncoder<W>),
+    Zstd(ZstdEncoder<W>),
+}
+
+impl<W: AsyncWrite + Unpin> Encoder<W> {
+    fn new(compression: Compression, inner: W) -> Self {
+        match compression {
+            Compression::None => Encoder::Plain(inner),
+            Compression::Gzip => Encoder::Gzip(GzipEncoder::new(inner)),
+            Compression::Zstd => Encoder::Zstd(ZstdEncoder::new(inner)),
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Encoder::Plain(w) => w.write_all(bytes).await,
+            Encoder::Gzip(w) => w.write_all(bytes).await,
+            Encoder::Zstd(w) => w.write_all(bytes).await,
+        }
+    }
+
+    /// Ends the compressed stream and flushes everything below.
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Plain(w) => w.shutdown().await,
+            Encoder::Gzip(w) => w.shutdown().await,
+            Encoder::Zstd(w) => w.shutdown().await,
+        }
+    }
+
+    fn into_inner(self) -> W {
+        match self {
+            Encoder::Plain(w) => w,
+            Encoder::Gzip(w) => w.into_inner(),
+            Encoder::Zstd(w) => w.into_inner(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "layer_tests.rs"]
+mod tests;

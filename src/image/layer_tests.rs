@@ -1,0 +1,257 @@
+use std::io::Read as _;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::registry::media_types as mt;
+
+const OCI_GZIP: LayerOptions = LayerOptions {
+    format: Format::Oci,
+    compression: Compression::Gzip,
+    keep_owners: false,
+    source_date_epoch: None,
+};
+
+struct Entry {
+    name: String,
+    kind: tar::EntryType,
+    mode: u32,
+    uid: u64,
+    mtime: u64,
+    link: Option<String>,
+    data: Vec<u8>,
+    username: Vec<u8>,
+}
+
+fn set_mtime(path: &Path, secs: u64) {
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+    std::fs::File::open(path).unwrap().set_modified(t).unwrap();
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A folder with one of everything a layer can hold (and a socket it cannot).
+fn sample_source() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    std::fs::create_dir_all(p.join("bin")).unwrap();
+    std::fs::create_dir_all(p.join("tmp")).unwrap();
+    std::fs::write(p.join("bin/tool"), b"#!/bin/sh\necho hi\n").unwrap();
+    chmod(&p.join("bin/tool"), 0o4755);
+    chmod(&p.join("tmp"), 0o1777);
+    std::fs::write(p.join("data.txt"), vec![b'x'; 1500]).unwrap();
+    std::fs::hard_link(p.join("data.txt"), p.join("zz-same")).unwrap();
+    std::os::unix::fs::symlink("bin/tool", p.join("link")).unwrap();
+    rustix::fs::mkfifoat(rustix::fs::CWD, p.join("fifo"), rustix::fs::Mode::from_raw_mode(0o600))
+        .unwrap();
+    let long = format!("{}/{}", "d".repeat(90), "f".repeat(60));
+    std::fs::create_dir_all(p.join("d".repeat(90))).unwrap();
+    std::fs::write(p.join(&long), b"long").unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(p.join("sock")).unwrap();
+    for name in ["bin/tool", "data.txt", "link", "fifo", "tmp", "bin", &long, &"d".repeat(90)] {
+        if name != "link" {
+            set_mtime(&p.join(name), 1_700_000_000);
+        }
+    }
+    t
+}
+
+async fn build(source: &Path, opts: &LayerOptions) -> (BuiltLayer, Vec<u8>) {
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("layer");
+    let layer = build_layer(source, &file, opts, &CancellationToken::new())
+        .await
+        .unwrap();
+    (layer, std::fs::read(file).unwrap())
+}
+
+fn gunzip(blob: &[u8]) -> Vec<u8> {
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(blob)
+        .read_to_end(&mut tar)
+        .unwrap();
+    tar
+}
+
+fn entries(tar_bytes: &[u8]) -> Vec<Entry> {
+    let mut archive = tar::Archive::new(tar_bytes);
+    let mut out = Vec::new();
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+        let link = e
+            .link_name_bytes()
+            .map(|l| String::from_utf8(l.into_owned()).unwrap());
+        let h = e.header().clone();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.push(Entry {
+            name,
+            kind: h.entry_type(),
+            mode: h.mode().unwrap(),
+            uid: h.uid().unwrap(),
+            mtime: h.mtime().unwrap(),
+            link,
+            data,
+            username: h.username_bytes().unwrap_or_default().to_vec(),
+        });
+    }
+    out
+}
+
+#[tokio::test]
+async fn same_folder_builds_to_the_same_digest_twice_and_a_change_changes_it() {
+    let source = sample_source();
+    let (one, blob_one) = build(source.path(), &OCI_GZIP).await;
+    // Reading files (atime) or listing folders between builds changes nothing.
+    let _ = std::fs::read(source.path().join("data.txt")).unwrap();
+    let (two, blob_two) = build(source.path(), &OCI_GZIP).await;
+    assert_eq!(one, two);
+    assert_eq!(blob_one, blob_two);
+
+    std::fs::write(source.path().join("bin/tool"), b"#!/bin/sh\necho bye\n").unwrap();
+    set_mtime(&source.path().join("bin/tool"), 1_700_000_000);
+    let (three, _) = build(source.path(), &OCI_GZIP).await;
+    assert_ne!(three.digest, one.digest);
+    assert_ne!(three.diff_id, one.diff_id);
+}
+
+#[tokio::test]
+async fn digests_size_and_media_type_describe_the_blob_and_its_tar() {
+    let source = sample_source();
+    let (layer, blob) = build(source.path(), &OCI_GZIP).await;
+    assert_eq!(layer.media_type, mt::OCI_LAYER_GZIP);
+    assert_eq!(layer.size, blob.len() as u64);
+    assert_eq!(layer.digest, Digest::sha256_of(&blob));
+    assert_eq!(layer.diff_id, Digest::sha256_of(&gunzip(&blob)));
+    // A gzip header with no time, no name, "unknown" OS: nothing that varies.
+    assert_eq!(&blob[..4], &[0x1f, 0x8b, 8, 0]);
+    assert_eq!(&blob[4..8], &[0, 0, 0, 0]);
+    assert_eq!(blob[9], 0xff);
+    assert_eq!(layer.descriptor().digest, layer.digest);
+}
+
+#[tokio::test]
+async fn entries_are_sorted_typed_and_stripped_of_owners() {
+    let source = sample_source();
+    let (_, blob) = build(source.path(), &OCI_GZIP).await;
+    let list = entries(&gunzip(&blob));
+    let long_dir = format!("{}/", "d".repeat(90));
+    let long_file = format!("{long_dir}{}", "f".repeat(60));
+    let names: Vec<&str> = list.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["bin/", "bin/tool", long_dir.as_str(), long_file.as_str(), "data.txt", "fifo", "link", "tmp/", "zz-same"]
+    );
+    let by = |n: &str| list.iter().find(|e| e.name == n).unwrap();
+    assert_eq!(by("bin/tool").mode, 0o4755);
+    assert_eq!(by("bin/tool").data, b"#!/bin/sh\necho hi\n");
+    assert_eq!(by("tmp/").mode, 0o1777);
+    assert_eq!(by("tmp/").kind, tar::EntryType::Directory);
+    assert_eq!(by("data.txt").data.len(), 1500);
+    assert_eq!(by("zz-same").kind, tar::EntryType::Link);
+    assert_eq!(by("zz-same").link.as_deref(), Some("data.txt"));
+    assert_eq!(by("link").kind, tar::EntryType::Symlink);
+    assert_eq!(by("link").link.as_deref(), Some("bin/tool"));
+    assert_eq!(by("fifo").kind, tar::EntryType::Fifo);
+    assert_eq!(by(&long_file).data, b"long");
+    for e in &list {
+        assert_eq!(e.uid, 0, "{}", e.name);
+        assert!(e.username.is_empty(), "{}", e.name);
+    }
+    assert_eq!(by("data.txt").mtime, 1_700_000_000);
+}
+
+#[tokio::test]
+async fn mtimes_are_clamped_and_owners_kept_on_request() {
+    let source = sample_source();
+    set_mtime(&source.path().join("data.txt"), 1_000);
+    let opts = LayerOptions {
+        keep_owners: true,
+        source_date_epoch: Some(1_500_000_000),
+        ..OCI_GZIP
+    };
+    let (_, blob) = build(source.path(), &opts).await;
+    let list = entries(&gunzip(&blob));
+    let by = |n: &str| list.iter().find(|e| e.name == n).unwrap();
+    assert_eq!(by("bin/tool").mtime, 1_500_000_000);
+    assert_eq!(by("data.txt").mtime, 1_000);
+    let me = u64::from(rustix::process::geteuid().as_raw());
+    assert!(list.iter().all(|e| e.uid == me));
+}
+
+#[tokio::test]
+async fn every_compression_holds_the_same_tar() {
+    let source = sample_source();
+    let (gzip, _) = build(source.path(), &OCI_GZIP).await;
+    let zstd_opts = LayerOptions {
+        format: Format::Docker,
+        compression: Compression::Zstd,
+        ..OCI_GZIP
+    };
+    let (zstd, blob) = build(source.path(), &zstd_opts).await;
+    assert_eq!(zstd.media_type, mt::DOCKER_LAYER_ZSTD);
+    assert_eq!(&blob[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
+    assert_eq!(zstd.diff_id, gzip.diff_id);
+    let mut tar = Vec::new();
+    let mut decoder = async_compression::tokio::bufread::ZstdDecoder::new(&blob[..]);
+    tokio::io::AsyncReadExt::read_to_end(&mut decoder, &mut tar)
+        .await
+        .unwrap();
+    assert_eq!(Digest::sha256_of(&tar), zstd.diff_id);
+
+    let plain_opts = LayerOptions {
+        compression: Compression::None,
+        ..OCI_GZIP
+    };
+    let (plain, blob) = build(source.path(), &plain_opts).await;
+    assert_eq!(plain.media_type, mt::OCI_LAYER);
+    assert_eq!((plain.digest.clone(), plain.size), (gzip.diff_id, blob.len() as u64));
+}
+
+#[tokio::test]
+async fn failures_and_cancellation_leave_no_output_file() {
+    let source = sample_source();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("layer");
+
+    let missing = build_layer(&out.path().join("nope"), &file, &OCI_GZIP, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), "invalid_source");
+    assert!(!file.exists());
+
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let e = build_layer(source.path(), &file, &OCI_GZIP, &cancel).await.unwrap_err();
+    assert_eq!(e.code(), "cancelled");
+    assert!(!file.exists());
+
+    std::fs::write(&file, b"keep me").unwrap();
+    let e = build_layer(source.path(), &file, &OCI_GZIP, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "io_error");
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}
+
+#[tokio::test]
+async fn output_inside_the_source_is_not_archived() {
+    let source = sample_source();
+    let (outside, _) = build(source.path(), &OCI_GZIP).await;
+    let file = source.path().join("layer.tar.gz");
+    let inside = build_layer(source.path(), &file, &OCI_GZIP, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(inside.digest, outside.digest);
+}
+
+#[tokio::test]
+async fn empty_folder_is_an_empty_tar() {
+    let source = tempfile::tempdir().unwrap();
+    let (layer, blob) = build(source.path(), &OCI_GZIP).await;
+    assert_eq!(gunzip(&blob), vec![0u8; 1024]);
+    assert_eq!(layer.diff_id, Digest::sha256_of(&[0u8; 1024]));
+}
