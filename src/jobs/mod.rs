@@ -7,6 +7,7 @@
 //! know nothing of jobs.
 
 mod errors;
+mod fetch;
 mod metrics;
 mod model;
 mod progress;

@@ -1,0 +1,139 @@
+//! Getting a job's blobs onto local disk, verified: from the shared cache, by waiting for
+//! another job's download of the same blob, or downloaded now (into the cache, or into a
+//! job-private folder for `cache: bypass`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+use super::JobEnv;
+use super::errors::io_error;
+use super::model::JobError;
+use super::progress::Tracker;
+use crate::registry::{Credentials, LayerDescriptor, Reference};
+use crate::store::{Acquired, BlobGuard, BlobWriter};
+
+/// Blobs downloaded at once by one job.
+pub const PARALLEL_DOWNLOADS: usize = 3;
+
+/// Fetches blobs of one repository for one job.
+#[derive(Clone)]
+pub struct Fetcher {
+    pub env: JobEnv,
+    pub reference: Reference,
+    pub auth: Option<Credentials>,
+    /// `Some` for `cache: bypass`: blobs land here instead of the cache.
+    pub blob_dir: Option<PathBuf>,
+    pub tracker: Arc<Tracker>,
+    pub cancel: CancellationToken,
+}
+
+impl Fetcher {
+    /// Fetches every blob, a few at once, in a task of its own (so downloads go on while the
+    /// caller works on earlier blobs); the receiver yields them in order. Dropping the handle
+    /// stops the downloads.
+    pub fn fetch_all(
+        &self,
+        blobs: Vec<LayerDescriptor>,
+    ) -> (
+        AbortOnDropHandle<()>,
+        mpsc::Receiver<Result<BlobGuard, JobError>>,
+    ) {
+        let (tx, rx) = mpsc::channel(PARALLEL_DOWNLOADS);
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let fetches =
+                futures_util::stream::iter(blobs.into_iter().enumerate().map(|(index, blob)| {
+                    let this = this.clone();
+                    async move { this.fetch(index, &blob).await }
+                }))
+                .buffered(PARALLEL_DOWNLOADS);
+            futures_util::pin_mut!(fetches);
+            while let Some(result) = fetches.next().await {
+                let failed = result.is_err();
+                if tx.send(result).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        (AbortOnDropHandle::new(task), rx)
+    }
+
+    /// One blob, verified; `index` is its place in the tracker's layer list.
+    pub async fn fetch(&self, index: usize, blob: &LayerDescriptor) -> Result<BlobGuard, JobError> {
+        let tracker = &self.tracker;
+        let mut writer = match &self.blob_dir {
+            None => match self
+                .env
+                .store
+                .acquire(&blob.digest, Some(blob.size))
+                .await?
+            {
+                Acquired::Ready(found) => {
+                    tracker.add_bytes(index, blob.size);
+                    tracker.layer_state(index, "cached");
+                    return Ok(found);
+                }
+                Acquired::Fetch(writer) => writer,
+            },
+            Some(dir) => BlobWriter::standalone(dir, &blob.digest, Some(blob.size)).await?,
+        };
+        let offset = writer.written();
+        tracker.layer_state(index, "downloading");
+        let progress = {
+            let tracker = tracker.clone();
+            move |n: u64| tracker.add_bytes(index, n)
+        };
+        self.env
+            .registry
+            .copy_blob(
+                &self.reference,
+                &blob.digest,
+                Some(blob.size),
+                self.auth.as_ref(),
+                &mut writer,
+                offset,
+                &progress,
+                &self.cancel,
+            )
+            .await?;
+        writer
+            .flush()
+            .await
+            .map_err(|e| io_error(format!("writing blob {}", blob.digest), e))?;
+        let found = writer.commit().await?;
+        tracker.layer_state(index, "downloaded");
+        Ok(found)
+    }
+}
+
+/// A job-private folder (for `cache: bypass` blobs), removed when dropped.
+pub struct PrivateDir {
+    path: PathBuf,
+}
+
+impl PrivateDir {
+    pub async fn create(tmp: &Path, name: &str) -> Result<PrivateDir, JobError> {
+        let path = tmp.join(format!("blobs-{name}"));
+        let _ = tokio::fs::remove_dir_all(&path).await;
+        tokio::fs::create_dir_all(&path)
+            .await
+            .map_err(|e| io_error(format!("creating {}", path.display()), e))?;
+        Ok(PrivateDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
