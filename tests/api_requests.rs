@@ -42,14 +42,24 @@ async fn unknown_missing_or_mistyped_fields_are_400_invalid_request() {
     let image = world.image("x/y:1");
     for (body, field) in [
         (json!({"image": image, "dest": "d", "bogus": 1}), "bogus"),
-        (json!({"image": image, "dest": "d", "auth": {"username": "u", "password": "p", "token": "t"}}), "token"),
+        (
+            json!({"image": image, "dest": "d", "auth": {"username": "u", "password": "p", "token": "t"}}),
+            "token",
+        ),
         (json!({"image": image}), "dest"),
         (json!({"dest": "d"}), "image"),
-        (json!({"image": image, "dest": "d", "force": "yes"}), "force"),
-        (json!({"image": image, "dest": "d", "cache": "sometimes"}), "cache"),
+        (
+            json!({"image": image, "dest": "d", "force": "yes"}),
+            "force",
+        ),
+        (
+            json!({"image": image, "dest": "d", "cache": "sometimes"}),
+            "cache",
+        ),
         (json!({"image": image, "dest": 5}), "dest"),
     ] {
-        let problem = expect_problem(world.post_pull(&body).await, 400, Some("invalid_request")).await;
+        let problem =
+            expect_problem(world.post_pull(&body).await, 400, Some("invalid_request")).await;
         assert!(
             problem["detail"].as_str().unwrap().contains(field),
             "the detail names `{field}`: {problem} (for {body})"
@@ -95,7 +105,13 @@ async fn invalid_references_are_400_invalid_reference() {
 #[tokio::test]
 async fn invalid_platforms_are_400_invalid_platform() {
     let world = World::start().await;
-    for platform in ["linux", "linux/", "/amd64", "linux/arm64/v8/extra", "linux//v8"] {
+    for platform in [
+        "linux",
+        "linux/",
+        "/amd64",
+        "linux/arm64/v8/extra",
+        "linux//v8",
+    ] {
         let body = json!({"image": world.image("x/y:1"), "dest": "d", "platform": platform});
         expect_problem(world.post_pull(&body).await, 400, Some("invalid_platform")).await;
     }
@@ -115,7 +131,10 @@ async fn dest_with_dotdot_or_empty_is_400_invalid_dest() {
         let body = json!({"image": world.image("x/y:1"), "dest": dest});
         expect_problem(world.post_pull(&body).await, 400, Some("invalid_dest")).await;
     }
-    assert_eq!(snapshot_diff(&before, &snapshot(world.dir(), &["hoist", "registry"])), Vec::<String>::new());
+    assert_eq!(
+        snapshot_diff(&before, &snapshot(world.dir(), &["hoist", "registry"])),
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test]
@@ -132,11 +151,19 @@ async fn dest_outside_every_root_or_a_root_itself_is_403_dest_outside_roots() {
         world.root().join("way-out/x"),
     ] {
         let body = json!({"image": world.image("x/y:1"), "dest": dest});
-        expect_problem(world.post_pull(&body).await, 403, Some("dest_outside_roots")).await;
+        expect_problem(
+            world.post_pull(&body).await,
+            403,
+            Some("dest_outside_roots"),
+        )
+        .await;
     }
     let rel = json!({"image": world.image("x/y:1"), "dest": "way-out/y"});
     expect_problem(world.post_pull(&rel).await, 403, Some("dest_outside_roots")).await;
-    assert_eq!(snapshot_diff(&before, &snapshot(world.dir(), &["hoist", "registry"])), Vec::<String>::new());
+    assert_eq!(
+        snapshot_diff(&before, &snapshot(world.dir(), &["hoist", "registry"])),
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test]
@@ -166,7 +193,10 @@ async fn existing_dest_is_409_dest_exists_and_force_replaces_it() {
     std::fs::write(world.root().join("a-file"), "x").unwrap();
     let body_file = json!({"image": world.image("api/img:1"), "dest": "a-file"});
     expect_problem(world.post_pull(&body_file).await, 409, Some("dest_exists")).await;
-    assert_eq!(snapshot_diff(&before, &snapshot(&dest, &[])), Vec::<String>::new());
+    assert_eq!(
+        snapshot_diff(&before, &snapshot(&dest, &[])),
+        Vec::<String>::new()
+    );
 
     let job = world
         .pull(json!({"image": world.image("api/img:1"), "dest": "taken", "force": true}))
@@ -204,7 +234,11 @@ async fn unknown_job_is_404_job_not_found() {
     expect_problem(resp, 404, Some("job_not_found")).await;
     let resp = world.delete(&format!("/jobs/{id}")).send().await.unwrap();
     expect_problem(resp, 404, Some("job_not_found")).await;
-    let resp = world.get(&format!("/jobs/{id}/events")).send().await.unwrap();
+    let resp = world
+        .get(&format!("/jobs/{id}/events"))
+        .send()
+        .await
+        .unwrap();
     expect_problem(resp, 404, Some("job_not_found")).await;
     let resp = world.get("/jobs/not-a-uuid").send().await.unwrap();
     expect_problem(resp, 404, Some("job_not_found")).await;

@@ -9,7 +9,9 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{Fault, Format, Image, RegistryAuth, Rule, World, assert_same_tree, expect_problem, fixtures};
+use common::{
+    Fault, Format, Image, RegistryAuth, Rule, World, assert_same_tree, expect_problem, fixtures,
+};
 use serde_json::json;
 
 static IMAGE: LazyLock<Image> = LazyLock::new(|| fixtures::small("auth"));
@@ -30,7 +32,9 @@ async fn everything_visible(world: &World, id: &str) -> String {
     let mut db = String::new();
     for entry in std::fs::read_dir(&world.hoist.data_dir).unwrap().flatten() {
         if entry.file_type().unwrap().is_file() {
-            db.push_str(&String::from_utf8_lossy(&std::fs::read(entry.path()).unwrap()));
+            db.push_str(&String::from_utf8_lossy(
+                &std::fs::read(entry.path()).unwrap(),
+            ));
         }
     }
     format!("{job}\n{jobs}\n{events}\n{}\n{db}", world.hoist.log_text())
@@ -47,14 +51,19 @@ async fn pulls_with_request_credentials(auth: RegistryAuth) {
         .await;
     job.expect_succeeded();
     assert_same_tree(&IMAGE.unpack_reference().rootfs, &job.dest());
-    assert!(job.0["request"].get("auth").is_none(), "auth echoed: {job:?}");
+    assert!(
+        job.0["request"].get("auth").is_none(),
+        "auth echoed: {job:?}"
+    );
     let seen = everything_visible(&world, job.id()).await;
     assert!(
         !seen.contains(PASSWORD),
         "the password shows in the job, the list, the events, the database or the log"
     );
 
-    let job = world.pull(json!({"image": image, "dest": "anonymous"})).await;
+    let job = world
+        .pull(json!({"image": image, "dest": "anonymous"}))
+        .await;
     job.expect_failed("unauthorized");
     let job = world
         .pull(json!({"image": image, "dest": "wrong",
@@ -65,7 +74,12 @@ async fn pulls_with_request_credentials(auth: RegistryAuth) {
         assert!(!world.root().join(dest).exists());
     }
     // /digest has no credentials but DOCKER_CONFIG's (none here): 403, not 401
-    let resp = world.get("/digest").query(&[("image", &image)]).send().await.unwrap();
+    let resp = world
+        .get("/digest")
+        .query(&[("image", &image)])
+        .send()
+        .await
+        .unwrap();
     expect_problem(resp, 403, Some("unauthorized")).await;
 }
 
@@ -86,21 +100,33 @@ async fn token_server_is_asked_for_a_pull_scope_on_the_repository() {
         .start()
         .await;
     world.push(&IMAGE, "private/scoped:1", Format::Oci);
-    let before = world.registry.token_server.as_ref().unwrap().requests().len();
+    let before = world
+        .registry
+        .token_server
+        .as_ref()
+        .unwrap()
+        .requests()
+        .len();
     world
-        .pull(json!({"image": world.image("private/scoped:1"), "dest": "scoped",
-                     "auth": {"username": "alice", "password": PASSWORD}}))
+        .pull(
+            json!({"image": world.image("private/scoped:1"), "dest": "scoped",
+                     "auth": {"username": "alice", "password": PASSWORD}}),
+        )
         .await
         .expect_succeeded();
     let asked: Vec<_> = world.registry.token_server.as_ref().unwrap().requests()[before..].to_vec();
     assert!(
         asked.iter().any(|r| r.granted
             && r.service.as_deref() == Some("hoist-test-registry")
-            && r.scopes.iter().any(|s| s == "repository:private/scoped:pull")),
+            && r.scopes
+                .iter()
+                .any(|s| s == "repository:private/scoped:pull")),
         "the daemon's token requests: {asked:#?}"
     );
     assert!(
-        asked.iter().all(|r| r.scopes.iter().all(|s| !s.contains("push"))),
+        asked
+            .iter()
+            .all(|r| r.scopes.iter().all(|s| !s.contains("push"))),
         "a pull asks for no push scope: {asked:#?}"
     );
 }
@@ -111,10 +137,14 @@ fn docker_auth(user: &str, password: &str) -> String {
 
 #[tokio::test]
 async fn docker_config_auths_are_used_for_pulls_and_digests() {
-    for auth in [RegistryAuth::basic("carol", PASSWORD), RegistryAuth::token("carol", PASSWORD)] {
+    for auth in [
+        RegistryAuth::basic("carol", PASSWORD),
+        RegistryAuth::token("carol", PASSWORD),
+    ] {
         let mut world = World::builder().auth(auth).start().await;
         // the registry's port is known once it runs: write the config, then restart
-        let config = json!({"auths": {world.registry.host(): {"auth": docker_auth("carol", PASSWORD)}}});
+        let config =
+            json!({"auths": {world.registry.host(): {"auth": docker_auth("carol", PASSWORD)}}});
         std::fs::write(
             world.hoist.docker_config_dir.join("config.json"),
             config.to_string(),
@@ -122,7 +152,9 @@ async fn docker_config_auths_are_used_for_pulls_and_digests() {
         .unwrap();
         world.restart_hoist();
         world.push(&IMAGE, "private/img:1", Format::Oci);
-        let job = world.pull_ok(&world.image("private/img:1"), "from-config").await;
+        let job = world
+            .pull_ok(&world.image("private/img:1"), "from-config")
+            .await;
         assert_same_tree(&IMAGE.unpack_reference().rootfs, &job.dest());
         let resp = world
             .get("/digest")
@@ -160,7 +192,9 @@ async fn docker_config_credential_helper_is_asked() {
     world.pull_ok(&world.image("private/img:1"), "helped").await;
     let asked = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
-        asked.lines().any(|l| l.starts_with("get ") && l.contains(&world.registry.host())),
+        asked
+            .lines()
+            .any(|l| l.starts_with("get ") && l.contains(&world.registry.host())),
         "the helper was asked `get` for {}: {asked:?}",
         world.registry.host()
     );
@@ -177,15 +211,25 @@ async fn a_queued_job_with_credentials_fails_with_credentials_lost_after_a_resta
     let big = fixtures::big(1_000_000, 9);
     world.push(&big, "private/big:1", Format::Oci);
     world.push(&IMAGE, "private/img:1", Format::Oci);
-    world
-        .proxy()
-        .add_rule(Rule::new(Fault::Slow { bytes_per_sec: 100_000 }, "/blobs/").method("GET"));
+    world.proxy().add_rule(
+        Rule::new(
+            Fault::Slow {
+                bytes_per_sec: 100_000,
+            },
+            "/blobs/",
+        )
+        .method("GET"),
+    );
     let auth = json!({"username": "erin", "password": PASSWORD});
     let running = world
-        .submit_pull(json!({"image": world.image("private/big:1"), "dest": "running", "auth": auth}))
+        .submit_pull(
+            json!({"image": world.image("private/big:1"), "dest": "running", "auth": auth}),
+        )
         .await;
     world
-        .wait_until(running.id(), Duration::from_secs(30), |j| j.status() == "running")
+        .wait_until(running.id(), Duration::from_secs(30), |j| {
+            j.status() == "running"
+        })
         .await;
     let queued = world
         .submit_pull(json!({"image": world.image("private/img:1"), "dest": "queued", "auth": auth}))
@@ -199,5 +243,9 @@ async fn a_queued_job_with_credentials_fails_with_credentials_lost_after_a_resta
     }
     assert!(!world.root().join("running").exists());
     assert!(!world.root().join("queued").exists());
-    assert!(!everything_visible(&world, queued.id()).await.contains(PASSWORD));
+    assert!(
+        !everything_visible(&world, queued.id())
+            .await
+            .contains(PASSWORD)
+    );
 }

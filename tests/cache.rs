@@ -55,7 +55,10 @@ async fn pulled_blobs_are_cached_verified_and_not_fetched_again() {
     let first = world.pull_ok(&world.image("cache/img:1"), "first").await;
     assert_eq!(fetch_counts(&world, &pushed), each(&pushed, 1));
     for layer in pushed.layer_digests() {
-        assert!(world.cached_blobs().contains(&layer), "layer {layer} not cached");
+        assert!(
+            world.cached_blobs().contains(&layer),
+            "layer {layer} not cached"
+        );
     }
     world.assert_cache_verified();
     assert!(world.cache_tmp_files().is_empty());
@@ -106,9 +109,16 @@ async fn cache_stats_match_the_files_and_delete_empties_the_cache() {
         report,
         json!({"removed_blobs": files.len(), "freed_bytes": on_disk})
     );
-    assert!(world.cached_blobs().is_empty(), "{:?}", world.cached_blobs());
+    assert!(
+        world.cached_blobs().is_empty(),
+        "{:?}",
+        world.cached_blobs()
+    );
     let (_, after) = world.get_json("/cache").await;
-    assert_eq!((after["blobs"].as_u64(), after["bytes"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (after["blobs"].as_u64(), after["bytes"].as_u64()),
+        (Some(0), Some(0))
+    );
     // the pulled tree does not depend on the cache
     assert!(world.root().join("one/blob.bin").is_file());
     // and a pull after the purge works (fetching again)
@@ -126,10 +136,21 @@ async fn cache_bypass_leaves_the_cache_empty() {
     job.expect_succeeded();
     assert_eq!(job.0["request"]["cache"], "bypass");
     assert_same_tree(&IMAGE.unpack_reference().rootfs, &job.dest());
-    assert!(world.cached_blobs().is_empty(), "{:?}", world.cached_blobs());
-    assert!(world.cache_tmp_files().is_empty(), "{:?}", world.cache_tmp_files());
+    assert!(
+        world.cached_blobs().is_empty(),
+        "{:?}",
+        world.cached_blobs()
+    );
+    assert!(
+        world.cache_tmp_files().is_empty(),
+        "{:?}",
+        world.cache_tmp_files()
+    );
     let (_, stats) = world.get_json("/cache").await;
-    assert_eq!((stats["blobs"].as_u64(), stats["bytes"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (stats["blobs"].as_u64(), stats["bytes"].as_u64()),
+        (Some(0), Some(0))
+    );
 }
 
 #[tokio::test]
@@ -146,7 +167,12 @@ async fn cache_bypass_does_not_read_the_cache_either() {
     job.expect_succeeded();
     let counts = fetch_counts(&world, &pushed);
     for layer in pushed.layer_digests() {
-        assert_eq!(counts[&layer], 1, "bypass must fetch {layer} from the registry:\n{}", world.proxy().log_text());
+        assert_eq!(
+            counts[&layer],
+            1,
+            "bypass must fetch {layer} from the registry:\n{}",
+            world.proxy().log_text()
+        );
     }
     let (_, after) = world.get_json("/cache").await;
     assert_eq!(after, before);
@@ -158,9 +184,15 @@ async fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
     let world = World::builder().proxy().workers(4).start().await;
     let pushed = world.push(&IMAGE, "cache/img:1", Format::Oci);
     // slow enough that the three pulls overlap
-    world
-        .proxy()
-        .add_rule(Rule::new(Fault::Slow { bytes_per_sec: 400_000 }, "/blobs/").method("GET"));
+    world.proxy().add_rule(
+        Rule::new(
+            Fault::Slow {
+                bytes_per_sec: 400_000,
+            },
+            "/blobs/",
+        )
+        .method("GET"),
+    );
     let mut ids = Vec::new();
     for dest in ["c1", "c2", "c3"] {
         let job = world

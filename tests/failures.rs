@@ -58,7 +58,9 @@ async fn blob_that_does_not_match_its_digest_fails_and_leaves_dest_and_cache_cle
         for force in [true, false] {
             let dest_name = if force { "existing" } else { "fresh" };
             let job = world
-                .pull(json!({"image": world.image("bad/blob:1"), "dest": dest_name, "force": force}))
+                .pull(
+                    json!({"image": world.image("bad/blob:1"), "dest": dest_name, "force": force}),
+                )
                 .await;
             job.expect_failed("digest_mismatch");
             let message = job.0["error"]["message"].as_str().unwrap();
@@ -90,7 +92,11 @@ async fn bytes_corrupted_on_the_wire_fail_the_pull_and_are_not_cached() {
         .await;
     job.expect_failed("digest_mismatch");
     assert!(!world.root().join("wire").exists());
-    assert_eq!(std::fs::read_dir(world.root()).unwrap().count(), 0, "leftovers in the root");
+    assert_eq!(
+        std::fs::read_dir(world.root()).unwrap().count(),
+        0,
+        "leftovers in the root"
+    );
     assert_cache_clean(&world, &layer);
     // the same image, uncorrupted, then pulls fine: nothing bad was remembered
     world.proxy().clear_rules();
@@ -149,7 +155,8 @@ async fn unreachable_registry_fails_with_registry_unreachable() {
 /// What a hostile row may end in. Either way nothing outside `dest` may change.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Outcome {
-    /// The job fails with `invalid_layer` (and `dest` is not created).
+    /// The job fails with `invalid_layer` (and `dest` is not created): for hardlinks to
+    /// files outside, whose target, resolved inside the tree, does not exist.
     Refused,
     /// Refused, or applied with everything kept inside `dest` (as containerd does with
     /// `..` and absolute names: resolved against the tree's root).
@@ -203,7 +210,10 @@ fn rows(out: &str, up: &str) -> Vec<Row> {
         },
         Row {
             name: "absolute symlink to a folder, then a file through it",
-            layers: vec![vec![E::symlink("escape", out), E::file("escape/new-file", b"pwned")]],
+            layers: vec![vec![
+                E::symlink("escape", out),
+                E::file("escape/new-file", b"pwned"),
+            ]],
             outcome: Contained,
         },
         Row {
@@ -243,7 +253,10 @@ fn rows(out: &str, up: &str) -> Vec<Row> {
             name: "symlink to a folder, then a directory of the same name",
             layers: vec![vec![
                 E::symlink("d", out),
-                E::Dir { name: "d".into(), mode: 0o777 },
+                E::Dir {
+                    name: "d".into(),
+                    mode: 0o777,
+                },
                 E::file("d/new-file", b"pwned"),
             ]],
             outcome: Contained,
@@ -256,26 +269,32 @@ fn rows(out: &str, up: &str) -> Vec<Row> {
         Row {
             name: "hardlink to an absolute file outside",
             layers: vec![vec![E::hardlink("hl", &victim)]],
-            outcome: Contained,
+            outcome: Refused,
         },
         Row {
             name: "hardlink up and out",
             layers: vec![vec![E::hardlink("hl", &format!("{up}/victim.txt"))]],
-            outcome: Contained,
+            outcome: Refused,
         },
         Row {
             name: "hardlink through a symlink that leads out",
-            layers: vec![vec![E::symlink("s", out), E::hardlink("hl", "s/victim.txt")]],
-            outcome: Contained,
+            layers: vec![vec![
+                E::symlink("s", out),
+                E::hardlink("hl", "s/victim.txt"),
+            ]],
+            outcome: Refused,
         },
         Row {
             name: "hardlink out, then content written to it",
             layers: vec![vec![E::hardlink("hl", &victim), E::file("hl", b"pwned")]],
-            outcome: Contained,
+            outcome: Refused,
         },
         Row {
             name: "whiteout of ../sibling",
-            layers: vec![vec![E::file("keep", b"k")], vec![E::file("../.wh.sibling.txt", b"")]],
+            layers: vec![
+                vec![E::file("keep", b"k")],
+                vec![E::file("../.wh.sibling.txt", b"")],
+            ],
             outcome: Contained,
         },
         Row {
@@ -296,12 +315,18 @@ fn rows(out: &str, up: &str) -> Vec<Row> {
         },
         Row {
             name: "whiteout with an absolute name",
-            layers: vec![vec![E::file("keep", b"k")], vec![E::file(&format!("{out}/.wh.victim.txt"), b"")]],
+            layers: vec![
+                vec![E::file("keep", b"k")],
+                vec![E::file(&format!("{out}/.wh.victim.txt"), b"")],
+            ],
             outcome: Contained,
         },
         Row {
             name: "entry named only ..",
-            layers: vec![vec![E::Dir { name: "..".into(), mode: 0o777 }]],
+            layers: vec![vec![E::Dir {
+                name: "..".into(),
+                mode: 0o777,
+            }]],
             outcome: Contained,
         },
     ]
@@ -322,8 +347,14 @@ async fn hostile_layers_change_nothing_outside_dest() {
         [
             ("root", snapshot(world.root(), &[])),
             ("outside", snapshot(&out, &[])),
-            ("hoist", snapshot(&hoist_dir, &["data", "cache", "root-a", "hoist.log"])),
-            ("world", snapshot(world.dir(), &["hoist", "registry", "outside"])),
+            (
+                "hoist",
+                snapshot(&hoist_dir, &["data", "cache", "root-a", "hoist.log"]),
+            ),
+            (
+                "world",
+                snapshot(world.dir(), &["hoist", "registry", "outside"]),
+            ),
         ]
     };
     let mut failures = Vec::new();
@@ -356,10 +387,18 @@ async fn hostile_layers_change_nothing_outside_dest() {
             if place == "root" {
                 a.retain(|p, _| p != &dest && !p.starts_with(&format!("{dest}/")));
             }
-            problems.extend(snapshot_diff(&b, &a).into_iter().map(|d| format!("{place}: {d}")));
+            problems.extend(
+                snapshot_diff(&b, &a)
+                    .into_iter()
+                    .map(|d| format!("{place}: {d}")),
+            );
         }
         if !problems.is_empty() {
-            failures.push(format!("row {i} `{}`:\n    {}", row.name, problems.join("\n    ")));
+            failures.push(format!(
+                "row {i} `{}`:\n    {}",
+                row.name,
+                problems.join("\n    ")
+            ));
         }
         let _ = std::fs::remove_dir_all(world.root().join(&dest));
     }

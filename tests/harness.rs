@@ -42,7 +42,11 @@ fn two_umoci_unpacks_of_one_image_compare_equal() {
     std::thread::sleep(Duration::from_millis(1100));
     let b = img.unpack_reference();
     let diffs = diff_trees(&a.rootfs, &b.rootfs, &Options::default());
-    assert!(diffs.is_empty(), "two unpacks differ:\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "two unpacks differ:\n{}",
+        diffs.join("\n")
+    );
 }
 
 #[test]
@@ -228,12 +232,15 @@ async fn multi_platform_index_is_pushed_with_every_platform() {
 async fn hand_made_layers_go_through_the_upload_protocol_byte_for_byte() {
     let dir = tempdir();
     let registry = Registry::start(dir.path(), RegistryAuth::Open);
+    let long = format!("{}deep", "../".repeat(40));
     let layer = upload::tar(&[
         TarEntry::file("../escape", b"x"),
         TarEntry::file("/abs/name", b"y"),
         TarEntry::symlink("link", "/etc"),
         TarEntry::hardlink("hard", "../../etc/passwd"),
         TarEntry::whiteout("../victim"),
+        TarEntry::file(&long, b"z"),
+        TarEntry::symlink("long-link", &long),
     ]);
     let pushed = upload::push_layers(&registry, "hostile/one:1", &[layer.clone()]).await;
     // what skopeo reads back is what was put
@@ -267,6 +274,8 @@ async fn hand_made_layers_go_through_the_upload_protocol_byte_for_byte() {
             ("link".into(), Some("/etc".into())),
             ("hard".into(), Some("../../etc/passwd".into())),
             ("../.wh.victim".into(), None),
+            (long.clone(), None),
+            ("long-link".into(), Some(long.clone())),
         ]
     );
 }
@@ -297,7 +306,11 @@ async fn fault_proxy_drops_throttles_slows_corrupts_and_logs() {
     let pushed = fixtures::big(600_000, 7).push(&registry, "p/big:1", Format::Oci);
     let layer = pushed.layer_digests()[1].clone();
     let (_, whole) = upload::fetch_blob(&registry, "p/big", &layer).await;
-    assert!(whole.len() > 590_000, "incompressible layer is {} bytes", whole.len());
+    assert!(
+        whole.len() > 590_000,
+        "incompressible layer is {} bytes",
+        whole.len()
+    );
     let proxy = FaultProxy::start(registry.addr);
     let url = format!("http://{}/v2/p/big/blobs/{layer}", proxy.host());
 
@@ -319,7 +332,11 @@ async fn fault_proxy_drops_throttles_slows_corrupts_and_logs() {
         }
     }
     assert!(failed, "the body should end in an error");
-    assert!(!got.is_empty() && got.len() <= 100_000, "{} bytes", got.len());
+    assert!(
+        !got.is_empty() && got.len() <= 100_000,
+        "{} bytes",
+        got.len()
+    );
     // and the rest comes with a Range request, through the proxy, to the real registry
     let received = got.len();
     let resp = http()
@@ -334,9 +351,14 @@ async fn fault_proxy_drops_throttles_slows_corrupts_and_logs() {
 
     // 429 with Retry-After, once
     proxy.add_rule(
-        Rule::new(Fault::TooManyRequests { retry_after_secs: 2 }, &layer)
-            .method("GET")
-            .times(1),
+        Rule::new(
+            Fault::TooManyRequests {
+                retry_after_secs: 2,
+            },
+            &layer,
+        )
+        .method("GET")
+        .times(1),
     );
     let resp = http().get(&url).send().await.unwrap();
     assert_eq!(resp.status(), 429);
@@ -345,16 +367,42 @@ async fn fault_proxy_drops_throttles_slows_corrupts_and_logs() {
 
     // corrupt: same length, one byte off
     proxy.add_rule(Rule::new(Fault::Corrupt { at: 12_345 }, &layer).times(1));
-    let bad = http().get(&url).send().await.unwrap().bytes().await.unwrap();
+    let bad = http()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(bad.len(), whole.len());
     let differing: Vec<usize> = (0..bad.len()).filter(|&i| bad[i] != whole[i]).collect();
     assert_eq!(differing, vec![12_345]);
 
     // slow: 600 kB at 1 MB/s takes at least half a second
-    proxy.add_rule(Rule::new(Fault::Slow { bytes_per_sec: 1_000_000 }, &layer).times(1));
+    proxy.add_rule(
+        Rule::new(
+            Fault::Slow {
+                bytes_per_sec: 1_000_000,
+            },
+            &layer,
+        )
+        .times(1),
+    );
     let start = Instant::now();
-    let slow = http().get(&url).send().await.unwrap().bytes().await.unwrap();
-    assert!(start.elapsed() >= Duration::from_millis(500), "{:?}", start.elapsed());
+    let slow = http()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        start.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(slow.len(), whole.len());
 
     // HEAD keeps its Content-Length through the proxy
@@ -390,7 +438,10 @@ async fn basic_auth_registry_wants_its_credentials() {
     let pushed = fixtures::small("basic").push(&registry, "private/img:1", Format::Oci);
     let resp = http().get(registry.url("/v2/")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
-    let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(challenge.starts_with("Basic "), "{challenge}");
     let resp = http()
         .get(registry.url("/v2/private/img/manifests/1"))
@@ -406,8 +457,14 @@ async fn basic_auth_registry_wants_its_credentials() {
         .stderr(Stdio::null())
         .status()
         .unwrap();
-    assert!(!anonymous.success(), "skopeo without credentials was let in");
-    assert_eq!(image::inspect_pushed(&registry, "private/img:1").digest, pushed.digest);
+    assert!(
+        !anonymous.success(),
+        "skopeo without credentials was let in"
+    );
+    assert_eq!(
+        image::inspect_pushed(&registry, "private/img:1").digest,
+        pushed.digest
+    );
 }
 
 #[tokio::test]
@@ -417,14 +474,18 @@ async fn token_auth_registry_takes_tokens_from_the_test_token_server() {
     let ts = registry.token_server.as_ref().unwrap();
     // skopeo pushes and reads back through the whole token dance
     let pushed = fixtures::small("token").push(&registry, "private/tok:1", Format::Oci);
-    assert_eq!(image::inspect_pushed(&registry, "private/tok:1").digest, pushed.digest);
+    assert_eq!(
+        image::inspect_pushed(&registry, "private/tok:1").digest,
+        pushed.digest
+    );
     let requests = ts.requests();
     assert!(
         requests.iter().any(|r| r.granted
             && r.user.as_deref() == Some("bob")
             && r.service.as_deref() == Some("hoist-test-registry")
-            && r.scopes.iter().any(|s| s.starts_with("repository:private/tok:")
-                && s.contains("push"))),
+            && r.scopes
+                .iter()
+                .any(|s| s.starts_with("repository:private/tok:") && s.contains("push"))),
         "{requests:#?}"
     );
     // the challenge names our realm and service
@@ -434,11 +495,23 @@ async fn token_auth_registry_takes_tokens_from_the_test_token_server() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(challenge.starts_with("Bearer "), "{challenge}");
-    assert!(challenge.contains(&format!("realm=\"{}\"", ts.realm())), "{challenge}");
-    assert!(challenge.contains("service=\"hoist-test-registry\""), "{challenge}");
-    assert!(challenge.contains("scope=\"repository:private/tok:pull\""), "{challenge}");
+    assert!(
+        challenge.contains(&format!("realm=\"{}\"", ts.realm())),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("service=\"hoist-test-registry\""),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("scope=\"repository:private/tok:pull\""),
+        "{challenge}"
+    );
     // a token for pull only lets pull through
     let token: serde_json::Value = http()
         .get(ts.realm())
@@ -461,7 +534,10 @@ async fn token_auth_registry_takes_tokens_from_the_test_token_server() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(tools::digest_of(&resp.bytes().await.unwrap()), pushed.digest);
+    assert_eq!(
+        tools::digest_of(&resp.bytes().await.unwrap()),
+        pushed.digest
+    );
     let resp = http()
         .post(registry.url("/v2/private/tok/blobs/uploads/"))
         .bearer_auth(token["token"].as_str().unwrap())
@@ -472,7 +548,10 @@ async fn token_auth_registry_takes_tokens_from_the_test_token_server() {
     // a wrong password gets no token
     let resp = http()
         .get(ts.realm())
-        .query(&[("service", "hoist-test-registry"), ("scope", "repository:private/tok:pull")])
+        .query(&[
+            ("service", "hoist-test-registry"),
+            ("scope", "repository:private/tok:pull"),
+        ])
         .basic_auth("bob", Some("wrong"))
         .send()
         .await

@@ -8,7 +8,9 @@ mod common;
 use std::sync::LazyLock;
 
 use common::image::{self, PlatformImage};
-use common::{Format, Image, Pushed, World, assert_same_tree, expect_problem, fixtures, tools, upload};
+use common::{
+    Format, Image, Pushed, World, assert_same_tree, expect_problem, fixtures, tools, upload,
+};
 use serde_json::{Value, json};
 
 static AMD64: LazyLock<Image> = LazyLock::new(|| fixtures::for_platform("linux", "amd64"));
@@ -55,7 +57,11 @@ async fn platform_arm64_is_picked_from_an_index() {
     let world = World::start().await;
     let index = push_multi(&world);
     // `linux/arm64` matches the `arm64/v8` entry, as containerd and docker do
-    for (asked, dest) in [("linux/arm64", "arm"), ("linux/arm64/v8", "arm-v8"), ("linux/aarch64", "arm-alias")] {
+    for (asked, dest) in [
+        ("linux/arm64", "arm"),
+        ("linux/arm64/v8", "arm-v8"),
+        ("linux/aarch64", "arm-alias"),
+    ] {
         let job = world
             .pull(json!({"image": world.image("multi/img:1"), "dest": dest, "platform": asked}))
             .await;
@@ -118,8 +124,16 @@ async fn get_ok(world: &World, path: &str, query: &[(&str, &str)]) -> Value {
 async fn digest_matches_skopeo_for_oci_and_docker_manifests() {
     let world = World::start().await;
     for (repo_tag, format, media_type) in [
-        ("dig/oci:1", Format::Oci, "application/vnd.oci.image.manifest.v1+json"),
-        ("dig/v2s2:1", Format::DockerV2s2, "application/vnd.docker.distribution.manifest.v2+json"),
+        (
+            "dig/oci:1",
+            Format::Oci,
+            "application/vnd.oci.image.manifest.v1+json",
+        ),
+        (
+            "dig/v2s2:1",
+            Format::DockerV2s2,
+            "application/vnd.docker.distribution.manifest.v2+json",
+        ),
     ] {
         let pushed = world.push(&FEATURES, repo_tag, format);
         let raw = image::inspect_raw(&world.registry, repo_tag);
@@ -149,10 +163,18 @@ async fn digest_of_an_index_and_of_one_of_its_platforms() {
         json!({"image": ref_, "digest": index.digest,
                "media_type": "application/vnd.oci.image.index.v1+json"})
     );
-    let answer = get_ok(&world, "/digest", &[("image", &ref_), ("platform", "linux/arm64")]).await;
+    let answer = get_ok(
+        &world,
+        "/digest",
+        &[("image", &ref_), ("platform", "linux/arm64")],
+    )
+    .await;
     assert_eq!(answer["digest"], index.digest.as_str());
     assert_eq!(answer["platform"], "linux/arm64/v8");
-    assert_eq!(answer["platform_digest"], entry_digest(&index, "arm64").as_str());
+    assert_eq!(
+        answer["platform_digest"],
+        entry_digest(&index, "arm64").as_str()
+    );
     // by digest, the platform manifest itself
     let by_digest = world.image(&format!("multi/img@{}", entry_digest(&index, "arm64")));
     let answer = get_ok(&world, "/digest", &[("image", &by_digest)]).await;
@@ -172,7 +194,10 @@ async fn digest_of_what_the_registry_lacks_is_404() {
     expect_problem(resp, 404, Some("manifest_unknown")).await;
     let resp = world
         .get("/digest")
-        .query(&[("image", world.image("multi/img:1").as_str()), ("platform", "linux/s390x")])
+        .query(&[
+            ("image", world.image("multi/img:1").as_str()),
+            ("platform", "linux/s390x"),
+        ])
         .send()
         .await
         .unwrap();
@@ -192,7 +217,9 @@ fn layers_of(manifest: &Value) -> Value {
             .as_array()
             .unwrap()
             .iter()
-            .map(|l| json!({"media_type": l["mediaType"], "digest": l["digest"], "size": l["size"]}))
+            .map(
+                |l| json!({"media_type": l["mediaType"], "digest": l["digest"], "size": l["size"]}),
+            )
             .collect(),
     )
 }
@@ -210,7 +237,10 @@ fn total_size(manifest: &Value) -> u64 {
 #[tokio::test]
 async fn inspect_of_a_single_image_matches_skopeo() {
     let world = World::start().await;
-    for (repo_tag, format) in [("insp/oci:1", Format::Oci), ("insp/v2s2:1", Format::DockerV2s2)] {
+    for (repo_tag, format) in [
+        ("insp/oci:1", Format::Oci),
+        ("insp/v2s2:1", Format::DockerV2s2),
+    ] {
         let pushed = world.push(&FEATURES, repo_tag, format);
         let ref_ = world.image(repo_tag);
         let answer = get_ok(&world, "/inspect", &[("image", &ref_)]).await;
@@ -220,11 +250,17 @@ async fn inspect_of_a_single_image_matches_skopeo() {
         assert_eq!(answer["digest"], skopeo["Digest"]);
         assert_eq!(answer["media_type"], pushed.media_type().as_str());
         assert_eq!(answer["platforms"], json!([]));
-        assert_eq!(answer["platform"], format!("linux/{}", skopeo["Architecture"].as_str().unwrap()));
+        assert_eq!(
+            answer["platform"],
+            format!("linux/{}", skopeo["Architecture"].as_str().unwrap())
+        );
         assert_eq!(answer["platform_digest"], pushed.digest.as_str());
         assert_eq!(answer["manifest_media_type"], pushed.media_type().as_str());
         assert_eq!(answer["config_digest"], pushed.config_digest().as_str());
-        assert_eq!(answer["config"], config, "config as skopeo inspect --config shows it");
+        assert_eq!(
+            answer["config"], config,
+            "config as skopeo inspect --config shows it"
+        );
         assert_eq!(answer["layers"], layers_of(&pushed.manifest));
         let digests: Vec<Value> = answer["layers"]
             .as_array()
@@ -242,11 +278,25 @@ async fn inspect_of_an_index_resolves_one_platform_and_lists_all() {
     let world = World::start().await;
     let index = push_multi(&world);
     let ref_ = world.image("multi/img:1");
-    let answer = get_ok(&world, "/inspect", &[("image", &ref_), ("platform", "linux/arm64")]).await;
-    let arm = image::inspect_pushed(&world.registry, &format!("multi/img@{}", entry_digest(&index, "arm64")));
+    let answer = get_ok(
+        &world,
+        "/inspect",
+        &[("image", &ref_), ("platform", "linux/arm64")],
+    )
+    .await;
+    let arm = image::inspect_pushed(
+        &world.registry,
+        &format!("multi/img@{}", entry_digest(&index, "arm64")),
+    );
     assert_eq!(answer["digest"], index.digest.as_str());
-    assert_eq!(answer["media_type"], "application/vnd.oci.image.index.v1+json");
-    assert_eq!(answer["platforms"], json!(["linux/amd64", "linux/arm64/v8"]));
+    assert_eq!(
+        answer["media_type"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(
+        answer["platforms"],
+        json!(["linux/amd64", "linux/arm64/v8"])
+    );
     assert_eq!(answer["platform"], "linux/arm64/v8");
     assert_eq!(answer["platform_digest"], arm.digest.as_str());
     assert_eq!(answer["config"]["architecture"], "arm64");
@@ -258,5 +308,8 @@ async fn inspect_of_an_index_resolves_one_platform_and_lists_all() {
     assert_eq!(answer["size"], total_size(&arm.manifest));
     // without platform: the daemon's own
     let own = get_ok(&world, "/inspect", &[("image", &ref_)]).await;
-    assert_eq!(own["platform_digest"], entry_digest(&index, upload::host_arch()).as_str());
+    assert_eq!(
+        own["platform_digest"],
+        entry_digest(&index, upload::host_arch()).as_str()
+    );
 }

@@ -11,7 +11,9 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use common::image::Unpacked;
-use common::{Fault, Format, Image, Job, Rule, World, assert_same_tree, expect_problem, fixtures, jobs_of};
+use common::{
+    Fault, Format, Image, Job, Rule, World, assert_same_tree, expect_problem, fixtures, jobs_of,
+};
 use serde_json::{Value, json};
 
 /// About 1.5 MB of incompressible layer: slow enough through a throttled proxy.
@@ -108,9 +110,18 @@ async fn events_stream_states_and_progress_then_end() {
         .filter(|(n, _)| n == "progress")
         .map(|(_, v)| v)
         .collect();
-    assert!(!progress.is_empty(), "a 1.5 MB download at 1 MB/s reports progress:\n{text}");
+    assert!(
+        !progress.is_empty(),
+        "a 1.5 MB download at 1 MB/s reports progress:\n{text}"
+    );
     for p in &progress {
-        for field in ["phase", "layers_done", "layers_total", "bytes_done", "bytes_total"] {
+        for field in [
+            "phase",
+            "layers_done",
+            "layers_total",
+            "bytes_done",
+            "bytes_total",
+        ] {
             assert!(!p[field].is_null(), "progress without {field}: {p}");
         }
     }
@@ -118,9 +129,16 @@ async fn events_stream_states_and_progress_then_end() {
         .iter()
         .map(|p| p["bytes_done"].as_u64().unwrap())
         .collect();
-    assert!(done.windows(2).all(|w| w[0] <= w[1]), "bytes_done goes back: {done:?}");
+    assert!(
+        done.windows(2).all(|w| w[0] <= w[1]),
+        "bytes_done goes back: {done:?}"
+    );
     // a finished job's stream is one state event, at once
-    let resp = world.get(&format!("/jobs/{}/events", job.id())).send().await.unwrap();
+    let resp = world
+        .get(&format!("/jobs/{}/events", job.id()))
+        .send()
+        .await
+        .unwrap();
     let again = parse_events(&resp.text().await.unwrap());
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].1["status"], "succeeded");
@@ -140,7 +158,11 @@ async fn cancelling_a_running_pull_leaves_no_dest_and_no_partial_blob() {
             j.status() == "running" && j.0["progress"]["bytes_done"].as_u64().unwrap_or(0) > 0
         })
         .await;
-    let resp = world.delete(&format!("/jobs/{}", job.id())).send().await.unwrap();
+    let resp = world
+        .delete(&format!("/jobs/{}", job.id()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let answered = Job(resp.json().await.unwrap());
     assert_eq!(answered.id(), job.id());
@@ -148,13 +170,19 @@ async fn cancelling_a_running_pull_leaves_no_dest_and_no_partial_blob() {
     assert_eq!(job.status(), "cancelled", "{job:?}");
     assert_eq!(job.error_code(), Some("cancelled"));
     assert!(job.result().is_null());
-    assert!(!world.root().join("cancelled").exists(), "dest of a cancelled pull");
+    assert!(
+        !world.root().join("cancelled").exists(),
+        "dest of a cancelled pull"
+    );
     assert_eq!(
         std::fs::read_dir(world.root()).unwrap().count(),
         0,
         "nothing left in the root (no staging folder)"
     );
-    assert!(!world.cached_blobs().contains(&big_layer), "half a blob in the cache");
+    assert!(
+        !world.cached_blobs().contains(&big_layer),
+        "half a blob in the cache"
+    );
     world.assert_cache_verified();
     let mut tmp = world.cache_tmp_files();
     for _ in 0..50 {
@@ -164,9 +192,17 @@ async fn cancelling_a_running_pull_leaves_no_dest_and_no_partial_blob() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         tmp = world.cache_tmp_files();
     }
-    assert_eq!(tmp, Vec::<std::path::PathBuf>::new(), "partial download left in tmp/");
+    assert_eq!(
+        tmp,
+        Vec::<std::path::PathBuf>::new(),
+        "partial download left in tmp/"
+    );
     // a finished job cannot be cancelled again
-    let resp = world.delete(&format!("/jobs/{}", job.id())).send().await.unwrap();
+    let resp = world
+        .delete(&format!("/jobs/{}", job.id()))
+        .send()
+        .await
+        .unwrap();
     expect_problem(resp, 409, Some("job_finished")).await;
 }
 
@@ -180,16 +216,26 @@ async fn cancelling_a_queued_pull_means_it_never_starts() {
         .submit_pull(json!({"image": world.image("jobs/big:1"), "dest": "first"}))
         .await;
     world
-        .wait_until(running.id(), Duration::from_secs(30), |j| j.status() == "running")
+        .wait_until(running.id(), Duration::from_secs(30), |j| {
+            j.status() == "running"
+        })
         .await;
     let queued = world
         .submit_pull(json!({"image": world.image("jobs/small:1"), "dest": "second"}))
         .await;
     assert_eq!(world.job(queued.id()).await.status(), "queued");
-    let resp = world.delete(&format!("/jobs/{}", queued.id())).send().await.unwrap();
+    let resp = world
+        .delete(&format!("/jobs/{}", queued.id()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let cancelled = Job(resp.json().await.unwrap());
-    assert_eq!(cancelled.status(), "cancelled", "a queued job is cancelled at once");
+    assert_eq!(
+        cancelled.status(),
+        "cancelled",
+        "a queued job is cancelled at once"
+    );
     assert!(cancelled.0.get("started_at").is_none(), "{cancelled:?}");
     // let the first one finish quickly
     world.proxy().clear_rules();
@@ -198,7 +244,11 @@ async fn cancelling_a_queued_pull_means_it_never_starts() {
     assert_eq!(queued.status(), "cancelled");
     assert!(!world.root().join("second").exists());
     // and a succeeded job cannot be cancelled
-    let resp = world.delete(&format!("/jobs/{}", running.id())).send().await.unwrap();
+    let resp = world
+        .delete(&format!("/jobs/{}", running.id()))
+        .send()
+        .await
+        .unwrap();
     expect_problem(resp, 409, Some("job_finished")).await;
 }
 
@@ -241,7 +291,11 @@ async fn jobs_survive_the_daemon_going_away(graceful: bool) {
         .collect();
     names.sort();
     assert_eq!(names, ["r1", "r2", "r3"], "leftovers beside the trees");
-    assert!(world.cache_tmp_files().is_empty(), "{:?}", world.cache_tmp_files());
+    assert!(
+        world.cache_tmp_files().is_empty(),
+        "{:?}",
+        world.cache_tmp_files()
+    );
     world.assert_cache_verified();
 }
 
@@ -273,7 +327,14 @@ async fn interrupted_download_resumes_with_range_and_is_still_verified() {
     let resumed: Vec<u64> = gets[1..]
         .iter()
         .filter(|g| g.status == 206)
-        .filter_map(|g| g.range.as_deref()?.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok())
+        .filter_map(|g| {
+            g.range
+                .as_deref()?
+                .strip_prefix("bytes=")?
+                .strip_suffix('-')?
+                .parse()
+                .ok()
+        })
         .collect();
     assert!(
         resumed.iter().any(|&from| from > 0 && from <= DROP_AT),
@@ -292,9 +353,19 @@ async fn retry_after_of_a_429_is_waited_out_for_blobs_and_manifests() {
     for path in [format!("/blobs/{layer}"), "/manifests/".to_owned()] {
         world.proxy().clear_log();
         world.proxy().add_rule(
-            Rule::new(Fault::TooManyRequests { retry_after_secs: 2 }, &path).times(1),
+            Rule::new(
+                Fault::TooManyRequests {
+                    retry_after_secs: 2,
+                },
+                &path,
+            )
+            .times(1),
         );
-        let dest = if path.contains("blobs") { "after-429-blob" } else { "after-429-manifest" };
+        let dest = if path.contains("blobs") {
+            "after-429-blob"
+        } else {
+            "after-429-manifest"
+        };
         let job = world
             .pull(json!({"image": world.image("jobs/small:1"), "dest": dest, "cache": "bypass"}))
             .await;
@@ -326,7 +397,9 @@ async fn a_registry_that_keeps_answering_429_fails_the_job_with_too_many_request
     let world = World::builder().proxy().start().await;
     world.push(&SMALL, "jobs/small:1", Format::Oci);
     world.proxy().add_rule(Rule::new(
-        Fault::TooManyRequests { retry_after_secs: 1 },
+        Fault::TooManyRequests {
+            retry_after_secs: 1,
+        },
         "/manifests/",
     ));
     let job = world

@@ -20,9 +20,7 @@ static SMALL: LazyLock<Image> = LazyLock::new(|| fixtures::small("single"));
 async fn single_layer_image_is_unpacked_like_umoci() {
     let world = World::start().await;
     world.push(&SMALL, "single/img:1", Format::Oci);
-    let job = world
-        .pull_ok(&world.image("single/img:1"), "single")
-        .await;
+    let job = world.pull_ok(&world.image("single/img:1"), "single").await;
     assert_eq!(job.dest(), world.root().join("single"));
     assert_same_tree(&SMALL.unpack_reference().rootfs, &job.dest());
 }
@@ -41,9 +39,7 @@ async fn oci_image_with_whiteouts_opaque_dirs_links_modes_and_owners_is_unpacked
 async fn docker_schema2_image_is_unpacked_like_umoci() {
     let world = World::start().await;
     let pushed = world.push(&FEATURES, "features/v2s2:1", Format::DockerV2s2);
-    let job = world
-        .pull_ok(&world.image("features/v2s2:1"), "v2s2")
-        .await;
+    let job = world.pull_ok(&world.image("features/v2s2:1"), "v2s2").await;
     assert_eq!(job.result()["digest"], pushed.digest.as_str());
     assert_same_tree(&FEATURES_REF.rootfs, &job.dest());
 }
@@ -52,9 +48,7 @@ async fn docker_schema2_image_is_unpacked_like_umoci() {
 async fn zstd_layers_are_unpacked_like_umoci() {
     let world = World::start().await;
     let pushed = world.push(&ZSTD, "features/zstd:1", Format::OciZstd);
-    let job = world
-        .pull_ok(&world.image("features/zstd:1"), "zstd")
-        .await;
+    let job = world.pull_ok(&world.image("features/zstd:1"), "zstd").await;
     for layer in job.result()["layers"].as_array().unwrap() {
         assert_eq!(
             layer["media_type"], "application/vnd.oci.image.layer.v1.tar+zstd",
@@ -146,9 +140,7 @@ async fn hand_made_layers_apply_in_order_with_whiteouts_and_opaque_markers() {
         .raw_layer(&upload::tar(&[TarEntry::file("keep", b"back again")]))
         .build();
     world.push(&image, "hand/made:1", Format::Oci);
-    let job = world
-        .pull_ok(&world.image("hand/made:1"), "handmade")
-        .await;
+    let job = world.pull_ok(&world.image("hand/made:1"), "handmade").await;
     let dest = job.dest();
     assert_eq!(std::fs::read_to_string(dest.join("a/three")).unwrap(), "3");
     assert!(!dest.join("a/one").exists(), "opaque marker ignored");

@@ -15,8 +15,9 @@ use reqwest::{Method, Response};
 use super::auth::Scope;
 use super::docker_config::{self, DockerConfig};
 use super::error_map::{Target, error_for};
-use super::manifest::{ACCEPT, config_platform, platform_not_found};
+use super::manifest::ACCEPT;
 use super::retry::RetryPolicy;
+use super::select::{config_platform, platform_not_found};
 use super::transport::{Body, Request, Transport, read_limited};
 use super::{
     Credentials, FetchedManifest, ManifestKind, Platform, Reference, RegistryError, ResolvedImage,

@@ -8,7 +8,7 @@ pub enum RegistryError {
     ManifestUnknown { registry: String, reference: String },
     #[error("blob {digest} not found in {repository}")]
     BlobUnknown { repository: String, digest: Digest },
-    #[error("registry {registry} refused the credentials for {scope}{hint}")]
+    #[error("registry {registry} answered 401 unauthorized for {scope}{hint}")]
     Unauthorized {
         registry: String,
         scope: String,

@@ -4,12 +4,15 @@
 //! layout of a pull. Callers hand it a [`Reference`] and get typed answers or a
 //! [`RegistryError`] with a stable [`RegistryError::code`].
 //!
-//! Map: `reference`, `platform` and `manifest` parse; `client` (manifests, resolve),
-//! `blob` (downloads) and `push` (uploads) are the API; every request goes through
-//! `transport` (auth via `auth` and `docker_config`, `retry`, redirects, `hosts`).
+//! Map: `reference`, `platform`, `manifest` and `select` parse and choose; `client`
+//! (manifests, resolve), `blob` (downloads) and `push` (uploads) are the API; every
+//! request goes through `transport` (retries, redirects, `hosts` for the scheme), which
+//! answers 401s with `token` (`challenge`, `auth`, `docker_config`). Errors: `error`,
+//! with registry answers mapped in `error_map`.
 
 mod auth;
 mod blob;
+mod challenge;
 mod client;
 mod docker_config;
 mod error;
@@ -20,8 +23,12 @@ mod platform;
 mod push;
 mod reference;
 mod retry;
+mod select;
+mod token;
 mod transport;
 
+#[cfg(test)]
+mod fake_registry;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -33,5 +40,3 @@ pub use error::RegistryError;
 pub use manifest::{FetchedManifest, LayerDescriptor, ManifestKind, ResolvedImage, media_types};
 pub use platform::Platform;
 pub use reference::{Reference, ReferenceError};
-#[cfg(test)]
-mod tests_live;

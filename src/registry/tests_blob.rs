@@ -8,7 +8,7 @@ use axum::body::Body as AxumBody;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::tests::{Fake, client, reply};
+use super::fake_registry::{Fake, Seen, client, reply};
 use super::{Credentials, Reference, RegistryClient, RegistryError, media_types};
 use crate::digest::Digest;
 
@@ -55,7 +55,7 @@ fn broken_body(first: usize) -> axum::response::Response {
     r
 }
 
-fn range_start(s: &super::tests::Seen) -> Option<usize> {
+fn range_start(s: &Seen) -> Option<usize> {
     s.header("range")?
         .strip_prefix("bytes=")?
         .strip_suffix('-')?

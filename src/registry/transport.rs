@@ -1,21 +1,21 @@
-//! One registry request, done properly: authentication on a 401 challenge (Bearer token or
-//! Basic), retries with backoff, and redirects followed by hand so that an
+//! One registry request, done properly: authentication on a 401 challenge (answered by
+//! `token`), retries with backoff, and redirects followed by hand so that an
 //! `Authorization` header never leaves the registry's origin.
 //!
 //! Every registry call of the client goes through [`Transport::send`]. Not for: the
-//! meaning of an answer (the client and blob modules read statuses and bodies).
+//! meaning of an answer (the client, blob and push modules read statuses and bodies).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, Response, StatusCode, Url};
 
-use super::auth::{self, Challenge, Scope, TokenCache, TokenKey};
+use super::auth::{Scope, TokenCache};
+use super::challenge::{self, Challenge};
 use super::docker_config::DockerConfig;
 use super::error_map::{error_chain, unauthorized, url_for_humans};
 use super::hosts;
@@ -23,7 +23,6 @@ use super::retry::{self, RetryPolicy};
 use super::{Credentials, Reference, RegistryError};
 
 const MAX_REDIRECTS: usize = 10;
-const MAX_TOKEN_ANSWER: usize = 1 << 20;
 
 /// A request body that can be sent again (for retries and auth) or only once (a stream).
 pub(super) enum Body {
@@ -59,7 +58,7 @@ pub(super) struct Request<'a> {
     pub creds: Option<&'a Credentials>,
 }
 
-enum SendError {
+pub(super) enum SendError {
     /// Worth another try (connection reset, timeout, …).
     Net(reqwest::Error, Url),
     Fatal(RegistryError),
@@ -73,7 +72,7 @@ pub(super) struct Counters {
 }
 
 impl Counters {
-    fn count(&self, status: u16) {
+    pub fn count(&self, status: u16) {
         *self
             .by_status
             .lock()
@@ -95,10 +94,10 @@ pub(super) struct Transport {
     pub insecure: Vec<String>,
     pub retry: RetryPolicy,
     pub counters: Counters,
-    tokens: TokenCache,
+    pub(super) tokens: TokenCache,
     /// The last challenge each API host sent, to authenticate up front next time.
     challenges: Mutex<HashMap<String, Challenge>>,
-    docker: DockerConfig,
+    pub(super) docker: DockerConfig,
 }
 
 impl Transport {
@@ -158,7 +157,8 @@ impl Transport {
                 return Err(unauthorized(req.reference, &req.scopes, given));
             }
             let values = resp.headers().get_all(header::WWW_AUTHENTICATE);
-            let challenges = auth::parse_challenges(values.iter().filter_map(|v| v.to_str().ok()));
+            let challenges =
+                challenge::parse_challenges(values.iter().filter_map(|v| v.to_str().ok()));
             let Some(ch) = ["bearer", "basic"]
                 .iter()
                 .find_map(|s| challenges.iter().find(|c| c.scheme == *s))
@@ -181,109 +181,9 @@ impl Transport {
         self.challenges.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The request's own credentials, else Docker's configuration for the registry.
-    async fn creds_for(&self, req: &Request<'_>) -> Result<Option<Credentials>, RegistryError> {
-        match req.creds {
-            Some(c) => Ok(Some(c.clone())),
-            None => self.docker.credentials(&req.reference.registry).await,
-        }
-    }
-
-    /// The `Authorization` header answering `ch` (and the token's cache key, for Bearer).
-    async fn authorize(
-        &self,
-        ch: &Challenge,
-        req: &Request<'_>,
-    ) -> Result<(Option<HeaderValue>, Option<TokenKey>), RegistryError> {
-        let creds = self.creds_for(req).await?;
-        let secret = |v: String| {
-            let mut h = HeaderValue::from_str(&v).map_err(|_| {
-                RegistryError::Protocol("credentials contain bytes not allowed in a header".into())
-            })?;
-            h.set_sensitive(true);
-            Ok::<_, RegistryError>(h)
-        };
-        match ch.scheme.as_str() {
-            "bearer" => {
-                let key = TokenKey::new(req.reference.api_host(), &req.scopes, creds.as_ref());
-                let token = match self.tokens.get(&key) {
-                    Some(t) => t,
-                    None => self.fetch_token(ch, req, creds.as_ref(), &key).await?,
-                };
-                Ok((Some(secret(format!("Bearer {token}"))?), Some(key)))
-            }
-            "basic" => match creds {
-                Some(c) => {
-                    let raw = format!("{}:{}", c.username, c.password);
-                    let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
-                    Ok((Some(secret(format!("Basic {b64}"))?), None))
-                }
-                None => Ok((None, None)),
-            },
-            _ => Ok((None, None)),
-        }
-    }
-
-    async fn fetch_token(
-        &self,
-        ch: &Challenge,
-        req: &Request<'_>,
-        creds: Option<&Credentials>,
-        key: &TokenKey,
-    ) -> Result<String, RegistryError> {
-        let registry = &req.reference.registry;
-        let tr = auth::token_request(ch, &req.scopes, creds, &self.insecure)
-            .map_err(|e| RegistryError::Protocol(format!("registry {registry}: {e}")))?;
-        let resp = self
-            .with_retries(req.reference, self.retry.attempts, || async {
-                let mut rb = match &tr.form {
-                    Some(form) => self
-                        .http
-                        .post(tr.url.clone())
-                        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                        .body(form.clone()),
-                    None => self.http.get(tr.url.clone()),
-                };
-                if let Some(c) = creds.filter(|c| !c.is_identity_token()) {
-                    rb = rb.basic_auth(&c.username, Some(&c.password));
-                }
-                let resp = rb
-                    .send()
-                    .await
-                    .map_err(|e| SendError::Net(e, tr.url.clone()))?;
-                self.counters.count(resp.status().as_u16());
-                Ok(resp)
-            })
-            .await?;
-        let status = resp.status();
-        if status == StatusCode::UNAUTHORIZED {
-            return Err(unauthorized(req.reference, &req.scopes, creds.is_some()));
-        }
-        if status == StatusCode::FORBIDDEN {
-            return Err(RegistryError::Denied {
-                registry: registry.clone(),
-                scope: auth::scopes_string(&req.scopes),
-            });
-        }
-        let url = url_for_humans(&tr.url);
-        let body = read_limited(resp, MAX_TOKEN_ANSWER, registry, &url).await?;
-        if !status.is_success() {
-            return Err(RegistryError::Http {
-                registry: registry.clone(),
-                url,
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
-            });
-        }
-        let token = auth::parse_token_response(&body, time::OffsetDateTime::now_utc())
-            .map_err(|e| RegistryError::Protocol(format!("token endpoint {url}: {e}")))?;
-        self.tokens.put(key.clone(), &token);
-        Ok(token.token)
-    }
-
     /// Runs `attempt` until it gives a response that is not worth retrying, or `attempts`
     /// tries are used up.
-    async fn with_retries<F, Fut>(
+    pub(super) async fn with_retries<F, Fut>(
         &self,
         reference: &Reference,
         attempts: u32,

@@ -80,7 +80,10 @@ impl Hoist {
         let mut env = vec![
             ("HOIST_LISTEN".to_owned(), addr.to_string()),
             ("HOIST_DATA_DIR".to_owned(), data_dir.display().to_string()),
-            ("HOIST_CACHE_DIR".to_owned(), cache_dir.display().to_string()),
+            (
+                "HOIST_CACHE_DIR".to_owned(),
+                cache_dir.display().to_string(),
+            ),
             ("HOIST_ROOTS".to_owned(), roots_var),
             (
                 "DOCKER_CONFIG".to_owned(),

@@ -162,8 +162,18 @@ impl ImageBuilder {
             tag: "t".into(),
             bundle_fresh: false,
         };
-        tools::run(tools::command("umoci").arg("init").arg("--layout").arg(b.layout()));
-        tools::run(tools::command("umoci").arg("new").arg("--image").arg(b.image_arg()));
+        tools::run(
+            tools::command("umoci")
+                .arg("init")
+                .arg("--layout")
+                .arg(b.layout()),
+        );
+        tools::run(
+            tools::command("umoci")
+                .arg("new")
+                .arg("--image")
+                .arg(b.image_arg()),
+        );
         b
     }
 
@@ -281,7 +291,10 @@ pub struct Pushed {
 impl Pushed {
     /// The layer descriptors of an image manifest.
     pub fn layers(&self) -> Vec<Value> {
-        self.manifest["layers"].as_array().cloned().unwrap_or_default()
+        self.manifest["layers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn layer_digests(&self) -> Vec<String> {
@@ -345,10 +358,9 @@ impl Image {
         let src = match format {
             // decompress first: then skopeo compresses with zstd instead of keeping gzip
             Format::OciZstd => {
-                let dir = self.layout.with_file_name(format!(
-                    "dir-{}",
-                    repo_tag.replace(['/', ':'], "_")
-                ));
+                let dir = self
+                    .layout
+                    .with_file_name(format!("dir-{}", repo_tag.replace(['/', ':'], "_")));
                 let _ = fs::remove_dir_all(&dir);
                 tools::run(
                     tools::command("skopeo")
@@ -386,7 +398,11 @@ impl Image {
             ),
             Format::OciZstd => ("application/vnd.oci.image.manifest.v1+json", "tar+zstd"),
         };
-        assert_eq!(pushed.media_type(), wanted.0, "skopeo pushed another format");
+        assert_eq!(
+            pushed.media_type(),
+            wanted.0,
+            "skopeo pushed another format"
+        );
         for layer in pushed.layers() {
             let mt = layer["mediaType"].as_str().unwrap_or_default();
             assert!(
@@ -449,7 +465,11 @@ pub fn push_index(registry: &Registry, repo_tag: &str, images: &[PlatformImage])
     let layout = dir.path().join("layout");
     let blobs = layout.join("blobs/sha256");
     fs::create_dir_all(&blobs).unwrap();
-    fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     let mut manifests = Vec::new();
     for pi in images {
         for entry in fs::read_dir(pi.image.layout.join("blobs/sha256")).unwrap() {
@@ -467,8 +487,7 @@ pub fn push_index(registry: &Registry, repo_tag: &str, images: &[PlatformImage])
                 .unwrap()
                 .iter()
                 .find(|d| {
-                    d["annotations"]["org.opencontainers.image.ref.name"]
-                        == pi.image.tag.as_str()
+                    d["annotations"]["org.opencontainers.image.ref.name"] == pi.image.tag.as_str()
                 })
                 .unwrap()["digest"]
                 .as_str()

@@ -118,8 +118,11 @@ impl WorldBuilder {
             hoist,
             proxy,
             registry,
+            // no pooled connections: after a restart, a kept-alive connection to the old
+            // process would fail the next request
             http: reqwest::Client::builder()
                 .no_proxy()
+                .pool_max_idle_per_host(0)
                 .timeout(Duration::from_secs(120))
                 .build()
                 .expect("http client"),
@@ -317,10 +320,7 @@ impl World {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let text = resp.text().await.unwrap_or_default();
-        assert_eq!(
-            status, 202,
-            "POST /pulls {body} answered {status}: {text}"
-        );
+        assert_eq!(status, 202, "POST /pulls {body} answered {status}: {text}");
         let job = Job(serde_json::from_str(&text).unwrap_or_else(|e| {
             panic!("POST /pulls answered 202 with a body that is not JSON ({e}): {text}")
         }));
@@ -358,7 +358,12 @@ impl World {
     }
 
     /// Polls until `pred` holds for the job (e.g. it is running), within `timeout`.
-    pub async fn wait_until(&self, id: &str, timeout: Duration, pred: impl Fn(&Job) -> bool) -> Job {
+    pub async fn wait_until(
+        &self,
+        id: &str,
+        timeout: Duration,
+        pred: impl Fn(&Job) -> bool,
+    ) -> Job {
         let start = Instant::now();
         loop {
             let job = self.job(id).await;
@@ -416,7 +421,9 @@ pub struct Job(pub Value);
 
 impl Job {
     pub fn id(&self) -> &str {
-        self.0["id"].as_str().unwrap_or_else(|| panic!("job without id: {self:?}"))
+        self.0["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("job without id: {self:?}"))
     }
 
     pub fn status(&self) -> &str {
@@ -443,10 +450,16 @@ impl Job {
 
     /// Panics unless the job failed with `code`.
     pub fn expect_failed(&self, code: &str) {
-        assert_eq!(self.status(), "failed", "job was expected to fail with {code}: {self:?}");
+        assert_eq!(
+            self.status(),
+            "failed",
+            "job was expected to fail with {code}: {self:?}"
+        );
         assert_eq!(self.error_code(), Some(code), "error code of {self:?}");
         assert!(
-            self.0["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            self.0["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
             "a failed job says what went wrong: {self:?}"
         );
     }

@@ -229,12 +229,15 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
     let authorization = req.headers().contains_key(header::AUTHORIZATION);
     let fault = {
         let mut rules = st.rules.lock().unwrap();
-        rules.iter_mut().find(|r| r.matches(&method, &path)).map(|r| {
-            if let Some(n) = r.times.as_mut() {
-                *n -= 1;
-            }
-            r.fault.clone()
-        })
+        rules
+            .iter_mut()
+            .find(|r| r.matches(&method, &path))
+            .map(|r| {
+                if let Some(n) = r.times.as_mut() {
+                    *n -= 1;
+                }
+                r.fault.clone()
+            })
     };
     let log = |status: u16| Logged {
         at,
@@ -264,9 +267,10 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
-    let mut upstream = st
-        .client
-        .request(parts.method.clone(), format!("http://{}{path}", st.upstream));
+    let mut upstream = st.client.request(
+        parts.method.clone(),
+        format!("http://{}{path}", st.upstream),
+    );
     for (name, value) in parts.headers.iter() {
         if !hop_by_hop(name) && name != header::CONTENT_LENGTH {
             upstream = upstream.header(name, value);

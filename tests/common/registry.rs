@@ -20,9 +20,15 @@ use super::tools;
 pub enum RegistryAuth {
     Open,
     /// htpasswd (bcrypt) with one user.
-    Basic { user: String, password: String },
+    Basic {
+        user: String,
+        password: String,
+    },
     /// Bearer tokens from a [`TokenServer`] that knows one user.
-    Token { user: String, password: String },
+    Token {
+        user: String,
+        password: String,
+    },
 }
 
 impl RegistryAuth {

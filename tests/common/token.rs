@@ -66,7 +66,9 @@ impl TokenServer {
         let cert_pem = dir.join("cert.pem");
         tools::run(
             tools::command("openssl")
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
                 .args(["-subj", "/CN=hoist-test-token-issuer"])
                 .arg("-keyout")
                 .arg(&key_pem)
@@ -93,10 +95,7 @@ impl TokenServer {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let app = axum::Router::new()
-            .route(
-                "/token",
-                axum::routing::get(issue).post(issue),
-            )
+            .route("/token", axum::routing::get(issue).post(issue))
             .with_state(state.clone());
         super::bg().spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
@@ -153,19 +152,18 @@ async fn issue(
         .collect();
 
     // GET: Basic credentials; POST: the OAuth2 password grant
-    let presented: Option<(String, String)> = if method == Method::POST
-        && get("grant_type").as_deref() == Some("password")
-    {
-        get("username").zip(get("password"))
-    } else {
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Basic "))
-            .and_then(|b| STANDARD.decode(b.trim()).ok())
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
-    };
+    let presented: Option<(String, String)> =
+        if method == Method::POST && get("grant_type").as_deref() == Some("password") {
+            get("username").zip(get("password"))
+        } else {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Basic "))
+                .and_then(|b| STANDARD.decode(b.trim()).ok())
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
+        };
     let granted = presented
         .as_ref()
         .is_some_and(|(u, p)| *u == st.user && *p == st.password);
@@ -220,7 +218,10 @@ async fn issue(
     let signature = match sign(&st.key_pem, signing_input.as_bytes()).await {
         Ok(sig) => sig,
         Err(e) => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, format!("signing failed: {e}"))
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("signing failed: {e}"),
+            )
                 .into_response();
         }
     };

@@ -138,10 +138,8 @@ pub fn spawn_child(mut cmd: Command) -> Child {
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            rustix::process::set_parent_process_death_signal(Some(
-                rustix::process::Signal::KILL,
-            ))
-            .map_err(io::Error::from)
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(io::Error::from)
         });
     }
     let (tx, rx) = mpsc::channel();

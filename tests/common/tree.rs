@@ -207,7 +207,16 @@ pub fn diff_trees(expected: &Path, actual: &Path, opts: &Options) -> Vec<String>
             continue;
         }
         match (&ee.kind, &ae.kind) {
-            (Kind::File { size: es, sha256: eh }, Kind::File { size: as_, sha256: ah }) => {
+            (
+                Kind::File {
+                    size: es,
+                    sha256: eh,
+                },
+                Kind::File {
+                    size: as_,
+                    sha256: ah,
+                },
+            ) => {
                 if es != as_ {
                     out.push(format!("{path}: size {as_}, expected {es}"));
                 } else if eh != ah {
@@ -225,7 +234,10 @@ pub fn diff_trees(expected: &Path, actual: &Path, opts: &Options) -> Vec<String>
             _ => {}
         }
         if ee.mode != ae.mode {
-            out.push(format!("{path}: mode {:04o}, expected {:04o}", ae.mode, ee.mode));
+            out.push(format!(
+                "{path}: mode {:04o}, expected {:04o}",
+                ae.mode, ee.mode
+            ));
         }
         if (ee.uid, ee.gid) != (ae.uid, ae.gid) {
             out.push(format!(
@@ -258,9 +270,7 @@ pub fn diff_trees(expected: &Path, actual: &Path, opts: &Options) -> Vec<String>
             let eg = &e.by_inode[&ee.inode];
             let ag = &a.by_inode[&ae.inode];
             if eg != ag {
-                out.push(format!(
-                    "{path}: hardlinked with {ag:?}, expected {eg:?}"
-                ));
+                out.push(format!("{path}: hardlinked with {ag:?}, expected {eg:?}"));
             }
         }
     }
@@ -294,7 +304,8 @@ pub fn assert_same_tree_with(expected: &Path, actual: &Path, opts: &Options) {
 /// (paths, kinds, modes, owners, content, inode numbers and link counts, mtimes): two equal
 /// snapshots mean
 /// nothing there was created, removed, written or re-linked. For "nothing outside dest
-/// changed". The root's own mtime is left out: creating `dest` inside it changes it.
+/// changed". The root's own mtime and link count are left out: creating `dest` inside
+/// it changes them.
 pub fn snapshot(root: &Path, ignore: &[&str]) -> BTreeMap<String, String> {
     if !root.exists() {
         return BTreeMap::new();
@@ -307,14 +318,15 @@ pub fn snapshot(root: &Path, ignore: &[&str]) -> BTreeMap<String, String> {
         .entries
         .into_iter()
         .map(|(p, e)| {
-            let mtime = if p == "." {
-                String::new()
+            // creating dest inside the root moves its mtime and link count
+            let (mtime, nlink) = if p == "." {
+                (String::new(), String::new())
             } else {
-                fmt_time(e.mtime)
+                (fmt_time(e.mtime), e.nlink.to_string())
             };
             let line = format!(
-                "{:?} {:04o} {}:{} ino={} nlink={} mtime={mtime} xattrs={:?}",
-                e.kind, e.mode, e.uid, e.gid, e.inode.1, e.nlink, e.xattrs
+                "{:?} {:04o} {}:{} ino={} nlink={nlink} mtime={mtime} xattrs={:?}",
+                e.kind, e.mode, e.uid, e.gid, e.inode.1, e.xattrs
             );
             (p, line)
         })

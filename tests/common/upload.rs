@@ -18,10 +18,23 @@ pub const MTIME: u64 = 1_700_000_000;
 /// One tar entry, named byte for byte as given.
 #[derive(Clone, Debug)]
 pub enum TarEntry {
-    Dir { name: String, mode: u32 },
-    File { name: String, data: Vec<u8>, mode: u32 },
-    Symlink { name: String, target: String },
-    Hardlink { name: String, target: String },
+    Dir {
+        name: String,
+        mode: u32,
+    },
+    File {
+        name: String,
+        data: Vec<u8>,
+        mode: u32,
+    },
+    Symlink {
+        name: String,
+        target: String,
+    },
+    Hardlink {
+        name: String,
+        target: String,
+    },
 }
 
 impl TarEntry {
@@ -71,22 +84,40 @@ impl TarEntry {
     }
 }
 
-fn put_raw(field: &mut [u8], value: &str) {
+/// Writes `value` into a header field, or, when it does not fit, a GNU long-name (`L`) or
+/// long-link (`K`) entry before the header and a truncated copy in the field, as GNU tar
+/// and Go's archive/tar do.
+fn put_raw(
+    builder: &mut tar::Builder<Vec<u8>>,
+    kind: tar::EntryType,
+    field: &mut [u8],
+    value: &str,
+) {
     let bytes = value.as_bytes();
-    assert!(
-        bytes.len() <= field.len(),
-        "tar name {value:?} is longer than {} bytes",
-        field.len()
-    );
+    if bytes.len() > field.len() {
+        let mut long = tar::Header::new_gnu();
+        long.set_entry_type(kind);
+        long.set_mode(0o644);
+        long.set_mtime(0);
+        let mut data = bytes.to_vec();
+        data.push(0);
+        long.set_size(data.len() as u64);
+        let name = b"././@LongLink";
+        long.as_old_mut().name[..name.len()].copy_from_slice(name);
+        long.set_cksum();
+        builder.append(&long, &data[..]).expect("append long name");
+    }
     field.fill(0);
-    field[..bytes.len()].copy_from_slice(bytes);
+    let n = bytes.len().min(field.len());
+    field[..n].copy_from_slice(&bytes[..n]);
 }
 
-/// An uncompressed tarball of `entries`, in order, names written verbatim.
+/// An uncompressed tarball of `entries`, in order, names written verbatim (GNU format, with
+/// long-name entries past 100 bytes).
 pub fn tar(entries: &[TarEntry]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for entry in entries {
-        let mut h = tar::Header::new_ustar();
+        let mut h = tar::Header::new_gnu();
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(MTIME);
@@ -106,17 +137,32 @@ pub fn tar(entries: &[TarEntry]) -> Vec<u8> {
             TarEntry::Symlink { name, target } => {
                 h.set_entry_type(tar::EntryType::Symlink);
                 h.set_mode(0o777);
-                put_raw(&mut h.as_old_mut().linkname, target);
+                put_raw(
+                    &mut builder,
+                    tar::EntryType::GNULongLink,
+                    &mut h.as_old_mut().linkname,
+                    target,
+                );
                 (name, &[])
             }
             TarEntry::Hardlink { name, target } => {
                 h.set_entry_type(tar::EntryType::Link);
                 h.set_mode(0o644);
-                put_raw(&mut h.as_old_mut().linkname, target);
+                put_raw(
+                    &mut builder,
+                    tar::EntryType::GNULongLink,
+                    &mut h.as_old_mut().linkname,
+                    target,
+                );
                 (name, &[])
             }
         };
-        put_raw(&mut h.as_old_mut().name, name);
+        put_raw(
+            &mut builder,
+            tar::EntryType::GNULongName,
+            &mut h.as_old_mut().name,
+            name,
+        );
         h.set_cksum();
         builder.append(&h, data).expect("append tar entry");
     }
