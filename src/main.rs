@@ -17,6 +17,8 @@ use hoist::config::{Config, ServeArgs};
     about = "Pull container images onto disk, push simple images back"
 )]
 struct Cli {
+    #[command(flatten)]
+    conn: Connection,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,24 +48,18 @@ enum Command {
         detach: bool,
         #[command(flatten)]
         creds: CredsArgs,
-        #[command(flatten)]
-        conn: Connection,
     },
     /// Print an image's digest without pulling it
     Digest {
         image: String,
         #[arg(long)]
         platform: Option<String>,
-        #[command(flatten)]
-        conn: Connection,
     },
     /// Print an image's platforms, config and layers without pulling it
     Inspect {
         image: String,
         #[arg(long)]
         platform: Option<String>,
-        #[command(flatten)]
-        conn: Connection,
     },
     /// Build SOURCE (a folder inside HOIST_ROOTS) into one layer and push it as TARGET
     Build {
@@ -93,8 +89,6 @@ enum Command {
         detach: bool,
         #[command(flatten)]
         creds: CredsArgs,
-        #[command(flatten)]
-        conn: Connection,
     },
     /// List jobs, newest first
     Jobs {
@@ -104,8 +98,6 @@ enum Command {
         kind: Option<String>,
         #[arg(long)]
         limit: Option<u32>,
-        #[command(flatten)]
-        conn: Connection,
     },
     /// Show one job (or cancel it, or follow it to its end)
     Job {
@@ -114,15 +106,11 @@ enum Command {
         cancel: bool,
         #[arg(long)]
         follow: bool,
-        #[command(flatten)]
-        conn: Connection,
     },
     /// Show the cache, or purge it
     Cache {
         /// `purge` removes every blob no running job uses
         action: Option<String>,
-        #[command(flatten)]
-        conn: Connection,
     },
 }
 
@@ -146,7 +134,7 @@ fn main() -> std::process::ExitCode {
                 hoist::serve::run(config).await
             })
         }
-        other => runtime.block_on(run_client(other)),
+        other => runtime.block_on(run_client(other, cli.conn)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -176,7 +164,7 @@ fn query(pairs: &[(&str, Option<&str>)]) -> String {
     }
 }
 
-async fn run_client(command: Command) -> anyhow::Result<()> {
+async fn run_client(command: Command, conn: Connection) -> anyhow::Result<()> {
     match command {
         Command::Serve(_) => unreachable!("handled in main"),
         Command::Pull {
@@ -188,7 +176,6 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
             no_cache,
             detach,
             creds,
-            conn,
         } => {
             let mut body =
                 json!({ "image": image, "dest": dest, "force": force, "layout": layout });
@@ -203,19 +190,11 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
             }
             client::submit_and_follow(&api(conn), "/pulls", body, detach).await
         }
-        Command::Digest {
-            image,
-            platform,
-            conn,
-        } => {
+        Command::Digest { image, platform } => {
             let q = query(&[("image", Some(&image)), ("platform", platform.as_deref())]);
             client::call_and_print(&api(conn), Method::GET, &format!("/digest{q}")).await
         }
-        Command::Inspect {
-            image,
-            platform,
-            conn,
-        } => {
+        Command::Inspect { image, platform } => {
             let q = query(&[("image", Some(&image)), ("platform", platform.as_deref())]);
             client::call_and_print(&api(conn), Method::GET, &format!("/inspect{q}")).await
         }
@@ -231,7 +210,6 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
             compression,
             detach,
             creds,
-            conn,
         } => {
             let mut body = json!({ "source": source, "target": target });
             if let Some(b) = base {
@@ -268,7 +246,6 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
             status,
             kind,
             limit,
-            conn,
         } => {
             let limit = limit.map(|l| l.to_string());
             let q = query(&[
@@ -295,12 +272,7 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Job {
-            id,
-            cancel,
-            follow,
-            conn,
-        } => {
+        Command::Job { id, cancel, follow } => {
             let api = api(conn);
             if cancel {
                 return client::call_and_print(
@@ -320,7 +292,7 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
             }
             client::call_and_print(&api, Method::GET, &format!("/jobs/{}", encode(&id))).await
         }
-        Command::Cache { action, conn } => match action.as_deref() {
+        Command::Cache { action } => match action.as_deref() {
             None => client::call_and_print(&api(conn), Method::GET, "/cache").await,
             Some("purge") => client::call_and_print(&api(conn), Method::DELETE, "/cache").await,
             Some(other) => anyhow::bail!(

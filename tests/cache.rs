@@ -214,3 +214,41 @@ async fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
     );
     world.assert_cache_verified();
 }
+
+#[tokio::test]
+async fn cache_max_bytes_evicts_the_least_recently_used_blobs() {
+    let first = fixtures::big(300_000, 11);
+    let second = fixtures::big(300_000, 12);
+    // room for one image's blobs, not two
+    let max = 450_000u64;
+    let world = World::builder().cache_max_bytes(max).start().await;
+    let a = world.push(&first, "evict/a:1", Format::Oci);
+    let b = world.push(&second, "evict/b:1", Format::Oci);
+    world.pull_ok(&world.image("evict/a:1"), "a").await;
+    world.pull_ok(&world.image("evict/b:1"), "b").await;
+    let big_a = a.layer_digests()[1].clone();
+    let big_b = b.layer_digests()[1].clone();
+    let mut cached = world.cached_blobs();
+    for _ in 0..50 {
+        if !cached.contains(&big_a) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        cached = world.cached_blobs();
+    }
+    assert!(
+        !cached.contains(&big_a),
+        "the older image's big layer stays: {cached:?}"
+    );
+    assert!(
+        cached.contains(&big_b),
+        "the newest image's big layer went: {cached:?}"
+    );
+    let (_, stats) = world.get_json("/cache").await;
+    assert!(stats["bytes"].as_u64().unwrap() <= max, "{stats}");
+    assert_eq!(stats["max_bytes"], max);
+    world.assert_cache_verified();
+    // both trees are whole: eviction never touches pulled trees
+    assert_same_tree(&first.unpack_reference().rootfs, &world.root().join("a"));
+    assert_same_tree(&second.unpack_reference().rootfs, &world.root().join("b"));
+}

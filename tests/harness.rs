@@ -242,7 +242,8 @@ async fn hand_made_layers_go_through_the_upload_protocol_byte_for_byte() {
         TarEntry::file(&long, b"z"),
         TarEntry::symlink("long-link", &long),
     ]);
-    let pushed = upload::push_layers(&registry, "hostile/one:1", &[layer.clone()]).await;
+    let pushed =
+        upload::push_layers(&registry, "hostile/one:1", std::slice::from_ref(&layer)).await;
     // what skopeo reads back is what was put
     let served = image::inspect_pushed(&registry, "hostile/one:1");
     assert_eq!(served.digest, pushed.digest);
@@ -557,4 +558,43 @@ async fn token_auth_registry_takes_tokens_from_the_test_token_server() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
+}
+
+#[test]
+fn snapshots_see_files_created_changed_relinked_or_removed_outside_dest() {
+    use common::tree::{snapshot, snapshot_diff};
+    let dir = tempdir();
+    let root = dir.path();
+    fs::write(root.join("victim"), "precious").unwrap();
+    fs::write(root.join("other"), "other").unwrap();
+    fs::write(root.join("gone"), "gone").unwrap();
+    fs::create_dir(root.join("sub")).unwrap();
+    let before = snapshot(root, &["dest"]);
+    // what a pull may do: create dest (the root's mtime and link count move)
+    fs::create_dir_all(root.join("dest/inside")).unwrap();
+    assert_eq!(
+        snapshot_diff(&before, &snapshot(root, &["dest"])),
+        Vec::<String>::new()
+    );
+    // what an escape would do
+    fs::write(root.join("victim"), "pwned!!!").unwrap();
+    fs::hard_link(root.join("other"), root.join("dest/link")).unwrap();
+    fs::remove_file(root.join("gone")).unwrap();
+    fs::write(root.join("sub/new"), "new").unwrap();
+    fs::set_permissions(root.join("sub"), fs::Permissions::from_mode(0o777)).unwrap();
+    let diffs = snapshot_diff(&before, &snapshot(root, &["dest"]));
+    for (path, what) in [
+        ("victim", "changed"),
+        ("other", "nlink=2"),
+        ("gone", "removed"),
+        ("sub/new", "created"),
+        ("sub", "0777"),
+    ] {
+        assert!(
+            diffs
+                .iter()
+                .any(|d| d.starts_with(&format!("{path}:")) && d.contains(what)),
+            "no `{path}: …{what}…` in {diffs:#?}"
+        );
+    }
 }

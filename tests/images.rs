@@ -313,3 +313,17 @@ async fn inspect_of_an_index_resolves_one_platform_and_lists_all() {
         entry_digest(&index, upload::host_arch()).as_str()
     );
 }
+
+#[tokio::test]
+async fn localhost_registries_are_spoken_to_over_plain_http() {
+    let world = World::start().await;
+    let pushed = world.push(&AMD64, "local/img:1", Format::Oci);
+    let image = format!("localhost:{}/local/img:1", world.registry.addr.port());
+    let answer = get_ok(&world, "/digest", &[("image", &image)]).await;
+    assert_eq!(answer["digest"], pushed.digest.as_str());
+    let job = world
+        .pull(json!({"image": image, "dest": "via-localhost", "platform": "linux/amd64"}))
+        .await;
+    job.expect_succeeded();
+    assert_same_tree(&AMD64.unpack_reference().rootfs, &job.dest());
+}

@@ -720,17 +720,26 @@ fn checker_rejects_answers_the_spec_does_not_allow() {
     );
     // An operation the spec does not have.
     assert!(spec.try_check("PUT", "/jobs", &ok(&json!([]))).is_err());
-    // Events that are not the documented ones.
-    let stream =
-        format!("event: state\ndata: {job}\n\nevent: progress\ndata: {{\"phase\": 1}}\n\n");
-    assert!(
-        spec.try_check(
-            "GET",
-            "/jobs/{id}/events",
-            &answer(200, "text/event-stream", &stream)
-        )
-        .is_err()
-    );
+    // The documented events pass; others do not.
+    let progress = json!({"phase": "downloading", "layers_done": 0, "layers_total": 1,
+                          "bytes_done": 5, "bytes_total": 9});
+    let events = |progress: &Value| {
+        let stream = format!(
+            "event: state\ndata: {job}\n\n: keep-alive\n\nevent: progress\ndata: {progress}\n\n"
+        );
+        answer(200, "text/event-stream", &stream)
+    };
+    let parsed = spec
+        .try_check("GET", "/jobs/{id}/events", &events(&progress))
+        .expect("documented events are accepted");
+    assert_eq!(parsed.as_array().map(Vec::len), Some(2), "{parsed}");
+    for bad in [json!({"phase": 1}), json!({"phase": "x"}), json!(job)] {
+        assert!(
+            spec.try_check("GET", "/jobs/{id}/events", &events(&bad))
+                .is_err(),
+            "accepted a progress event {bad}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1005,24 +1014,8 @@ async fn daemon_answers_match_the_spec() {
     assert_eq!(events.as_array().unwrap().len(), 1, "{events}");
     assert_eq!(events[0]["data"]["status"], "cancelled");
 
-    // Follow A while the silent registry goes away: A fails, and its stream ends.
-    let stream = tokio::spawn(send(http.get(d.url(&format!("/jobs/{id_a}/events")))));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    silent.stop();
-    let a = tokio::time::timeout(Duration::from_secs(60), stream)
-        .await
-        .expect("the event stream of a failed job ended")
-        .unwrap();
-    assert_eq!(a.status, 200, "{}", a.text());
-    let events = spec.check("GET", "/jobs/{id}/events", &a);
-    let events = events.as_array().unwrap();
-    assert_eq!(events[0]["event"], "state", "{events:?}");
-    assert_eq!(events[0]["data"]["status"], "running", "{events:?}");
-    let last = events.last().unwrap();
-    assert_eq!(last["event"], "state", "{events:?}");
-    assert_eq!(last["data"]["status"], "failed", "{events:?}");
-
-    // C: fails on a closed port; ?wait= holds the answer until it has.
+    // C: queued behind A. Follow both from now on; then let the silent registry go away:
+    // A fails, C runs (progress: resolving) and fails on a closed port.
     let body = r#"{"image": "127.0.0.1:1/x:y", "dest": "c", "platform": "linux/amd64",
                    "force": true, "cache": "bypass", "layout": "rootfs", "auth": null}"#;
     let a = send(post_json(&http, d.url("/pulls"), body)).await;
@@ -1031,6 +1024,20 @@ async fn daemon_answers_match_the_spec() {
         .as_str()
         .unwrap()
         .to_string();
+    let follow = |id: &str| {
+        let request = http.get(d.url(&format!("/jobs/{id}/events")));
+        async move {
+            tokio::time::timeout(Duration::from_secs(60), send(request))
+                .await
+                .expect("the event stream of an ended job ends")
+        }
+    };
+    let stream_a = tokio::spawn(follow(&id_a));
+    let stream_c = tokio::spawn(follow(&id_c));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    silent.stop();
+
+    // ?wait= holds the answer until C has ended.
     let a = send(http.get(d.url(&format!("/jobs/{id_c}?wait=30")))).await;
     assert_eq!(a.status, 200, "{}", a.text());
     let failed = spec.check("GET", "/jobs/{id}", &a);
@@ -1040,6 +1047,36 @@ async fn daemon_answers_match_the_spec() {
     let a = send(http.delete(d.url(&format!("/jobs/{id_c}")))).await;
     assert_eq!(a.status, 409, "{}", a.text());
     spec.check("DELETE", "/jobs/{id}", &a);
+
+    let a = stream_a.await.unwrap();
+    assert_eq!(a.status, 200, "{}", a.text());
+    let events = spec.check("GET", "/jobs/{id}/events", &a);
+    let states: Vec<_> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "state")
+        .map(|e| e["data"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["running", "failed"], "{events}");
+    let a = stream_c.await.unwrap();
+    assert_eq!(a.status, 200, "{}", a.text());
+    let events = spec.check("GET", "/jobs/{id}/events", &a);
+    let names: Vec<_> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| match e["event"].as_str().unwrap() {
+            "state" => e["data"]["status"].as_str().unwrap(),
+            other => other,
+        })
+        .collect();
+    assert_eq!(names.first(), Some(&"queued"), "{events}");
+    assert!(
+        names.contains(&"running") && names.contains(&"progress"),
+        "{events}"
+    );
+    assert_eq!(names.last(), Some(&"failed"), "{events}");
 
     // The list, newest first, and its filters.
     for (query, expected) in [

@@ -66,6 +66,7 @@ impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
         let status = match &e {
             RequestError::Path(p) if p.code() == "dest_outside_roots" => StatusCode::FORBIDDEN,
+            RequestError::Source(p) if p.code() == "dest_outside_roots" => StatusCode::FORBIDDEN,
             RequestError::DestExists(_) => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         };

@@ -3,6 +3,7 @@
 //! Handlers parse requests into domain types at the edge and call `jobs` (and, for the
 //! read-only image queries, `registry`). Nothing below this module knows axum.
 
+mod builds;
 mod cache;
 mod error;
 mod extract;
@@ -40,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.yaml", get(system::openapi))
         .route("/metrics", get(metrics::metrics))
         .route("/pulls", axum::routing::post(pulls::create))
+        .route("/builds", axum::routing::post(builds::create))
         .route("/jobs", get(jobs::list))
         .route("/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/jobs/{id}/events", get(jobs::events))

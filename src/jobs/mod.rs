@@ -6,6 +6,7 @@
 //! `build.rs`) are the job bodies; they drive `registry`, `store` and `unpack`, which
 //! know nothing of jobs.
 
+mod build;
 mod errors;
 mod fetch;
 mod metrics;
@@ -17,7 +18,10 @@ mod table;
 
 pub use metrics::{BUCKETS as DURATION_BUCKETS, JobMetrics};
 pub use model::{Job, JobError, JobEvent, JobKind, JobStatus, LayerProgress, Progress};
-pub use request::{CacheMode, Layout, PullRequest, PullSpec, RequestError, parse_platform};
+pub use request::{
+    BuildCompression, BuildRequest, BuildSpec, CacheMode, Layout, PullRequest, PullSpec,
+    RequestError, parse_platform,
+};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -69,6 +73,7 @@ impl JobsError {
 #[derive(Clone, Default)]
 struct Secrets {
     auth: Option<Credentials>,
+    base_auth: Option<Credentials>,
 }
 
 struct Inner {
@@ -156,21 +161,30 @@ impl Jobs {
     /// Validates and queues a pull.
     pub async fn submit_pull(&self, request: PullRequest) -> Result<Job, JobsError> {
         let spec = request.validate(&self.inner.env.config.roots)?;
-        if matches!(spec.layout, Layout::Git | Layout::Oci) {
-            return Err(RequestError::Unsupported(format!(
-                "layout {:?} is not available yet; use \"rootfs\"",
-                spec.layout
-            ))
-            .into());
-        }
         if !spec.force && tokio::fs::symlink_metadata(&spec.dest).await.is_ok() {
             return Err(RequestError::DestExists(spec.dest).into());
         }
         let secrets = Secrets {
             auth: request.auth.clone(),
+            base_auth: None,
         };
         let stored = serde_json::to_value(&request).unwrap_or_default();
         self.enqueue(JobKind::Pull, stored, secrets).await
+    }
+
+    /// Validates and queues a build.
+    pub async fn submit_build(&self, request: BuildRequest) -> Result<Job, JobsError> {
+        let spec = request.validate(&self.inner.env.config.roots)?;
+        match tokio::fs::symlink_metadata(&spec.source).await {
+            Ok(m) if m.is_dir() => {}
+            _ => return Err(RequestError::SourceNotFolder(spec.source).into()),
+        }
+        let secrets = Secrets {
+            auth: request.auth.clone(),
+            base_auth: request.base_auth.clone(),
+        };
+        let stored = serde_json::to_value(&request).unwrap_or_default();
+        self.enqueue(JobKind::Build, stored, secrets).await
     }
 
     async fn enqueue(
@@ -183,7 +197,7 @@ impl Jobs {
             return Err(JobsError::ShuttingDown);
         }
         let id = uuid::Uuid::new_v4().to_string();
-        let had_credentials = secrets.auth.is_some();
+        let had_credentials = secrets.auth.is_some() || secrets.base_auth.is_some();
         if had_credentials {
             self.lock_secrets().insert(id.clone(), secrets);
         }
@@ -409,6 +423,17 @@ async fn run_body(
                 .map_err(|e| JobError::new(e.code(), e.to_string()))?;
             pull::run(&env, &job.id, spec, secrets.auth, &tracker, &cancel).await
         }
-        JobKind::Build => Err(JobError::new("unsupported", "builds are not available yet")),
+        JobKind::Build => {
+            let request: BuildRequest = serde_json::from_value(job.request.clone())
+                .map_err(|e| JobError::new("invalid_request", format!("stored request: {e}")))?;
+            let spec = request
+                .validate(&env.config.roots)
+                .map_err(|e| JobError::new(e.code(), e.to_string()))?;
+            let auth = build::BuildAuth {
+                target: secrets.auth,
+                base: secrets.base_auth,
+            };
+            build::run(&env, &job.id, spec, auth, &tracker, &cancel).await
+        }
     }
 }

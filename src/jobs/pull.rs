@@ -5,6 +5,7 @@
 //! job-private folder) and only a verified blob is ever extracted. Downloads run ahead of
 //! extraction, a few layers at a time, so the network and the disk work at once.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::json;
@@ -15,8 +16,10 @@ use super::errors::io_error;
 use super::fetch::{Fetcher, PrivateDir};
 use super::model::JobError;
 use super::progress::Tracker;
-use super::request::{CacheMode, PullSpec};
-use crate::registry::{Credentials, ManifestKind};
+use super::request::{CacheMode, Layout, PullSpec};
+use crate::image::{GitHistory, ImageError, LayerCommit, OciLayout};
+use crate::registry::{Credentials, LayerDescriptor, ManifestKind};
+use crate::store::BlobGuard;
 use crate::unpack::{Compression, Staging, Tree, UnpackOptions};
 
 pub async fn run(
@@ -69,27 +72,74 @@ pub async fn run(
     };
 
     tracker.set_phase("downloading");
-    let (_downloads, mut rx) = fetcher.fetch_all(layers.clone());
 
-    let mut tree = Tree::open(staging.path(), UnpackOptions::for_current_user())?;
-    for (index, (layer, compression)) in layers.iter().zip(compressions).enumerate() {
-        let blob = match rx.recv().await {
-            Some(result) => result?,
-            None => return Err(JobError::new("internal_error", "layer download stopped")),
-        };
-        if cancel.is_cancelled() {
-            return Err(JobError::new("cancelled", "cancelled"));
+    let (_downloads, mut blobs) = fetcher.fetch_all(layers.clone());
+    match spec.layout {
+        Layout::Rootfs | Layout::Git => {
+            let history = match spec.layout {
+                Layout::Git => Some(GitDir::init(staging.path()).await?),
+                _ => None,
+            };
+            let created = layer_history(&image.config);
+            let mut tree = Tree::open(staging.path(), UnpackOptions::for_current_user())?;
+            for (index, (layer, compression)) in layers.iter().zip(compressions).enumerate() {
+                let blob = next_blob(&mut blobs, cancel).await?;
+                tracker.set_phase("extracting");
+                tracker.layer_state(index, "extracting");
+                let file = tokio::fs::File::open(blob.path())
+                    .await
+                    .map_err(|e| io_error(format!("opening blob {}", layer.digest), e))?;
+                tree.apply_layer(file, compression, cancel).await?;
+                if let Some(git) = &history {
+                    let (created, created_by) = created.get(index).cloned().unwrap_or_default();
+                    git.commit(LayerCommit {
+                        index,
+                        total: layers.len(),
+                        digest: &layer.digest,
+                        created_by: created_by.as_deref(),
+                        created: created.as_deref(),
+                    })
+                    .await?;
+                }
+                tracker.layer_done(index, "done");
+            }
+            tree.finish().await?;
+            if let Some(git) = history {
+                git.finish().await?;
+            }
         }
-        tracker.set_phase("extracting");
-        tracker.layer_state(index, "extracting");
-        let file = tokio::fs::File::open(blob.path())
-            .await
-            .map_err(|e| io_error(format!("opening blob {}", layer.digest), e))?;
-        tree.apply_layer(file, compression, cancel).await?;
-        tracker.layer_done(index, "done");
-        tracing::debug!(layer = %layer.digest, "layer applied");
+        Layout::Oci => {
+            let layout = OciLayout::create(staging.path())
+                .await
+                .map_err(image_error)?;
+            for (index, layer) in layers.iter().enumerate() {
+                let blob = next_blob(&mut blobs, cancel).await?;
+                tracker.set_phase("writing");
+                layout
+                    .add_blob(&layer.digest, blob.path())
+                    .await
+                    .map_err(image_error)?;
+                tracker.layer_done(index, "done");
+            }
+            layout
+                .add_document(&image.config)
+                .await
+                .map_err(image_error)?;
+            layout
+                .add_document(&image.manifest.bytes)
+                .await
+                .map_err(image_error)?;
+            let manifest = LayerDescriptor {
+                media_type: image.manifest.media_type.clone(),
+                digest: image.manifest.digest.clone(),
+                size: image.manifest.bytes.len() as u64,
+            };
+            layout
+                .finish(&manifest, Some(&image.platform), Some(&spec.reference))
+                .await
+                .map_err(image_error)?;
+        }
     }
-    tree.finish().await?;
     let dest = staging.commit(spec.force).await?;
     drop(blob_dir);
 
@@ -103,4 +153,83 @@ pub async fn run(
             "digest": l.digest, "size": l.size, "media_type": l.media_type,
         })).collect::<Vec<_>>(),
     }))
+}
+
+/// The next verified blob from the downloads, or why there is none.
+async fn next_blob(
+    blobs: &mut tokio::sync::mpsc::Receiver<Result<BlobGuard, JobError>>,
+    cancel: &CancellationToken,
+) -> Result<BlobGuard, JobError> {
+    let blob = match blobs.recv().await {
+        Some(result) => result?,
+        None => return Err(JobError::new("internal_error", "layer download stopped")),
+    };
+    if cancel.is_cancelled() {
+        return Err(JobError::new("cancelled", "cancelled"));
+    }
+    Ok(blob)
+}
+
+fn image_error(e: ImageError) -> JobError {
+    JobError::new(e.code(), e.to_string())
+}
+
+/// `(created, created_by)` of each layer, from the config's history entries that are not
+/// `empty_layer`.
+fn layer_history(config: &[u8]) -> Vec<(Option<String>, Option<String>)> {
+    let Ok(config) = serde_json::from_slice::<serde_json::Value>(config) else {
+        return Vec::new();
+    };
+    config["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["empty_layer"].as_bool() != Some(true))
+        .map(|h| {
+            (
+                h["created"].as_str().map(str::to_string),
+                h["created_by"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+/// The `git` layout's repository, kept beside the staging tree (never inside it, where a
+/// layer could plant hooks) until every layer is committed; removed if the pull fails.
+struct GitDir {
+    history: Option<GitHistory>,
+    path: PathBuf,
+}
+
+impl GitDir {
+    async fn init(tree: &Path) -> Result<GitDir, JobError> {
+        let path = PathBuf::from(format!("{}.git", tree.display()));
+        let _ = tokio::fs::remove_dir_all(&path).await;
+        let history = GitHistory::init(tree, &path).await.map_err(image_error)?;
+        Ok(GitDir {
+            history: Some(history),
+            path,
+        })
+    }
+
+    async fn commit(&self, layer: LayerCommit<'_>) -> Result<(), JobError> {
+        match &self.history {
+            Some(h) => h.commit_layer(layer).await.map_err(image_error),
+            None => Ok(()),
+        }
+    }
+
+    /// Moves the repository into the tree; the Drop below then finds nothing to remove.
+    async fn finish(mut self) -> Result<(), JobError> {
+        match self.history.take() {
+            Some(h) => h.finish().await.map_err(image_error),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for GitDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }

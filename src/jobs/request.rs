@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{PathError, resolve_in_roots};
+use crate::image::{ConfigOverrides, Format, ImageError};
 use crate::registry::{Credentials, Platform, Reference, ReferenceError};
+use crate::unpack::Compression;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -56,8 +58,14 @@ pub enum RequestError {
     Path(#[from] PathError),
     #[error("destination {0} already exists; set \"force\": true to replace it")]
     DestExists(PathBuf),
-    #[error("{0}")]
-    Unsupported(String),
+    #[error("source: {0}")]
+    Source(PathError),
+    #[error("source {0} is not a folder")]
+    SourceNotFolder(PathBuf),
+    #[error("target {0}: give a tag to push to, not a digest")]
+    TargetDigest(String),
+    #[error(transparent)]
+    Config(#[from] ImageError),
 }
 
 impl RequestError {
@@ -67,7 +75,12 @@ impl RequestError {
             RequestError::Platform { .. } => "invalid_platform",
             RequestError::Path(e) => e.code(),
             RequestError::DestExists(_) => "dest_exists",
-            RequestError::Unsupported(_) => "unsupported",
+            RequestError::Source(PathError::OutsideRoots { .. } | PathError::IsRoot(_)) => {
+                "source_outside_roots"
+            }
+            RequestError::Source(_) | RequestError::SourceNotFolder(_) => "invalid_source",
+            RequestError::TargetDigest(_) => "invalid_reference",
+            RequestError::Config(e) => e.code(),
         }
     }
 }
@@ -121,4 +134,91 @@ pub fn parse_platform(value: Option<&str>) -> Result<Option<Platform>, RequestEr
                 })
         })
         .transpose()
+}
+
+/// Layer compression a build may ask for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildCompression {
+    #[default]
+    Gzip,
+    Zstd,
+}
+
+impl From<BuildCompression> for Compression {
+    fn from(c: BuildCompression) -> Compression {
+        match c {
+            BuildCompression::Gzip => Compression::Gzip,
+            BuildCompression::Zstd => Compression::Zstd,
+        }
+    }
+}
+
+/// `POST /builds` body. `auth` and `base_auth` are never serialized.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildRequest {
+    pub source: String,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    #[serde(default)]
+    pub config: ConfigOverrides,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    #[serde(default)]
+    pub format: Format,
+    #[serde(default)]
+    pub compression: BuildCompression,
+    /// Record the files' owners instead of 0:0.
+    #[serde(default)]
+    pub keep_owners: bool,
+    /// Clamp mtimes and set `created` to this time (seconds), for reproducible builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_date_epoch: Option<u64>,
+    #[serde(default, skip_serializing)]
+    pub auth: Option<Credentials>,
+    #[serde(default, skip_serializing)]
+    pub base_auth: Option<Credentials>,
+}
+
+/// A build request, validated.
+#[derive(Clone, Debug)]
+pub struct BuildSpec {
+    pub source: PathBuf,
+    pub target: Reference,
+    pub base: Option<Reference>,
+    pub config: ConfigOverrides,
+    pub platform: Option<Platform>,
+    pub format: Format,
+    pub compression: BuildCompression,
+    pub keep_owners: bool,
+    pub source_date_epoch: Option<u64>,
+}
+
+impl BuildRequest {
+    pub fn validate(&self, roots: &[PathBuf]) -> Result<BuildSpec, RequestError> {
+        let source = resolve_in_roots(roots, &self.source).map_err(RequestError::Source)?;
+        let target: Reference = self.target.trim().parse()?;
+        if target.digest.is_some() {
+            return Err(RequestError::TargetDigest(self.target.clone()));
+        }
+        let base = self
+            .base
+            .as_deref()
+            .map(|b| b.trim().parse::<Reference>())
+            .transpose()?;
+        self.config.validate()?;
+        Ok(BuildSpec {
+            source,
+            target,
+            base,
+            config: self.config.clone(),
+            platform: parse_platform(self.platform.as_deref())?,
+            format: self.format,
+            compression: self.compression,
+            keep_owners: self.keep_owners,
+            source_date_epoch: self.source_date_epoch,
+        })
+    }
 }

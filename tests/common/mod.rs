@@ -289,13 +289,37 @@ impl World {
         self.http.request(method, self.url(path))
     }
 
+    /// Any request with an optional JSON body → (status, JSON body; Null when the body is
+    /// not JSON).
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut rb = self.authed(self.http.request(method.clone(), self.url(path)));
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let resp = rb
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e:?}"));
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
     /// `GET path` → (status, JSON body; Null when the body is not JSON).
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         let resp = self
             .get(path)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+            .unwrap_or_else(|e| panic!("GET {path}: {e:?}"));
         let status = resp.status().as_u16();
         let body = resp.bytes().await.expect("body");
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
@@ -307,7 +331,7 @@ impl World {
             .json(body)
             .send()
             .await
-            .expect("POST /pulls")
+            .unwrap_or_else(|e| panic!("POST /pulls: {e:?}"))
     }
 
     /// `POST /pulls`, which must be accepted: 202, `Location: /jobs/{id}`, a pull job.
