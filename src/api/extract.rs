@@ -77,3 +77,8 @@ fn query_rejection(e: QueryRejection) -> ApiError {
         format!("query string: {}", source_text(&e)),
     )
 }
+
+/// For endpoints that take no query parameters: any given is a 400 `invalid_query`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}

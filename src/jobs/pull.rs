@@ -18,7 +18,7 @@ use super::model::JobError;
 use super::progress::Tracker;
 use super::request::{CacheMode, Layout, PullSpec};
 use crate::image::{GitHistory, ImageError, LayerCommit, OciLayout};
-use crate::registry::{Credentials, LayerDescriptor, ManifestKind};
+use crate::registry::{Credentials, LayerDescriptor, ManifestKind, ResolvedImage};
 use crate::store::BlobGuard;
 use crate::unpack::{Compression, Staging, Tree, UnpackOptions};
 
@@ -72,16 +72,56 @@ pub async fn run(
     };
 
     tracker.set_phase("downloading");
+    if let Err(e) = fill(
+        &spec,
+        &image,
+        layers,
+        compressions,
+        &fetcher,
+        staging.path(),
+    )
+    .await
+    {
+        // Removed before the job is reported ended: nothing of it stays behind.
+        staging.discard().await;
+        return Err(e);
+    }
+    let dest = staging.commit(spec.force).await?;
+    drop(blob_dir);
 
-    let (_downloads, mut blobs) = fetcher.fetch_all(layers.clone());
+    Ok(json!({
+        "image": spec.reference.to_string(),
+        "digest": image.manifest.digest,
+        "index_digest": (image.top.digest != image.manifest.digest).then_some(&image.top.digest),
+        "dest": dest,
+        "platform": image.platform.to_string(),
+        "layers": layers.iter().map(|l| json!({
+            "digest": l.digest, "size": l.size, "media_type": l.media_type,
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+/// Writes the image into the staging folder `tree` in the requested layout, applying (or
+/// copying) each blob as soon as it is downloaded and verified.
+async fn fill(
+    spec: &PullSpec,
+    image: &ResolvedImage,
+    layers: &[LayerDescriptor],
+    compressions: Vec<Compression>,
+    fetcher: &Fetcher,
+    tree_path: &Path,
+) -> Result<(), JobError> {
+    let (tracker, cancel) = (&fetcher.tracker, &fetcher.cancel);
+
+    let (_downloads, mut blobs) = fetcher.fetch_all(layers.to_vec());
     match spec.layout {
         Layout::Rootfs | Layout::Git => {
             let history = match spec.layout {
-                Layout::Git => Some(GitDir::init(staging.path()).await?),
+                Layout::Git => Some(GitDir::init(tree_path).await?),
                 _ => None,
             };
             let created = layer_history(&image.config);
-            let mut tree = Tree::open(staging.path(), UnpackOptions::for_current_user())?;
+            let mut tree = Tree::open(tree_path, UnpackOptions::for_current_user())?;
             for (index, (layer, compression)) in layers.iter().zip(compressions).enumerate() {
                 let blob = next_blob(&mut blobs, cancel).await?;
                 tracker.set_phase("extracting");
@@ -109,9 +149,7 @@ pub async fn run(
             }
         }
         Layout::Oci => {
-            let layout = OciLayout::create(staging.path())
-                .await
-                .map_err(image_error)?;
+            let layout = OciLayout::create(tree_path).await.map_err(image_error)?;
             for (index, layer) in layers.iter().enumerate() {
                 let blob = next_blob(&mut blobs, cancel).await?;
                 tracker.set_phase("writing");
@@ -140,19 +178,7 @@ pub async fn run(
                 .map_err(image_error)?;
         }
     }
-    let dest = staging.commit(spec.force).await?;
-    drop(blob_dir);
-
-    Ok(json!({
-        "image": spec.reference.to_string(),
-        "digest": image.manifest.digest,
-        "index_digest": (image.top.digest != image.manifest.digest).then_some(&image.top.digest),
-        "dest": dest,
-        "platform": image.platform.to_string(),
-        "layers": layers.iter().map(|l| json!({
-            "digest": l.digest, "size": l.size, "media_type": l.media_type,
-        })).collect::<Vec<_>>(),
-    }))
+    Ok(())
 }
 
 /// The next verified blob from the downloads, or why there is none.

@@ -136,6 +136,23 @@ impl Staging {
     }
 }
 
+impl Staging {
+    /// Removes the staged tree now (a failed or cancelled job), so that nothing of it is
+    /// left once the job is reported ended.
+    pub async fn discard(mut self) {
+        self.armed = false;
+        let path = std::mem::take(&mut self.path);
+        let result = blocking(&path, {
+            let path = path.clone();
+            move || remove_tree(&path)
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), error = %e, "staging folder not removed");
+        }
+    }
+}
+
 impl Drop for Staging {
     fn drop(&mut self) {
         if !self.armed {
