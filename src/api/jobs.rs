@@ -4,7 +4,9 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast;
@@ -16,6 +18,17 @@ use crate::jobs::{Job, JobEvent, JobKind, JobStatus};
 
 /// Longest `?wait=` honoured, in seconds; clients loop for longer waits.
 const MAX_WAIT_SECS: u64 = 300;
+
+/// `202 Accepted` with the new job and `Location: /jobs/{id}`.
+pub fn accepted(job: Job) -> Response {
+    let location = format!("/jobs/{}", job.id);
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        axum::Json(job),
+    )
+        .into_response()
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,23 +1,17 @@
 //! `POST /pulls`.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::Response;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::Json;
+use super::jobs::accepted;
 use crate::jobs::PullRequest;
 
 pub async fn create(
     State(state): State<AppState>,
     Json(request): Json<PullRequest>,
-) -> Result<impl IntoResponse, ApiError> {
-    let job = state.jobs.submit_pull(request).await?;
-    let location = format!("/jobs/{}", job.id);
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        axum::Json(job),
-    ))
+) -> Result<Response, ApiError> {
+    Ok(accepted(state.jobs.submit_pull(request).await?))
 }
