@@ -332,62 +332,89 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// Starts the daemon on a free port. The port is found by binding port 0 and letting it
+    /// go, so another process can take it meanwhile: the daemon must then prove it is ours
+    /// (its cache lies in our folder), else it is started again on another port, afresh.
     async fn start(extra_env: &[(&str, &str)]) -> Daemon {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let docker_config = dir.path().join("docker");
-        std::fs::create_dir(&docker_config).expect("mkdir docker");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hoist"));
-        cmd.arg("serve");
-        // Nothing of the caller's environment may change what the daemon does.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy().into_owned();
-            if key.starts_with("HOIST_")
-                || key.to_ascii_lowercase().ends_with("_proxy")
-                || key.starts_with("LISTEN_")
-            {
-                cmd.env_remove(key);
+        let token = extra_env
+            .iter()
+            .find(|(k, _)| *k == "HOIST_API_TOKEN")
+            .map(|(_, v)| v.to_string());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let dir = tempfile::tempdir().expect("tempdir");
+            let docker_config = dir.path().join("docker");
+            std::fs::create_dir(&docker_config).expect("mkdir docker");
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_hoist"));
+            cmd.arg("serve");
+            // Nothing of the caller's environment may change what the daemon does.
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy().into_owned();
+                if key.starts_with("HOIST_")
+                    || key.to_ascii_lowercase().ends_with("_proxy")
+                    || key.starts_with("LISTEN_")
+                {
+                    cmd.env_remove(key);
+                }
+            }
+            cmd.env("HOIST_LISTEN", format!("127.0.0.1:{port}"))
+                .env("HOIST_DATA_DIR", dir.path().join("data"))
+                .env("HOIST_ROOTS", dir.path().join("roots"))
+                .env("DOCKER_CONFIG", &docker_config)
+                .envs(extra_env.iter().copied())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log);
+            let child = cmd.spawn().expect("starting hoist serve");
+            let mut daemon = Daemon {
+                child,
+                base: format!("http://127.0.0.1:{port}"),
+                dir,
+            };
+            match daemon.wait_ready(token.as_deref()).await {
+                Ok(()) => return daemon,
+                Err(e) if attempt < 3 => {
+                    eprintln!("hoist serve on port {port}: {e}; trying another port");
+                }
+                Err(e) => panic!("hoist serve did not start: {e}\n{}", daemon.log()),
             }
         }
-        cmd.env("HOIST_LISTEN", format!("127.0.0.1:{port}"))
-            .env("HOIST_DATA_DIR", dir.path().join("data"))
-            .env("HOIST_ROOTS", dir.path().join("roots"))
-            .env("DOCKER_CONFIG", &docker_config)
-            .envs(extra_env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log);
-        let child = cmd.spawn().expect("starting hoist serve");
-        let mut daemon = Daemon {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            dir,
-        };
-        daemon.wait_ready().await;
-        daemon
     }
 
-    async fn wait_ready(&mut self) {
+    async fn wait_ready(&mut self, token: Option<&str>) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("hoist serve exited ({status}):\n{}", self.log());
+                return Err(format!("exited ({status})"));
             }
             if let Ok(r) = client().get(self.url("/healthz")).send().await {
                 if r.status() == 200 {
-                    return;
+                    break;
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "hoist serve not ready after 30 s:\n{}",
-                self.log()
-            );
+            if Instant::now() > deadline {
+                return Err("not ready after 30 s".into());
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut request = client().get(self.url("/cache"));
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let cache: Value = match request.send().await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(e) => return Err(format!("GET /cache: {e}")),
+        };
+        let ours = self.data_dir().join("cache");
+        match cache["path"].as_str() {
+            Some(p) if Path::new(p) == ours && matches!(self.child.try_wait(), Ok(None)) => Ok(()),
+            _ => Err(format!("another daemon answers there ({cache})")),
         }
     }
 
@@ -574,7 +601,7 @@ fn spec_is_consistent_and_its_examples_match_its_schemas() {
                     json!({"type": "urn:hoist:problem:x", "title": "T", "status": status,
                            "detail": "d", "code": code})
                 };
-                let validator = spec.validator(&media["schema"], &status).unwrap();
+                let validator = spec.validator(&media["schema"], status).unwrap();
                 let admits = |status: u16| {
                     codes
                         .iter()
@@ -871,9 +898,9 @@ async fn daemon_answers_match_the_spec() {
         ),
         (r#"{"image": "alpine", "dest": ""}"#, 400, "invalid_dest"),
         (
-            r#"{"image": "alpine", "dest": "a", "layout": "git"}"#,
+            r#"{"image": "alpine", "dest": "a", "layout": "tarball"}"#,
             400,
-            "unsupported",
+            "invalid_request",
         ),
         (
             r#"{"image": "alpine", "dest": "/etc/hoist-test"}"#,
@@ -904,6 +931,78 @@ async fn daemon_answers_match_the_spec() {
     .await;
     assert_eq!(a.status, 400, "{}", a.text());
     assert_eq!(spec.check("POST", "/pulls", &a)["code"], "invalid_dest");
+
+    // Builds refused before they become jobs.
+    std::fs::create_dir_all(d.roots().join("src")).unwrap();
+    std::fs::write(d.roots().join("src/hello.txt"), "hello\n").unwrap();
+    std::fs::write(d.roots().join("file"), "not a folder\n").unwrap();
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    for (body, status, code) in [
+        ("{not json".to_string(), 400, "invalid_json"),
+        (
+            r#"{"source": "src", "target": "127.0.0.1:1/x:y", "colour": "blue"}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (r#"{"source": "src"}"#.into(), 400, "invalid_request"),
+        (
+            r#"{"source": "src", "target": "127.0.0.1:1/x:y", "config": {"entry": []}}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            r#"{"source": "src", "target": "127.0.0.1:1/x:y", "compression": "lz4"}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            r#"{"source": "src", "target": "Not A Reference"}"#.into(),
+            400,
+            "invalid_reference",
+        ),
+        (
+            format!(r#"{{"source": "src", "target": "127.0.0.1:1/x@{digest}"}}"#),
+            400,
+            "invalid_reference",
+        ),
+        (
+            r#"{"source": "src", "target": "127.0.0.1:1/x:y", "base": "Not A Reference"}"#
+                .into(),
+            400,
+            "invalid_reference",
+        ),
+        (
+            r#"{"source": "src", "target": "127.0.0.1:1/x:y", "platform": "linux"}"#.into(),
+            400,
+            "invalid_platform",
+        ),
+        (r#"{"source": "../src", "target": "127.0.0.1:1/x:y"}"#.into(), 400, "invalid_source"),
+        (r#"{"source": "", "target": "127.0.0.1:1/x:y"}"#.into(), 400, "invalid_source"),
+        (r#"{"source": "missing", "target": "127.0.0.1:1/x:y"}"#.into(), 400, "invalid_source"),
+        (r#"{"source": "file", "target": "127.0.0.1:1/x:y"}"#.into(), 400, "invalid_source"),
+        (
+            r#"{"source": "src", "target": "127.0.0.1:1/x:y", "config": {"env": ["NOEQ"]}}"#
+                .into(),
+            400,
+            "invalid_config",
+        ),
+        (
+            r#"{"source": "src", "target": "127.0.0.1:1/x:y", "config": {"exposed_ports": ["http"]}}"#
+                .into(),
+            400,
+            "invalid_config",
+        ),
+        (r#"{"source": "/etc", "target": "127.0.0.1:1/x:y"}"#.into(), 403, "source_outside_roots"),
+        (
+            format!(r#"{{"source": "{roots}", "target": "127.0.0.1:1/x:y"}}"#),
+            403,
+            "source_outside_roots",
+        ),
+    ] {
+        let a = send(post_json(&http, d.url("/builds"), &body)).await;
+        assert_eq!(a.status, status, "{body}: {}", a.text());
+        assert_eq!(spec.check("POST", "/builds", &a)["code"], code, "{body}");
+    }
 
     // The router's own answers.
     let a = send(http.get(d.url("/nope"))).await;
@@ -1078,13 +1177,50 @@ async fn daemon_answers_match_the_spec() {
     );
     assert_eq!(names.last(), Some(&"failed"), "{events}");
 
+    // D: a build that makes its layer, then fails to push to a closed port. Followed from
+    // the start: its progress lists its blobs.
+    let body = json!({"source": "src", "target": "127.0.0.1:1/team/app:1.0",
+                      "config": {"entrypoint": ["/app"], "env": ["A=1"], "labels": {"k": "v"}},
+                      "format": "docker", "compression": "zstd", "source_date_epoch": 1700000000,
+                      "auth": {"username": "u", "password": "secret"}, "base_auth": null});
+    let a = send(post_json(&http, d.url("/builds"), &body.to_string())).await;
+    assert_eq!(a.status, 202, "{}", a.text());
+    let job_d = spec.check("POST", "/builds", &a);
+    let id_d = job_d["id"].as_str().unwrap().to_string();
+    assert_eq!(a.header("location"), Some(format!("/jobs/{id_d}").as_str()));
+    assert_eq!(job_d["kind"], "build");
+    assert!(
+        !a.text().contains("secret"),
+        "credentials echoed: {}",
+        a.text()
+    );
+    let stream_d = tokio::spawn(follow(&id_d));
+    let a = send(http.get(d.url(&format!("/jobs/{id_d}?wait=30")))).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let failed = spec.check("GET", "/jobs/{id}", &a);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["error"]["code"], "registry_unreachable", "{failed}");
+    let a = stream_d.await.unwrap();
+    assert_eq!(a.status, 200, "{}", a.text());
+    let events = spec.check("GET", "/jobs/{id}/events", &a);
+    let progress_layers = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "progress")
+        .map(|e| e["data"]["layers"].as_array().map_or(0, Vec::len))
+        .max();
+    // The new layer and the config.
+    assert_eq!(progress_layers, Some(2), "{events}");
+
     // The list, newest first, and its filters.
     for (query, expected) in [
-        ("", vec![&id_c, &id_b, &id_a]),
-        ("?status=failed", vec![&id_c, &id_a]),
+        ("", vec![&id_d, &id_c, &id_b, &id_a]),
+        ("?status=failed", vec![&id_d, &id_c, &id_a]),
         ("?status=cancelled&kind=pull", vec![&id_b]),
-        ("?kind=build", vec![]),
-        ("?limit=1", vec![&id_c]),
+        ("?kind=build", vec![&id_d]),
+        ("?kind=pull&limit=2", vec![&id_c, &id_b]),
+        ("?limit=1", vec![&id_d]),
     ] {
         let a = send(http.get(d.url(&format!("/jobs{query}")))).await;
         assert_eq!(a.status, 200, "{query}: {}", a.text());
@@ -1093,12 +1229,13 @@ async fn daemon_answers_match_the_spec() {
     }
     let a = send(http.get(d.url("/metrics"))).await;
     let text = spec.check("GET", "/metrics", &a);
-    assert!(
-        text.as_str()
-            .unwrap()
-            .contains("hoist_jobs{kind=\"pull\",status=\"failed\"} 2"),
-        "{text}"
-    );
+    for series in [
+        "hoist_jobs{kind=\"pull\",status=\"failed\"} 2",
+        "hoist_jobs{kind=\"build\",status=\"failed\"} 1",
+        "hoist_jobs{kind=\"pull\",status=\"cancelled\"} 1",
+    ] {
+        assert!(text.as_str().unwrap().contains(series), "{series}: {text}");
+    }
 
     // With HOIST_API_TOKEN: /healthz stays open, the rest needs the token.
     let t = Daemon::start(&[("HOIST_API_TOKEN", "sesame")]).await;
