@@ -4,6 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::config::PathError;
 use crate::jobs::{JobsError, RequestError};
 use crate::registry::RegistryError;
 use crate::store::StoreError;
@@ -65,8 +66,10 @@ impl IntoResponse for ApiError {
 impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
         let status = match &e {
-            RequestError::Path(p) if p.code() == "dest_outside_roots" => StatusCode::FORBIDDEN,
-            RequestError::Source(p) if p.code() == "dest_outside_roots" => StatusCode::FORBIDDEN,
+            RequestError::Path(PathError::OutsideRoots { .. } | PathError::IsRoot(_))
+            | RequestError::Source(PathError::OutsideRoots { .. } | PathError::IsRoot(_)) => {
+                StatusCode::FORBIDDEN
+            }
             RequestError::DestExists(_) => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         };

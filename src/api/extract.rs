@@ -18,6 +18,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                return ApiError::new(
+                    e.status(),
+                    "body_too_large",
+                    "the request body is larger than 2 MiB; requests are small JSON documents",
+                );
+            }
             ApiError::bad_request(
                 "invalid_request",
                 format!("reading request body: {}", e.body_text()),
@@ -76,6 +83,20 @@ fn query_rejection(e: QueryRejection) -> ApiError {
         "invalid_query",
         format!("query string: {}", source_text(&e)),
     )
+}
+
+/// `axum::extract::Path`, answering undecodable path parameters with 400 `invalid_path`.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(e) => Err(ApiError::bad_request("invalid_path", e.body_text())),
+        }
+    }
 }
 
 /// For endpoints that take no query parameters: any given is a 400 `invalid_query`.

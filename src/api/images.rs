@@ -68,7 +68,8 @@ pub async fn inspect(
         .resolve(&reference, platform.as_ref(), None)
         .await?;
     let ManifestKind::Image { config, layers } = &image.manifest.kind else {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             "unsupported_manifest",
             format!("{reference} resolved to an index, not an image"),
         ));

@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::Query;
+use super::extract::{Path, Query};
 use crate::jobs::{Job, JobEvent, JobKind, JobStatus};
 
 /// Longest `?wait=` honoured, in seconds; clients loop for longer waits.

@@ -80,12 +80,18 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
         std::sync::atomic::Ordering::Relaxed,
     );
     if let Some(token) = &state.api_token {
-        let open = req.uri().path() == "/healthz" && req.method() == axum::http::Method::GET;
+        let open = req.uri().path() == "/healthz"
+            && matches!(
+                *req.method(),
+                axum::http::Method::GET | axum::http::Method::HEAD
+            );
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
         if !open && !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
             let mut resp = ApiError::new(
                 StatusCode::UNAUTHORIZED,

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use super::JobEnv;
+use super::cancel::cancellable;
 use super::errors::io_error;
 use super::fetch::{Fetcher, PrivateDir};
 use super::model::{JobError, now_rfc3339};
@@ -43,9 +44,12 @@ pub async fn run(
     tracker.set_phase("resolving");
     let base = match &spec.base {
         Some(reference) => Some(
-            env.registry
-                .resolve(reference, spec.platform.as_ref(), base_auth.as_ref())
-                .await?,
+            cancellable(
+                cancel,
+                env.registry
+                    .resolve(reference, spec.platform.as_ref(), base_auth.as_ref()),
+            )
+            .await?,
         ),
         None => None,
     };

@@ -7,6 +7,7 @@
 //! know nothing of jobs.
 
 mod build;
+mod cancel;
 mod errors;
 mod fetch;
 mod metrics;

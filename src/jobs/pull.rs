@@ -12,6 +12,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::JobEnv;
+use super::cancel::cancellable;
 use super::errors::io_error;
 use super::fetch::{Fetcher, PrivateDir};
 use super::model::JobError;
@@ -31,10 +32,12 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> Result<serde_json::Value, JobError> {
     tracker.set_phase("resolving");
-    let image = env
-        .registry
-        .resolve(&spec.reference, spec.platform.as_ref(), auth.as_ref())
-        .await?;
+    let image = cancellable(
+        cancel,
+        env.registry
+            .resolve(&spec.reference, spec.platform.as_ref(), auth.as_ref()),
+    )
+    .await?;
     let ManifestKind::Image { layers, .. } = &image.manifest.kind else {
         return Err(JobError::new(
             "unsupported_manifest",
