@@ -39,7 +39,8 @@ enum Listener {
 }
 
 /// The socket systemd passed (LISTEN_FDS/LISTEN_PID), else `config.listen`.
-async fn listen(config: &Config) -> anyhow::Result<(Listener, String)> {
+/// The third value is true when the socket was inherited (and so is not ours to remove).
+async fn listen(config: &Config) -> anyhow::Result<(Listener, String, bool)> {
     let mut fds = listenfd::ListenFd::from_env();
     if fds.len() > 0 {
         if let Ok(Some(l)) = fds.take_tcp_listener(0) {
@@ -48,6 +49,7 @@ async fn listen(config: &Config) -> anyhow::Result<(Listener, String)> {
             return Ok((
                 Listener::Tcp(tokio::net::TcpListener::from_std(l)?),
                 format!("systemd socket {addr}"),
+                true,
             ));
         }
         if let Ok(Some(l)) = fds.take_unix_listener(0) {
@@ -55,6 +57,7 @@ async fn listen(config: &Config) -> anyhow::Result<(Listener, String)> {
             return Ok((
                 Listener::Unix(tokio::net::UnixListener::from_std(l)?),
                 "systemd unix socket".into(),
+                true,
             ));
         }
         anyhow::bail!("LISTEN_FDS is set but fd 3 is neither a TCP nor a Unix stream socket");
@@ -65,7 +68,7 @@ async fn listen(config: &Config) -> anyhow::Result<(Listener, String)> {
                 .await
                 .with_context(|| format!("listening on {addr}"))?;
             let local = l.local_addr()?.to_string();
-            Ok((Listener::Tcp(l), local))
+            Ok((Listener::Tcp(l), local, false))
         }
         Listen::Unix(path) => {
             if let Some(parent) = path.parent() {
@@ -83,7 +86,7 @@ async fn listen(config: &Config) -> anyhow::Result<(Listener, String)> {
                 .with_context(|| format!("listening on unix:{}", path.display()))?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
                 .with_context(|| format!("chmod 0660 {}", path.display()))?;
-            Ok((Listener::Unix(l), format!("unix:{}", path.display())))
+            Ok((Listener::Unix(l), format!("unix:{}", path.display()), false))
         }
     }
 }
@@ -126,7 +129,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await?;
 
-    let (listener, addr) = listen(&config).await?;
+    let (listener, addr, inherited) = listen(&config).await?;
     let last_request = Arc::new(AtomicU64::new(now_secs()));
     let app = router(AppState {
         jobs: jobs.clone(),
@@ -156,27 +159,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Listener::Unix(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
         }
     };
-    let deadline = async {
+    let stopping = async {
         stop.cancelled().await;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         tracing::info!(
             "stopping: no new requests; running jobs are interrupted and resume at next start"
         );
-        let jobs_stopped = jobs.shutdown(JOB_GRACE);
-        let connections = tokio::time::sleep(CONNECTION_GRACE);
-        tokio::join!(jobs_stopped, connections);
+        jobs.shutdown(JOB_GRACE).await;
     };
-    tokio::select! {
-        r = server => {
-            r.context("serving")?;
-            jobs.shutdown(JOB_GRACE).await;
-        }
-        _ = deadline => {}
-    }
-    if let Listen::Unix(path) = &config.listen {
-        if std::env::var_os("LISTEN_FDS").is_none() {
-            let _ = std::fs::remove_file(path);
-        }
+    // Long polls and event streams get a few seconds to end before the daemon exits anyway.
+    let serving = async {
+        let result = tokio::select! {
+            r = server => r.context("serving"),
+            _ = async {
+                stop.cancelled().await;
+                tokio::time::sleep(CONNECTION_GRACE).await;
+            } => Ok(()),
+        };
+        stop.cancel();
+        result
+    };
+    let (served, ()) = tokio::join!(serving, stopping);
+    served?;
+    if let (Listen::Unix(path), false) = (&config.listen, inherited) {
+        let _ = std::fs::remove_file(path);
     }
     tracing::info!("stopped");
     Ok(())

@@ -135,6 +135,8 @@ fn async_stream(
         first: Option<Job>,
         rx: broadcast::Receiver<JobEvent>,
         done: bool,
+        /// Status last sent: the first row and the broadcast can carry the same change.
+        last: Option<JobStatus>,
     }
     futures_util::stream::unfold(
         St {
@@ -143,6 +145,7 @@ fn async_stream(
             first: Some(first),
             rx,
             done: false,
+            last: None,
         },
         |mut st| async move {
             if st.done {
@@ -150,12 +153,14 @@ fn async_stream(
             }
             if let Some(job) = st.first.take() {
                 st.done = job.status.is_terminal();
+                st.last = Some(job.status);
                 return Some((Ok(state_event(&job)), st));
             }
             loop {
                 match st.rx.recv().await {
-                    Ok(JobEvent::State(job)) if job.id == st.id => {
+                    Ok(JobEvent::State(job)) if job.id == st.id && st.last != Some(job.status) => {
                         st.done = job.status.is_terminal();
+                        st.last = Some(job.status);
                         return Some((Ok(state_event(&job)), st));
                     }
                     Ok(JobEvent::Progress { id, progress }) if id == st.id => {

@@ -60,6 +60,32 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         "# HELP hoist_cache_blobs Blobs in the cache.\n# TYPE hoist_cache_blobs gauge\nhoist_cache_blobs {}",
         stats.blobs
     );
+    let registry = &state.jobs.env().registry;
+    out.push_str("# HELP hoist_registry_requests_total Registry HTTP requests by response status (0: no answer).\n");
+    out.push_str("# TYPE hoist_registry_requests_total counter\n");
+    for (status, n) in registry.request_counts() {
+        let _ = writeln!(
+            out,
+            "hoist_registry_requests_total{{status=\"{status}\"}} {n}"
+        );
+    }
+    for (name, help, value) in [
+        (
+            "hoist_registry_download_bytes_total",
+            "Blob bytes received from registries.",
+            registry.bytes_downloaded(),
+        ),
+        (
+            "hoist_registry_upload_bytes_total",
+            "Blob bytes sent to registries.",
+            registry.bytes_uploaded(),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -70,13 +70,22 @@ fn base_env_is_merged_by_key_in_place() {
 #[test]
 fn labels_merge_and_ports_add_to_the_base() {
     let overrides = ConfigOverrides {
-        labels: Some(BTreeMap::from([("b".into(), "new".into()), ("c".into(), "3".into())])),
+        labels: Some(BTreeMap::from([
+            ("b".into(), "new".into()),
+            ("c".into(), "3".into()),
+        ])),
         exposed_ports: Some(vec!["53/UDP".into()]),
         ..Default::default()
     };
     let c = build(Some(&base()), &overrides, "linux/amd64");
-    assert_eq!(c["config"]["Labels"], json!({"a": "1", "b": "new", "c": "3"}));
-    assert_eq!(c["config"]["ExposedPorts"], json!({"22/tcp": {}, "53/udp": {}}));
+    assert_eq!(
+        c["config"]["Labels"],
+        json!({"a": "1", "b": "new", "c": "3"})
+    );
+    assert_eq!(
+        c["config"]["ExposedPorts"],
+        json!({"22/tcp": {}, "53/udp": {}})
+    );
 }
 
 #[test]
@@ -114,7 +123,10 @@ fn base_layers_history_and_other_settings_are_kept() {
     );
     let history = c["history"].as_array().unwrap();
     assert_eq!(history.len(), 2);
-    assert_eq!(history[1], json!({"created": CREATED, "created_by": "hoist build app/dist"}));
+    assert_eq!(
+        history[1],
+        json!({"created": CREATED, "created_by": "hoist build app/dist"})
+    );
     assert_eq!(c["config"]["Healthcheck"], json!({"Test": ["CMD", "true"]}));
     assert_eq!(c["config"]["User"], "1000");
     assert_eq!(c["config"]["WorkingDir"], "/srv");
@@ -137,17 +149,56 @@ fn overrides_refuse_unknown_fields() {
 #[test]
 fn validate_refuses_bad_env_ports_and_labels() {
     let cases = [
-        (ConfigOverrides { env: Some(vec!["NOVALUE".into()]), ..Default::default() }, "env"),
-        (ConfigOverrides { env: Some(vec!["=x".into()]), ..Default::default() }, "env"),
-        (ConfigOverrides { exposed_ports: Some(vec!["http".into()]), ..Default::default() }, "exposed_ports"),
-        (ConfigOverrides { exposed_ports: Some(vec!["80/icmp".into()]), ..Default::default() }, "exposed_ports"),
-        (ConfigOverrides { exposed_ports: Some(vec!["0".into()]), ..Default::default() }, "exposed_ports"),
-        (ConfigOverrides { labels: Some(BTreeMap::from([(String::new(), "v".into())])), ..Default::default() }, "labels"),
+        (
+            ConfigOverrides {
+                env: Some(vec!["NOVALUE".into()]),
+                ..Default::default()
+            },
+            "env",
+        ),
+        (
+            ConfigOverrides {
+                env: Some(vec!["=x".into()]),
+                ..Default::default()
+            },
+            "env",
+        ),
+        (
+            ConfigOverrides {
+                exposed_ports: Some(vec!["http".into()]),
+                ..Default::default()
+            },
+            "exposed_ports",
+        ),
+        (
+            ConfigOverrides {
+                exposed_ports: Some(vec!["80/icmp".into()]),
+                ..Default::default()
+            },
+            "exposed_ports",
+        ),
+        (
+            ConfigOverrides {
+                exposed_ports: Some(vec!["0".into()]),
+                ..Default::default()
+            },
+            "exposed_ports",
+        ),
+        (
+            ConfigOverrides {
+                labels: Some(BTreeMap::from([(String::new(), "v".into())])),
+                ..Default::default()
+            },
+            "labels",
+        ),
     ];
     for (overrides, field) in cases {
         let e = overrides.validate().unwrap_err();
         assert_eq!(e.code(), "invalid_config");
-        assert!(e.to_string().starts_with(&format!("config {field} ")), "{e}");
+        assert!(
+            e.to_string().starts_with(&format!("config {field} ")),
+            "{e}"
+        );
     }
     let fine = ConfigOverrides {
         env: Some(vec!["K=".into(), "A=b=c".into()]),
@@ -160,7 +211,10 @@ fn validate_refuses_bad_env_ports_and_labels() {
 #[test]
 fn same_inputs_give_the_same_bytes() {
     let o = ConfigOverrides {
-        labels: Some(BTreeMap::from([("z".into(), "1".into()), ("a".into(), "2".into())])),
+        labels: Some(BTreeMap::from([
+            ("z".into(), "1".into()),
+            ("a".into(), "2".into()),
+        ])),
         ..Default::default()
     };
     let platform = "linux/amd64".parse().unwrap();

@@ -125,7 +125,12 @@ impl GitHistory {
     /// message is `layer N/TOTAL: <digest>`, then `created_by` when known.
     pub async fn commit_layer(&self, layer: LayerCommit<'_>) -> Result<(), ImageError> {
         self.git(&["add", "--all", "--force"], &[]).await?;
-        let mut message = format!("layer {}/{}: {}", layer.index + 1, layer.total, layer.digest);
+        let mut message = format!(
+            "layer {}/{}: {}",
+            layer.index + 1,
+            layer.total,
+            layer.digest
+        );
         if let Some(created_by) = layer.created_by.filter(|c| !c.trim().is_empty()) {
             message.push_str("\n\n");
             message.push_str(created_by.trim());
@@ -136,7 +141,16 @@ impl GitHistory {
             ("GIT_COMMITTER_DATE", date),
         ];
         self.git(
-            &["commit", "-q", "--allow-empty", "--no-verify", "--no-gpg-sign", "--cleanup=verbatim", "-m", &message],
+            &[
+                "commit",
+                "-q",
+                "--allow-empty",
+                "--no-verify",
+                "--no-gpg-sign",
+                "--cleanup=verbatim",
+                "-m",
+                &message,
+            ],
             &env,
         )
         .await?;
@@ -152,18 +166,23 @@ impl GitHistory {
             return Err(ImageError::GitDirInImage { path: target });
         }
         // Exit status 5: the key was not set; fine.
-        let unset = self.run(&["config", "--unset", "core.worktree"], &[]).await?;
+        let unset = self
+            .run(&["config", "--unset", "core.worktree"], &[])
+            .await?;
         if !matches!(unset.status.code(), Some(0 | 5)) {
             return Err(failure("config", &unset));
         }
         self.git(&["config", "core.bare", "false"], &[]).await?;
-        rustix::fs::renameat_with(CWD, &self.git_dir, CWD, &target, RenameFlags::NOREPLACE)
-            .map_err(|e| match e {
+        rustix::fs::renameat_with(CWD, &self.git_dir, CWD, &target, RenameFlags::NOREPLACE).map_err(
+            |e| match e {
                 rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY => {
-                    ImageError::GitDirInImage { path: target.clone() }
+                    ImageError::GitDirInImage {
+                        path: target.clone(),
+                    }
                 }
                 other => ImageError::io(&self.git_dir)(other.into()),
-            })
+            },
+        )
     }
 
     /// Runs `git <args>` on this repository with the safe settings; its stdout.

@@ -95,16 +95,30 @@ pub async fn build_layer(
     let _stop = cancel.clone().drop_guard();
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
     let producer = {
-        let (source, out_path, cancel) = (source.to_path_buf(), out_file.to_path_buf(), cancel.clone());
+        let (source, out_path, cancel) =
+            (source.to_path_buf(), out_file.to_path_buf(), cancel.clone());
         let options = HeaderOptions {
             keep_owners: opts.keep_owners,
             source_date_epoch: opts.source_date_epoch,
         };
         tokio::task::spawn_blocking(move || {
             let root = walk::open_source(&source)?;
-            let entries = walk::list(root.try_clone().map_err(ImageError::io(&source))?, &source, skip, &cancel)?;
+            let entries = walk::list(
+                root.try_clone().map_err(ImageError::io(&source))?,
+                &source,
+                skip,
+                &cancel,
+            )?;
             let mut sink = ChunkSink::new(tx);
-            write_tar(root.as_fd(), &source, &entries, options, &mut sink, &out_path, &cancel)?;
+            write_tar(
+                root.as_fd(),
+                &source,
+                &entries,
+                options,
+                &mut sink,
+                &out_path,
+                &cancel,
+            )?;
             sink.finish().map_err(ImageError::io(&out_path))
         })
     };
@@ -120,14 +134,22 @@ pub async fn build_layer(
         };
         let Some(chunk) = chunk else { break };
         diff_id.update(&chunk);
-        out.write_all(&chunk).await.map_err(|e| ImageError::io(out_file)(e))?;
+        out.write_all(&chunk)
+            .await
+            .map_err(|e| ImageError::io(out_file)(e))?;
     }
     // The channel closed: the tar stage ended, well or not.
     producer.await.map_err(|e| {
         ImageError::io(source)(io::Error::other(format!("the layer encoder stopped: {e}")))
     })??;
-    out.shutdown().await.map_err(|e| ImageError::io(out_file)(e))?;
-    let HashingWriter { inner: file, hasher, written } = out.into_inner();
+    out.shutdown()
+        .await
+        .map_err(|e| ImageError::io(out_file)(e))?;
+    let HashingWriter {
+        inner: file,
+        hasher,
+        written,
+    } = out.into_inner();
     file.sync_all().await.map_err(write_err)?;
     guard.0 = None;
     Ok(BuiltLayer {
@@ -212,7 +234,11 @@ impl<W> HashingWriter<W> {
 }
 
 impl<W: AsyncWrite + Unpin> AsyncWrite for HashingWriter<W> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
         this.hasher.update(&buf[..n]);

@@ -1,6 +1,5 @@
 use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::registry::media_types as mt;
@@ -23,9 +22,23 @@ struct Entry {
     username: Vec<u8>,
 }
 
+/// Sets the mtime of `path` itself (a FIFO is not opened, a symlink not followed).
 fn set_mtime(path: &Path, secs: u64) {
-    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
-    std::fs::File::open(path).unwrap().set_modified(t).unwrap();
+    let t = rustix::fs::Timespec {
+        tv_sec: secs as i64,
+        tv_nsec: 0,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
 }
 
 fn chmod(path: &Path, mode: u32) {
@@ -44,16 +57,27 @@ fn sample_source() -> tempfile::TempDir {
     std::fs::write(p.join("data.txt"), vec![b'x'; 1500]).unwrap();
     std::fs::hard_link(p.join("data.txt"), p.join("zz-same")).unwrap();
     std::os::unix::fs::symlink("bin/tool", p.join("link")).unwrap();
-    rustix::fs::mkfifoat(rustix::fs::CWD, p.join("fifo"), rustix::fs::Mode::from_raw_mode(0o600))
-        .unwrap();
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        p.join("fifo"),
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
     let long = format!("{}/{}", "d".repeat(90), "f".repeat(60));
     std::fs::create_dir_all(p.join("d".repeat(90))).unwrap();
     std::fs::write(p.join(&long), b"long").unwrap();
     let _socket = std::os::unix::net::UnixListener::bind(p.join("sock")).unwrap();
-    for name in ["bin/tool", "data.txt", "link", "fifo", "tmp", "bin", &long, &"d".repeat(90)] {
-        if name != "link" {
-            set_mtime(&p.join(name), 1_700_000_000);
-        }
+    for name in [
+        "bin/tool",
+        "data.txt",
+        "link",
+        "fifo",
+        "tmp",
+        "bin",
+        &long,
+        &"d".repeat(90),
+    ] {
+        set_mtime(&p.join(name), 1_700_000_000);
     }
     t
 }
@@ -143,7 +167,17 @@ async fn entries_are_sorted_typed_and_stripped_of_owners() {
     let names: Vec<&str> = list.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(
         names,
-        ["bin/", "bin/tool", long_dir.as_str(), long_file.as_str(), "data.txt", "fifo", "link", "tmp/", "zz-same"]
+        [
+            "bin/",
+            "bin/tool",
+            "data.txt",
+            long_dir.as_str(),
+            long_file.as_str(),
+            "fifo",
+            "link",
+            "tmp/",
+            "zz-same"
+        ]
     );
     let by = |n: &str| list.iter().find(|e| e.name == n).unwrap();
     assert_eq!(by("bin/tool").mode, 0o4755);
@@ -208,7 +242,10 @@ async fn every_compression_holds_the_same_tar() {
     };
     let (plain, blob) = build(source.path(), &plain_opts).await;
     assert_eq!(plain.media_type, mt::OCI_LAYER);
-    assert_eq!((plain.digest.clone(), plain.size), (gzip.diff_id, blob.len() as u64));
+    assert_eq!(
+        (plain.digest.clone(), plain.size),
+        (gzip.diff_id, blob.len() as u64)
+    );
 }
 
 #[tokio::test]
@@ -217,15 +254,22 @@ async fn failures_and_cancellation_leave_no_output_file() {
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("layer");
 
-    let missing = build_layer(&out.path().join("nope"), &file, &OCI_GZIP, &CancellationToken::new())
-        .await
-        .unwrap_err();
+    let missing = build_layer(
+        &out.path().join("nope"),
+        &file,
+        &OCI_GZIP,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(missing.code(), "invalid_source");
     assert!(!file.exists());
 
     let cancel = CancellationToken::new();
     cancel.cancel();
-    let e = build_layer(source.path(), &file, &OCI_GZIP, &cancel).await.unwrap_err();
+    let e = build_layer(source.path(), &file, &OCI_GZIP, &cancel)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), "cancelled");
     assert!(!file.exists());
 

@@ -60,7 +60,12 @@ pub fn convert_layer_media_type(format: Format, media_type: &str) -> String {
     let Some(compression) = Compression::from_media_type(media_type) else {
         return media_type.to_string();
     };
-    let essence = media_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = media_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     let restricted =
         essence == DOCKER_FOREIGN_GZIP || OCI_NONDISTRIBUTABLE.contains(&essence.as_str());
     match (format, restricted, compression) {
@@ -171,8 +176,21 @@ mod tests {
         assert_eq!(media_type, mt::DOCKER_MANIFEST);
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["config"]["mediaType"], mt::DOCKER_CONFIG);
-        let types: Vec<_> = v["layers"].as_array().unwrap().iter().map(|l| l["mediaType"].as_str().unwrap()).collect();
-        assert_eq!(types, [mt::DOCKER_LAYER_GZIP, mt::DOCKER_LAYER_ZSTD, mt::DOCKER_LAYER, mt::DOCKER_LAYER_GZIP]);
+        let types: Vec<_> = v["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["mediaType"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                mt::DOCKER_LAYER_GZIP,
+                mt::DOCKER_LAYER_ZSTD,
+                mt::DOCKER_LAYER,
+                mt::DOCKER_LAYER_GZIP
+            ]
+        );
     }
 
     #[test]
@@ -189,6 +207,9 @@ mod tests {
             convert_layer_media_type(Format::Oci, mt::DOCKER_LAYER_ZSTD),
             mt::OCI_LAYER_ZSTD
         );
-        assert_eq!(convert_layer_media_type(Format::Oci, "application/x-other"), "application/x-other");
+        assert_eq!(
+            convert_layer_media_type(Format::Oci, "application/x-other"),
+            "application/x-other"
+        );
     }
 }

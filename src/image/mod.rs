@@ -36,7 +36,9 @@ pub enum ImageError {
     #[error("build source {path}: {reason}")]
     InvalidSource { path: PathBuf, reason: String },
     /// A file of the source changed (size, type or inode) between listing and reading.
-    #[error("build source entry {path}: {reason} while the layer was being built; try again once the folder is quiet")]
+    #[error(
+        "build source entry {path}: {reason} while the layer was being built; try again once the folder is quiet"
+    )]
     SourceChanged { path: PathBuf, reason: String },
     #[error("{path}: {source}")]
     Io {
@@ -56,7 +58,9 @@ pub enum ImageError {
     GitFailed { command: String, reason: String },
     /// The image's own tree has a `.git` at its root, where the `git` layout puts its
     /// repository.
-    #[error("the image has its own {path} at the root of its tree, so it cannot be pulled with layout git; pull it with layout rootfs")]
+    #[error(
+        "the image has its own {path} at the root of its tree, so it cannot be pulled with layout git; pull it with layout rootfs"
+    )]
     GitDirInImage { path: PathBuf },
     #[error("cancelled")]
     Cancelled,
@@ -104,7 +108,10 @@ mod tests {
             ImageError::Cancelled,
         ];
         let codes: Vec<_> = errors.iter().map(ImageError::code).collect();
-        assert_eq!(codes, ["invalid_source", "io_error", "git_failed", "cancelled"]);
+        assert_eq!(
+            codes,
+            ["invalid_source", "io_error", "git_failed", "cancelled"]
+        );
         assert!(errors[0].to_string().contains("/s: not a folder"));
     }
 }

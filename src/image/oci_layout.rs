@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::ImageError;
+use super::{Format, ImageError, build_manifest};
 use crate::digest::Digest;
 use crate::registry::{LayerDescriptor, Platform, Reference, media_types};
 
@@ -60,7 +60,10 @@ impl OciLayout {
             dir: dir.to_path_buf(),
         };
         layout
-            .write_file(&dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+            .write_file(
+                &dir.join("oci-layout"),
+                br#"{"imageLayoutVersion":"1.0.0"}"#,
+            )
             .await?;
         Ok(layout)
     }
@@ -104,6 +107,31 @@ impl OciLayout {
         let path = self.blob_path(&digest);
         self.write_file(&path, bytes).await?;
         Ok(digest)
+    }
+
+    /// Writes an image's manifest as a blob and returns what [`OciLayout::finish`] needs.
+    /// An OCI manifest is written as it is (`bytes`, digest unchanged); a Docker schema 2
+    /// one is rewritten as the OCI manifest of the same `config` and `layers` (what
+    /// `skopeo copy … oci:` does; the digest then differs from the registry's), because
+    /// skopeo and umoci look up only OCI manifests in a layout.
+    pub async fn add_manifest(
+        &self,
+        media_type: &str,
+        bytes: &[u8],
+        config: &LayerDescriptor,
+        layers: &[LayerDescriptor],
+    ) -> Result<LayerDescriptor, ImageError> {
+        let (bytes, media_type) = if media_type == media_types::OCI_MANIFEST {
+            (bytes.to_vec(), media_types::OCI_MANIFEST)
+        } else {
+            build_manifest(Format::Oci, config, layers)
+        };
+        let digest = self.add_document(&bytes).await?;
+        Ok(LayerDescriptor {
+            media_type: media_type.to_string(),
+            digest,
+            size: bytes.len() as u64,
+        })
     }
 
     /// Writes `index.json` naming `manifest` (already added as a blob) for `platform`.

@@ -65,10 +65,10 @@ pub(super) fn write_tar(
             if cancel.is_cancelled() {
                 return Err(ImageError::Cancelled);
             }
-            let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(buf.len());
-            let n = file
-                .read(&mut buf[..want])
-                .map_err(ImageError::io(&path))?;
+            let want = usize::try_from(remaining)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let n = file.read(&mut buf[..want]).map_err(ImageError::io(&path))?;
             if n == 0 {
                 return Err(ImageError::SourceChanged {
                     path,
@@ -261,13 +261,23 @@ mod tests {
         assert_eq!(pax.entry_type(), EntryType::XHeader);
         let len = pax.raw_entry_size().unwrap() as usize;
         let records = &b[BLOCK..BLOCK + len];
-        assert_eq!(records, [pax_record("path", name.as_bytes()), pax_record("linkpath", target.as_bytes())].concat());
+        assert_eq!(
+            records,
+            [
+                pax_record("path", name.as_bytes()),
+                pax_record("linkpath", target.as_bytes())
+            ]
+            .concat()
+        );
         assert_eq!(b.len(), BLOCK + len.div_ceil(BLOCK) * BLOCK + BLOCK);
     }
 
     #[test]
     fn device_numbers_are_recorded() {
-        let b = header_blocks(&entry("dev/null", Kind::CharDevice { major: 1, minor: 3 }), DEFAULTS);
+        let b = header_blocks(
+            &entry("dev/null", Kind::CharDevice { major: 1, minor: 3 }),
+            DEFAULTS,
+        );
         let h = Header::from_byte_slice(&b);
         assert_eq!(h.entry_type(), EntryType::Char);
         assert_eq!(h.device_major().unwrap(), Some(1));

@@ -35,24 +35,39 @@ pub(super) struct SourceEntry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Kind {
     /// A regular file; `id` is (device, inode), to check it is the same file when read.
-    File { size: u64, id: (u64, u64) },
+    File {
+        size: u64,
+        id: (u64, u64),
+    },
     /// A later name of a regular file that an earlier entry (`target`) already holds.
-    HardLink { target: Vec<u8> },
+    HardLink {
+        target: Vec<u8>,
+    },
     Dir,
-    Symlink { target: Vec<u8> },
+    Symlink {
+        target: Vec<u8>,
+    },
     Fifo,
-    CharDevice { major: u32, minor: u32 },
-    BlockDevice { major: u32, minor: u32 },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
 }
 
 /// Opens the source folder, refusing a symlink or anything but a directory.
 pub(super) fn open_source(source: &Path) -> Result<OwnedFd, ImageError> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     rustix::fs::open(source, flags, Mode::empty()).map_err(|e| {
+        // The kernel says ENOTDIR or ELOOP for a symlink; lstat tells which it was.
+        let is_symlink = std::fs::symlink_metadata(source).is_ok_and(|m| m.is_symlink());
         let reason = match e {
+            _ if is_symlink => "is a symlink; give the folder it points to".to_string(),
             rustix::io::Errno::NOENT => "does not exist".to_string(),
             rustix::io::Errno::NOTDIR => "is not a folder".to_string(),
-            rustix::io::Errno::LOOP => "is a symlink; give the folder it points to".to_string(),
             other => std::io::Error::from(other).to_string(),
         };
         ImageError::InvalidSource {
@@ -72,8 +87,7 @@ pub(super) fn open_listed_file(
     id: (u64, u64),
 ) -> Result<std::fs::File, ImageError> {
     let path = display_path(source, name);
-    let resolve =
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
     let fd = rustix::fs::openat2(root, name, flags, Mode::empty(), resolve).map_err(|e| {
         ImageError::SourceChanged {
@@ -86,8 +100,7 @@ pub(super) fn open_listed_file(
         path: path.clone(),
         reason: reason.to_string(),
     };
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
-        || (st.st_dev, st.st_ino) != id
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || (st.st_dev, st.st_ino) != id
     {
         return Err(changed("was replaced"));
     }
@@ -102,6 +115,9 @@ pub(super) fn display_path(source: &Path, name: &[u8]) -> PathBuf {
     source.join(OsStr::from_bytes(name))
 }
 
+/// Directories still to list: (parent, name, relative path).
+type Pending = Vec<(Arc<OwnedFd>, Vec<u8>, Vec<u8>)>;
+
 /// Lists everything below `root` (not the root itself), sorted and with hardlinks
 /// resolved. Sockets are skipped (a tar cannot hold them); so is the file `skip`
 /// (device, inode), the layer being written when it lies inside the source.
@@ -111,13 +127,21 @@ pub(super) fn list(
     skip: Option<(u64, u64)>,
     cancel: &CancellationToken,
 ) -> Result<Vec<SourceEntry>, ImageError> {
-    // Directories still to list: (parent, name, relative path). Holding the parent's
-    // descriptor until then keeps the walk inside the folder even if names move.
+    // Holding a parent's descriptor until its children are opened keeps the walk inside
+    // the folder even if names move meanwhile.
     let root = Arc::new(root);
-    let mut pending: Vec<(Arc<OwnedFd>, Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut pending: Pending = Vec::new();
     let mut entries = Vec::new();
     let mut nlinks = HashMap::new();
-    list_dir(&root, &[], source, skip, &mut entries, &mut nlinks, &mut pending)?;
+    list_dir(
+        &root,
+        &[],
+        source,
+        skip,
+        &mut entries,
+        &mut nlinks,
+        &mut pending,
+    )?;
     while let Some((parent, name, rel)) = pending.pop() {
         if cancel.is_cancelled() {
             return Err(ImageError::Cancelled);
@@ -126,18 +150,27 @@ pub(super) fn list(
         let dir = rustix::fs::openat(parent.as_fd(), name.as_slice(), flags, Mode::empty())
             .map_err(|e| ImageError::SourceChanged {
                 path: display_path(source, &rel),
-                reason: format!("could not be opened as a folder ({})", std::io::Error::from(e)),
+                reason: format!(
+                    "could not be opened as a folder ({})",
+                    std::io::Error::from(e)
+                ),
             })?;
         drop(parent);
         let dir = Arc::new(dir);
-        list_dir(&dir, &rel, source, skip, &mut entries, &mut nlinks, &mut pending)?;
+        list_dir(
+            &dir,
+            &rel,
+            source,
+            skip,
+            &mut entries,
+            &mut nlinks,
+            &mut pending,
+        )?;
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     link_duplicates(&mut entries, &nlinks);
     Ok(entries)
 }
-
-type Pending = Vec<(Arc<OwnedFd>, Vec<u8>, Vec<u8>)>;
 
 fn list_dir(
     dir: &Arc<OwnedFd>,

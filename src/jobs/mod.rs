@@ -18,6 +18,7 @@ mod request;
 mod table;
 
 pub use metrics::{BUCKETS as DURATION_BUCKETS, JobMetrics};
+use model::subject;
 pub use model::{Job, JobError, JobEvent, JobKind, JobStatus, LayerProgress, Progress};
 pub use request::{
     BuildCompression, BuildRequest, BuildSpec, CacheMode, Layout, PullRequest, PullSpec,
@@ -138,9 +139,9 @@ impl Jobs {
                     Some(&error),
                 )
                 .await?;
-                tracing::warn!(job = %job.id, "job failed after restart: credentials_lost");
+                tracing::warn!(job = %job.id, image = subject(&job.request), "job failed after restart: credentials_lost");
             } else {
-                tracing::info!(job = %job.id, "re-queued after restart");
+                tracing::info!(job = %job.id, image = subject(&job.request), "re-queued after restart");
                 let _ = self.inner.queue.send(job.id);
             }
         }
@@ -203,7 +204,7 @@ impl Jobs {
             self.lock_secrets().insert(id.clone(), secrets);
         }
         let job = table::insert(&self.inner.db, &id, kind, &request, had_credentials).await?;
-        tracing::info!(job = %id, kind = kind.as_str(), request = %request, "job queued");
+        tracing::info!(job = %id, image = subject(&request), kind = kind.as_str(), request = %request, "job queued");
         self.publish_state(&job);
         let _ = self.inner.queue.send(id);
         Ok(job)
@@ -284,7 +285,7 @@ impl Jobs {
             self.lock_secrets().remove(id);
             let job = self.get(id).await?;
             self.publish_state(&job);
-            tracing::info!(job = %id, "job cancelled while queued");
+            tracing::info!(job = %id, image = subject(&job.request), "job cancelled while queued");
             return Ok(job);
         }
         let token = self.lock_running().get(id).cloned();
@@ -324,7 +325,7 @@ impl Jobs {
         self.publish_state(&job);
         let started = Instant::now();
         let secrets = self.lock_secrets().get(id).cloned().unwrap_or_default();
-        tracing::info!(job = %id, kind = job.kind.as_str(), request = %job.request, "job started");
+        tracing::info!(job = %id, image = subject(&job.request), kind = job.kind.as_str(), request = %job.request, "job started");
 
         let tracker = Arc::new(progress::Tracker::default());
         let stop_reporting = CancellationToken::new();
@@ -360,7 +361,7 @@ impl Jobs {
 
         if self.inner.shutdown.is_cancelled() && outcome.is_err() {
             // Interrupted by shutdown: left `running`, re-queued at the next start.
-            tracing::info!(job = %id, "job interrupted by shutdown; it runs again at next start");
+            tracing::info!(job = %id, image = subject(&job.request), "job interrupted by shutdown; it runs again at next start");
             return Ok(());
         }
         self.lock_secrets().remove(id);
@@ -379,9 +380,13 @@ impl Jobs {
             .observe(job.kind, status, started.elapsed());
         let job = self.get(id).await?;
         match &job.error {
-            Some(e) => tracing::info!(job = %id, status = status.as_str(), code = %e.code,
-                                      message = %e.message, "job ended"),
-            None => tracing::info!(job = %id, status = status.as_str(), "job ended"),
+            Some(e) => {
+                tracing::info!(job = %id, image = subject(&job.request), status = status.as_str(), code = %e.code,
+                                      error = %e.message, "job ended")
+            }
+            None => {
+                tracing::info!(job = %id, image = subject(&job.request), status = status.as_str(), "job ended")
+            }
         }
         self.publish_state(&job);
         Ok(())

@@ -153,3 +153,11 @@ pub fn now_rfc3339() -> String {
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
+
+/// What a job is about, for log lines: a pull's image or a build's target.
+pub fn subject(request: &serde_json::Value) -> &str {
+    request["image"]
+        .as_str()
+        .or_else(|| request["target"].as_str())
+        .unwrap_or("")
+}

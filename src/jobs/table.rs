@@ -151,6 +151,7 @@ pub async fn set_progress(db: &SqlitePool, id: &str, progress: &Progress) -> DbR
 pub struct Unfinished {
     pub id: String,
     pub had_credentials: bool,
+    pub request: serde_json::Value,
 }
 
 /// Jobs left queued or running by the previous daemon, oldest first; running ones are put
@@ -168,9 +169,11 @@ pub async fn take_unfinished(db: &SqlitePool) -> DbResult<Vec<Unfinished>> {
             .await?;
     rows.iter()
         .map(|r| {
+            let request: String = r.try_get("request")?;
             Ok(Unfinished {
                 id: r.try_get("id")?,
                 had_credentials: r.try_get("had_credentials")?,
+                request: serde_json::from_str(&request).unwrap_or_default(),
             })
         })
         .collect()
