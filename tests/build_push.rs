@@ -812,8 +812,19 @@ async fn oci_zstd_build_pushes_zstd_layers_that_hoist_pulls_back_as_the_source()
 }
 
 #[tokio::test]
-async fn docker_zstd_build_pushes_zstd_layers_that_hoist_pulls_back_as_the_source() {
-    zstd_build_with_gzip_twin("docker").await;
+async fn docker_format_with_zstd_layers_is_refused_when_submitted() {
+    // Docker schema 2 has no zstd layer type: skopeo and podman refuse such images, so
+    // hoist does not make them.
+    let world = World::start().await;
+    make_source(&world.root().join("dz"), "dz");
+    let body = json!({"source": "dz", "target": world.image("dz/app:1"),
+                      "format": "docker", "compression": "zstd"});
+    let resp = world.post("/builds").json(&body).send().await.unwrap();
+    let problem = expect_problem(resp, 400, Some("invalid_request")).await;
+    assert!(
+        problem["detail"].as_str().unwrap_or("").contains("zstd"),
+        "{problem}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-//! A folder → one layer blob, in a single streaming pass: the folder is listed and encoded
-//! as tar on the blocking pool, the tar is hashed (the diff_id), compressed, hashed again
-//! (the digest) and written to a file as it goes. No layer is ever held in memory.
+//! A folder → one layer blob, in a single streaming pass of two stages on the blocking
+//! pool, joined by a bounded channel: the folder is listed and encoded as tar; the tar is
+//! hashed (the diff_id), compressed, hashed again (the digest) and written to a file as it
+//! goes. No layer is ever held in memory.
 //!
 //! The same folder gives the same digest: entries are sorted, metadata is trimmed to what
 //! a runtime needs (see `tar`), and the gzip header carries no time or name.
@@ -91,73 +92,84 @@ pub async fn build_layer(
     let skip = Some((meta.dev(), meta.ino()));
 
     let cancel = cancel.child_token();
-    // Dropping this future stops the blocking stage too.
+    // Dropping this future stops both stages too.
     let _stop = cancel.clone().drop_guard();
-    let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
-    let producer = {
+    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let options = HeaderOptions {
+        keep_owners: opts.keep_owners,
+        source_date_epoch: opts.source_date_epoch,
+    };
+    let tar_stage = {
         let (source, out_path, cancel) =
             (source.to_path_buf(), out_file.to_path_buf(), cancel.clone());
-        let options = HeaderOptions {
-            keep_owners: opts.keep_owners,
-            source_date_epoch: opts.source_date_epoch,
-        };
         tokio::task::spawn_blocking(move || {
             let root = walk::open_source(&source)?;
-            let entries = walk::list(
-                root.try_clone().map_err(ImageError::io(&source))?,
-                &source,
-                skip,
-                &cancel,
-            )?;
+            let listed = root.try_clone().map_err(ImageError::io(&source))?;
+            let entries = walk::list(listed, &source, skip, &cancel)?;
             let mut sink = ChunkSink::new(tx);
-            write_tar(
-                root.as_fd(),
-                &source,
-                &entries,
-                options,
-                &mut sink,
-                &out_path,
-                &cancel,
-            )?;
-            sink.finish().map_err(ImageError::io(&out_path))
+            let (fd, out) = (root.as_fd(), &out_path);
+            write_tar(fd, &source, &entries, options, &mut sink, out, &cancel)?;
+            sink.finish().map_err(ImageError::io(out))
         })
     };
+    // Hashing and compressing is CPU work: it runs on the blocking pool as well, not on
+    // the runtime's workers.
+    let compress_stage = {
+        let (out_path, cancel) = (out_file.to_path_buf(), cancel.clone());
+        let compression = opts.compression;
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            runtime.block_on(compress(rx, file, compression, &out_path, &cancel))
+        })
+    };
+    let (tarred, written) = tokio::join!(tar_stage, compress_stage);
+    let stopped = |e: tokio::task::JoinError| {
+        ImageError::io(source)(io::Error::other(format!("the layer builder stopped: {e}")))
+    };
+    // The compress stage only fails on its own (output or cancellation); the tar stage
+    // also fails when the compress stage went away, so its error comes second.
+    let (diff_id, digest, size) = written.map_err(stopped)??;
+    tarred.map_err(stopped)??;
+    guard.0 = None;
+    Ok(BuiltLayer {
+        digest,
+        diff_id,
+        size,
+        media_type: opts.format.layer_media_type(opts.compression),
+    })
+}
 
+/// The second stage: tar chunks in, hashed (diff_id), compressed, hashed again (digest),
+/// written and synced. Returns (diff_id, digest, size) once the channel closes.
+async fn compress(
+    mut chunks: mpsc::Receiver<Bytes>,
+    file: tokio::fs::File,
+    compression: Compression,
+    out_file: &Path,
+    cancel: &CancellationToken,
+) -> Result<(Digest, Digest, u64), ImageError> {
     let mut diff_id = Hasher::new(Algorithm::Sha256);
-    let mut out = Encoder::new(opts.compression, HashingWriter::new(file));
-    let write_err = ImageError::io(out_file);
+    let mut out = Encoder::new(compression, HashingWriter::new(file));
     loop {
         let chunk = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(ImageError::Cancelled),
-            chunk = rx.recv() => chunk,
+            chunk = chunks.recv() => chunk,
         };
         let Some(chunk) = chunk else { break };
         diff_id.update(&chunk);
         out.write_all(&chunk)
             .await
-            .map_err(|e| ImageError::io(out_file)(e))?;
+            .map_err(ImageError::io(out_file))?;
     }
-    // The channel closed: the tar stage ended, well or not.
-    producer.await.map_err(|e| {
-        ImageError::io(source)(io::Error::other(format!("the layer encoder stopped: {e}")))
-    })??;
-    out.shutdown()
-        .await
-        .map_err(|e| ImageError::io(out_file)(e))?;
+    out.shutdown().await.map_err(ImageError::io(out_file))?;
     let HashingWriter {
         inner: file,
         hasher,
         written,
     } = out.into_inner();
-    file.sync_all().await.map_err(write_err)?;
-    guard.0 = None;
-    Ok(BuiltLayer {
-        digest: hasher.finish(),
-        diff_id: diff_id.finish(),
-        size: written,
-        media_type: opts.format.layer_media_type(opts.compression),
-    })
+    file.sync_all().await.map_err(ImageError::io(out_file))?;
+    Ok((diff_id.finish(), hasher.finish(), written))
 }
 
 /// Removes a half-written output unless disarmed (set to `None`).

@@ -1,5 +1,6 @@
 use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use super::*;
 use crate::registry::media_types as mt;
@@ -298,4 +299,18 @@ async fn empty_folder_is_an_empty_tar() {
     let (layer, blob) = build(source.path(), &OCI_GZIP).await;
     assert_eq!(gunzip(&blob), vec![0u8; 1024]);
     assert_eq!(layer.diff_id, Digest::sha256_of(&[0u8; 1024]));
+}
+
+#[tokio::test]
+async fn dropping_the_build_midway_removes_the_output() {
+    let source = tempfile::tempdir().unwrap();
+    let big = std::fs::File::create(source.path().join("big")).unwrap();
+    big.set_len(256 << 20).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("layer");
+    let cancel = CancellationToken::new();
+    let build = build_layer(source.path(), &file, &OCI_GZIP, &cancel);
+    let timed_out = tokio::time::timeout(Duration::from_millis(50), build).await;
+    assert!(timed_out.is_err(), "a 256 MiB layer built in 50 ms");
+    assert!(!file.exists());
 }

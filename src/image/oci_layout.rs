@@ -1,10 +1,9 @@
 //! An OCI image layout folder (`oci-layout`, `blobs/<alg>/<hex>`, `index.json`), as
 //! `skopeo copy oci:DIR:TAG …` and `umoci unpack --image DIR:TAG` read it.
 //!
-//! Blobs come from files that are already verified (the cache's): they are hardlinked
-//! when the folder is on the same filesystem, else copied. A hardlinked blob shares its
-//! inode with the cache, so editing a blob in place would change the cached one too;
-//! blobs are content-addressed and meant to be read only. Small documents (manifest,
+//! Blobs come from files that are already verified (the cache's): they are copied (a
+//! reflink where the filesystem can), never hardlinked, so that editing the layout can
+//! never change the shared cache. Small documents (manifest,
 //! config) are written from bytes. Not for: reading layouts, or indexes of several
 //! images (one pull, one manifest).
 
@@ -80,12 +79,12 @@ impl OciLayout {
             .join(digest.hex())
     }
 
-    /// Puts the verified blob file `source` in the layout as `digest`: a hardlink when
-    /// possible, else a copy. A blob already there is left as it is.
+    /// Puts a copy of the verified blob file `source` in the layout as `digest`. A blob
+    /// already there is left as it is.
     pub async fn add_blob(&self, digest: &Digest, source: &Path) -> Result<(), ImageError> {
         let target = self.blob_path(digest);
         let source = source.to_path_buf();
-        tokio::task::spawn_blocking(move || link_or_copy(&source, &target))
+        tokio::task::spawn_blocking(move || copy_blob(&source, &target))
             .await
             .map_err(|e| ImageError::io(&self.dir)(io::Error::other(e)))?
     }
@@ -190,15 +189,13 @@ fn temp_name(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()))
 }
 
-fn link_or_copy(source: &Path, target: &Path) -> Result<(), ImageError> {
+/// Copies, never hardlinks: a layout is the client's to change, and a link would let an
+/// edit of its blobs change the shared cache behind every other pull. `std::fs::copy`
+/// uses `copy_file_range`, a reflink where the filesystem has them.
+fn copy_blob(source: &Path, target: &Path) -> Result<(), ImageError> {
     let parent = target.parent().expect("a blob path has a parent");
     std::fs::create_dir_all(parent).map_err(ImageError::io(parent))?;
     if target.exists() {
-        return Ok(());
-    }
-    // Not only across filesystems: protected_hardlinks (not the file's owner) and link
-    // count limits refuse a link too; a copy works in every such case.
-    if std::fs::hard_link(source, target).is_ok() {
         return Ok(());
     }
     let temp = temp_name(target);

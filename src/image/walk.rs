@@ -342,4 +342,33 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn a_file_changed_after_listing_is_refused_when_reopened() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("grows"), b"1").unwrap();
+        std::fs::write(t.path().join("swapped"), b"1").unwrap();
+        let root = open_source(t.path()).unwrap();
+        let entries = list(
+            root.try_clone().unwrap(),
+            t.path(),
+            None,
+            &CancellationToken::new(),
+        )
+        .unwrap();
+        std::fs::write(t.path().join("grows"), b"12").unwrap();
+        std::fs::remove_file(t.path().join("swapped")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", t.path().join("swapped")).unwrap();
+        for (entry, reason) in entries
+            .iter()
+            .zip(["changed size", "could not be reopened"])
+        {
+            let Kind::File { size, id } = entry.kind else {
+                panic!("{entry:?}")
+            };
+            let e = open_listed_file(root.as_fd(), t.path(), &entry.name, size, id).unwrap_err();
+            assert_eq!(e.code(), "source_changed");
+            assert!(e.to_string().contains(reason), "{e}");
+        }
+    }
 }

@@ -19,7 +19,7 @@ use super::errors::io_error;
 use super::fetch::{Fetcher, PrivateDir};
 use super::model::{JobError, now_rfc3339};
 use super::progress::Tracker;
-use super::request::BuildSpec;
+use super::request::{BuildSpec, epoch_rfc3339};
 use crate::digest::Digest;
 use crate::image::{
     LayerOptions, build_config, build_layer, build_manifest, convert_layer_media_type,
@@ -87,7 +87,12 @@ pub async fn run(
     .map_err(|e| JobError::new(e.code(), e.to_string()))?;
 
     let created = match spec.source_date_epoch {
-        Some(epoch) => rfc3339_of(epoch)?,
+        Some(epoch) => epoch_rfc3339(epoch).ok_or_else(|| {
+            JobError::new(
+                "invalid_request",
+                format!("source_date_epoch {epoch} is out of range"),
+            )
+        })?,
         None => now_rfc3339(),
     };
     let base_config: Option<Value> = base
@@ -141,15 +146,17 @@ pub async fn run(
             std::io::Cursor::new(config.clone()),
         )
         .await?;
-    let digest = env
-        .registry
-        .put_manifest(
+    pusher.check_cancel()?;
+    let digest = cancellable(
+        cancel,
+        env.registry.put_manifest(
             &spec.target,
             media_type,
             Bytes::from(manifest.clone()),
             auth.target.as_ref(),
-        )
-        .await?;
+        ),
+    )
+    .await?;
     Ok(json!({
         "target": spec.target.to_string(),
         "digest": digest,
@@ -174,6 +181,13 @@ struct Pusher<'a> {
 }
 
 impl Pusher<'_> {
+    fn check_cancel(&self) -> Result<(), JobError> {
+        if self.cancel.is_cancelled() {
+            return Err(JobError::new("cancelled", "cancelled"));
+        }
+        Ok(())
+    }
+
     /// Uploads a blob unless the target already has it.
     async fn push_blob<R: AsyncRead + Send + Unpin + 'static>(
         &self,
@@ -182,9 +196,12 @@ impl Pusher<'_> {
         reader: R,
     ) -> Result<(), JobError> {
         let registry = &self.env.registry;
-        if registry
-            .blob_exists(&self.spec.target, &blob.digest, self.auth)
-            .await?
+        self.check_cancel()?;
+        if cancellable(
+            self.cancel,
+            registry.blob_exists(&self.spec.target, &blob.digest, self.auth),
+        )
+        .await?
         {
             self.tracker.add_bytes(index, blob.size);
             self.tracker.layer_done(index, "exists");
@@ -199,15 +216,17 @@ impl Pusher<'_> {
             tracker: self.tracker.clone(),
             index,
         };
-        registry
-            .upload_blob(
+        cancellable(
+            self.cancel,
+            registry.upload_blob(
                 &self.spec.target,
                 &blob.digest,
                 blob.size,
                 counted,
                 self.auth,
-            )
-            .await?;
+            ),
+        )
+        .await?;
         self.tracker.layer_done(index, "pushed");
         Ok(())
     }
@@ -223,9 +242,12 @@ impl Pusher<'_> {
     ) -> Result<(), JobError> {
         let registry = &self.env.registry;
         let target = &self.spec.target;
-        if registry
-            .blob_exists(target, &layer.digest, self.auth)
-            .await?
+        self.check_cancel()?;
+        if cancellable(
+            self.cancel,
+            registry.blob_exists(target, &layer.digest, self.auth),
+        )
+        .await?
         {
             self.tracker.add_bytes(index, layer.size);
             self.tracker.layer_done(index, "exists");
@@ -234,9 +256,11 @@ impl Pusher<'_> {
         let same_registry = base.reference.registry == target.registry;
         if same_registry
             && base.reference.repository != target.repository
-            && registry
-                .mount_blob(target, &layer.digest, &base.reference, self.auth)
-                .await?
+            && cancellable(
+                self.cancel,
+                registry.mount_blob(target, &layer.digest, &base.reference, self.auth),
+            )
+            .await?
         {
             self.tracker.add_bytes(index, layer.size);
             self.tracker.layer_done(index, "mounted");
@@ -261,19 +285,6 @@ async fn open(path: &Path) -> Result<tokio::fs::File, JobError> {
     tokio::fs::File::open(path)
         .await
         .map_err(|e| io_error(format!("opening {}", path.display()), e))
-}
-
-fn rfc3339_of(epoch: u64) -> Result<String, JobError> {
-    let invalid = || {
-        JobError::new(
-            "invalid_request",
-            format!("source_date_epoch {epoch} is out of range"),
-        )
-    };
-    let t = time::OffsetDateTime::from_unix_timestamp(i64::try_from(epoch).map_err(|_| invalid())?)
-        .map_err(|_| invalid())?;
-    t.format(&time::format_description::well_known::Rfc3339)
-        .map_err(|_| invalid())
 }
 
 /// An `AsyncRead` that reports what passes through it as upload progress.

@@ -166,15 +166,21 @@ async fn fill(
                 .add_document(&image.config)
                 .await
                 .map_err(image_error)?;
-            layout
-                .add_document(&image.manifest.bytes)
+            let ManifestKind::Image { config, .. } = &image.manifest.kind else {
+                return Err(JobError::new(
+                    "unsupported_manifest",
+                    "not an image manifest",
+                ));
+            };
+            let manifest = layout
+                .add_manifest(
+                    &image.manifest.media_type,
+                    &image.manifest.bytes,
+                    config,
+                    layers,
+                )
                 .await
                 .map_err(image_error)?;
-            let manifest = LayerDescriptor {
-                media_type: image.manifest.media_type.clone(),
-                digest: image.manifest.digest.clone(),
-                size: image.manifest.bytes.len() as u64,
-            };
             layout
                 .finish(&manifest, Some(&image.platform), Some(&spec.reference))
                 .await

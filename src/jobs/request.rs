@@ -66,6 +66,8 @@ pub enum RequestError {
     TargetDigest(String),
     #[error(transparent)]
     Config(#[from] ImageError),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl RequestError {
@@ -81,6 +83,7 @@ impl RequestError {
             RequestError::Source(_) | RequestError::SourceNotFolder(_) => "invalid_source",
             RequestError::TargetDigest(_) => "invalid_reference",
             RequestError::Config(e) => e.code(),
+            RequestError::Invalid(_) => "invalid_request",
         }
     }
 }
@@ -209,6 +212,20 @@ impl BuildRequest {
             .map(|b| b.trim().parse::<Reference>())
             .transpose()?;
         self.config.validate()?;
+        if self.format == Format::Docker && self.compression == BuildCompression::Zstd {
+            return Err(RequestError::Invalid(
+                "format docker has no zstd layer type (skopeo and podman refuse such images); \
+                 use format oci for zstd, or compression gzip"
+                    .into(),
+            ));
+        }
+        if let Some(epoch) = self.source_date_epoch {
+            if epoch_rfc3339(epoch).is_none() {
+                return Err(RequestError::Invalid(format!(
+                    "source_date_epoch {epoch} is not a time an image can record (years 1970 to 9999)"
+                )));
+            }
+        }
         Ok(BuildSpec {
             source,
             target,
@@ -221,4 +238,14 @@ impl BuildRequest {
             source_date_epoch: self.source_date_epoch,
         })
     }
+}
+
+/// RFC 3339 form of a `SOURCE_DATE_EPOCH`, if it has one (years up to 9999).
+pub fn epoch_rfc3339(epoch: u64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp(i64::try_from(epoch).ok()?).ok()?;
+    if t.year() > 9999 {
+        return None;
+    }
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
