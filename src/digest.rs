@@ -155,6 +155,65 @@ impl Hasher {
     }
 }
 
+/// An `AsyncWrite` that hashes and counts every byte it passes on to `inner`.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Hasher,
+    written: u64,
+}
+
+impl<W> HashingWriter<W> {
+    pub fn new(inner: W, algorithm: Algorithm) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Hasher::new(algorithm),
+            written: 0,
+        }
+    }
+
+    /// Bytes passed on so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    /// The writer, the digest of what passed, and its length.
+    pub fn into_parts(self) -> (W, Digest, u64) {
+        (self.inner, self.hasher.finish(), self.written)
+    }
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for HashingWriter<W> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let n = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        this.hasher.update(&buf[..n]);
+        this.written += n as u64;
+        std::task::Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

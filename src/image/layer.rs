@@ -11,8 +11,6 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 
 use async_compression::tokio::write::{GzipEncoder, ZstdEncoder};
 use bytes::{Bytes, BytesMut};
@@ -22,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::tar::{HeaderOptions, write_tar};
 use super::{Format, ImageError, walk};
-use crate::digest::{Algorithm, Digest, Hasher};
+use crate::digest::{Algorithm, Digest, Hasher, HashingWriter};
 use crate::registry::LayerDescriptor;
 use crate::unpack::Compression;
 
@@ -149,7 +147,7 @@ async fn compress(
     cancel: &CancellationToken,
 ) -> Result<(Digest, Digest, u64), ImageError> {
     let mut diff_id = Hasher::new(Algorithm::Sha256);
-    let mut out = Encoder::new(compression, HashingWriter::new(file));
+    let mut out = Encoder::new(compression, HashingWriter::new(file, Algorithm::Sha256));
     loop {
         let chunk = tokio::select! {
             biased;
@@ -163,13 +161,9 @@ async fn compress(
             .map_err(ImageError::io(out_file))?;
     }
     out.shutdown().await.map_err(ImageError::io(out_file))?;
-    let HashingWriter {
-        inner: file,
-        hasher,
-        written,
-    } = out.into_inner();
+    let (file, digest, written) = out.into_inner().into_parts();
     file.sync_all().await.map_err(ImageError::io(out_file))?;
-    Ok((diff_id.finish(), hasher.finish(), written))
+    Ok((diff_id.finish(), digest, written))
 }
 
 /// Removes a half-written output unless disarmed (set to `None`).
@@ -225,45 +219,6 @@ impl io::Write for ChunkSink {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-/// Counts and hashes what its inner writer accepts.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Hasher,
-    written: u64,
-}
-
-impl<W> HashingWriter<W> {
-    fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Hasher::new(Algorithm::Sha256),
-            written: 0,
-        }
-    }
-}
-
-impl<W: AsyncWrite + Unpin> AsyncWrite for HashingWriter<W> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
-        this.hasher.update(&buf[..n]);
-        this.written += n as u64;
-        Poll::Ready(Ok(n))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

@@ -18,16 +18,14 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::state::{Counters, Shared, Slot};
 use super::{BlobGuard, Store, StoreError, table};
-use crate::digest::{Digest, Hasher};
+use crate::digest::{Digest, HashingWriter};
 
 /// An `AsyncWrite` into a temporary file, hashing as it goes.
 pub struct BlobWriter {
-    file: File,
+    out: HashingWriter<File>,
     temp: TempFile,
     digest: Digest,
     size: Option<u64>,
-    hasher: Hasher,
-    written: u64,
     target: Target,
 }
 
@@ -80,19 +78,17 @@ impl BlobWriter {
             .await
             .map_err(|source| io_error(&path, source))?;
         Ok(BlobWriter {
-            file,
+            out: HashingWriter::new(file, digest.algorithm()),
             temp: TempFile { path, armed: true },
             digest: digest.clone(),
             size,
-            hasher: digest.hasher(),
-            written: 0,
             target,
         })
     }
 
     /// Bytes written so far (where a resumed download starts).
     pub fn written(&self) -> u64 {
-        self.written
+        self.out.written()
     }
 
     /// The digest this writer must produce.
@@ -104,14 +100,13 @@ impl BlobWriter {
     /// returns it pinned. On mismatch the temporary file is removed.
     pub async fn commit(self) -> Result<BlobGuard, StoreError> {
         let BlobWriter {
-            mut file,
+            out,
             temp,
             digest,
             size,
-            hasher,
-            written,
             target,
         } = self;
+        let (mut file, actual, written) = out.into_parts();
         let synced = async {
             file.flush().await?;
             file.sync_all().await
@@ -131,7 +126,6 @@ impl BlobWriter {
                 actual: written,
             });
         }
-        let actual = hasher.finish();
         if actual != digest {
             temp.remove().await;
             return Err(StoreError::DigestMismatch {
@@ -177,7 +171,7 @@ impl AsyncWrite for BlobWriter {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if let Some(size) = this.size {
-            if this.written.saturating_add(buf.len() as u64) > size {
+            if this.out.written().saturating_add(buf.len() as u64) > size {
                 // Refuse early: a lying server must not fill the disk.
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -185,18 +179,15 @@ impl AsyncWrite for BlobWriter {
                 )));
             }
         }
-        let n = std::task::ready!(Pin::new(&mut this.file).poll_write(cx, buf))?;
-        this.hasher.update(&buf[..n]);
-        this.written += n as u64;
-        Poll::Ready(Ok(n))
+        Pin::new(&mut this.out).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().file).poll_flush(cx)
+        Pin::new(&mut self.get_mut().out).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().file).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().out).poll_shutdown(cx)
     }
 }
 
@@ -205,7 +196,7 @@ impl fmt::Debug for BlobWriter {
         f.debug_struct("BlobWriter")
             .field("digest", &self.digest)
             .field("size", &self.size)
-            .field("written", &self.written)
+            .field("written", &self.out.written())
             .field("temp", &self.temp.path)
             .finish_non_exhaustive()
     }
