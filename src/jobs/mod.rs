@@ -351,6 +351,9 @@ impl Jobs {
                 format!("job task ended abnormally: {join}"),
             )),
         };
+        if outcome.is_ok() {
+            tracker.set_phase("done");
+        }
         stop_reporting.cancel();
         let _ = reporter.await;
         self.lock_running().remove(id);
