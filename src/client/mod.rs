@@ -96,7 +96,11 @@ pub async fn submit_and_follow(
         return Ok(());
     }
     let end = follow::follow(api, &id, Display::detect()).await?;
-    print_json(&end["result"]);
+    if std::io::stdout().is_terminal() {
+        print_summary(&end["result"]);
+    } else {
+        print_json(&end["result"]);
+    }
     if end["status"] != "succeeded" {
         let code = end["error"]["code"].as_str().unwrap_or("failed");
         let message = end["error"]["message"].as_str().unwrap_or("");
@@ -113,6 +117,21 @@ pub async fn call_and_print(api: &Api, method: Method, path: &str) -> anyhow::Re
     let (_, value) = api.call(method, path, None).await?;
     print_json(&value);
     Ok(())
+}
+
+/// One line for a person: what was pulled or pushed, and its digest.
+fn print_summary(result: &Value) {
+    let text = |k: &str| result[k].as_str().unwrap_or("").to_string();
+    if result["dest"].is_string() {
+        println!(
+            "pulled {} ({}) into {}",
+            text("image"),
+            text("digest"),
+            text("dest")
+        );
+    } else if result["target"].is_string() {
+        println!("pushed {} ({})", text("target"), text("digest"));
+    }
 }
 
 pub fn print_json(v: &Value) {
