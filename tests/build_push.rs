@@ -1483,7 +1483,11 @@ async fn progress_of_a_build_reports_the_bytes_pushed() {
             serde_json::from_str(&data).unwrap()
         })
         .collect();
-    let pushing: Vec<&Value> = events.iter().filter(|e| e["phase"] == "pushing").collect();
+    // `done` is the last phase of a job that succeeded: its bytes are the pushing ones.
+    let pushing: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["phase"] == "pushing" || e["phase"] == "done")
+        .collect();
     assert!(
         !pushing.is_empty(),
         "progress events in phase pushing: {text}"

@@ -1181,7 +1181,7 @@ async fn daemon_answers_match_the_spec() {
     // the start: its progress lists its blobs.
     let body = json!({"source": "src", "target": "127.0.0.1:1/team/app:1.0",
                       "config": {"entrypoint": ["/app"], "env": ["A=1"], "labels": {"k": "v"}},
-                      "format": "docker", "compression": "zstd", "source_date_epoch": 1700000000,
+                      "format": "oci", "compression": "zstd", "source_date_epoch": 1700000000,
                       "auth": {"username": "u", "password": "secret"}, "base_auth": null});
     let a = send(post_json(&http, d.url("/builds"), &body.to_string())).await;
     assert_eq!(a.status, 202, "{}", a.text());

@@ -163,10 +163,11 @@ pub async fn take_unfinished(db: &SqlitePool) -> DbResult<Vec<Unfinished>> {
     )
     .execute(db)
     .await?;
-    let rows =
-        sqlx::query("SELECT id, had_credentials FROM jobs WHERE status = 'queued' ORDER BY seq")
-            .fetch_all(db)
-            .await?;
+    let rows = sqlx::query(
+        "SELECT id, had_credentials, request FROM jobs WHERE status = 'queued' ORDER BY seq",
+    )
+    .fetch_all(db)
+    .await?;
     rows.iter()
         .map(|r| {
             let request: String = r.try_get("request")?;
