@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 use std::time::{Duration, UNIX_EPOCH};
 
-use common::image::{self, PlatformImage, Unpacked};
+use common::image::{self, Unpacked};
 use common::{
     Fault, Format, Image, ImageBuilder, Job, Registry, RegistryAuth, Rule, World, expect_problem,
     fixtures, jobs_of, tools, upload,
@@ -81,20 +81,6 @@ fn set_mtime(path: &Path, secs: u64) {
         rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
     )
     .unwrap_or_else(|e| panic!("utimensat {path:?}: {e}"));
-}
-
-/// `len` bytes that no compressor shrinks (xorshift), so a blob is about that big.
-fn incompressible(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut data = Vec::with_capacity(len + 8);
-    while data.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        data.extend_from_slice(&x.to_le_bytes());
-    }
-    data.truncate(len);
-    data
 }
 
 /// Fills `dir` (created) with what a layer must carry: regular files (empty, executable,
@@ -158,7 +144,7 @@ fn make_source(dir: &Path, label: &str) {
     write(&p("data/ünïcødé ✓.txt"), "utf-8 name\n");
     write(
         &p("data/random.bin"),
-        incompressible(200_000, label.len() as u64),
+        image::incompressible_bytes(200_000, label.len() as u64),
     );
     fs::create_dir_all(p("run")).unwrap();
     tools::run(tools::command("mkfifo").arg(p("run/fifo")));
@@ -1181,37 +1167,7 @@ async fn build_on_a_base_in_the_same_registry_mounts_its_layers_and_inherits_its
 #[tokio::test]
 async fn base_given_as_an_index_is_the_image_for_the_builds_platform() {
     let world = World::start().await;
-    let amd64 = fixtures::for_platform("linux", "amd64");
-    let arm64 = fixtures::for_platform("linux", "arm64");
-    let index = image::push_index(
-        &world.registry,
-        "multi/base:1",
-        &[
-            PlatformImage {
-                image: &amd64,
-                os: "linux",
-                architecture: "amd64",
-                variant: None,
-            },
-            PlatformImage {
-                image: &arm64,
-                os: "linux",
-                architecture: "arm64",
-                variant: Some("v8"),
-            },
-        ],
-    );
-    let entry = |arch: &str| {
-        index.manifest["manifests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["platform"]["architecture"] == arch)
-            .unwrap()["digest"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let index = fixtures::push_two_platform_index(&world.registry, "multi/base:1");
     make_source(&world.root().join("src"), "index");
     for (platform, arch, variant, tag) in [
         (Some("linux/arm64/v8"), "arm64", Some("v8"), "arm"),
@@ -1225,7 +1181,10 @@ async fn base_given_as_an_index_is_the_image_for_the_builds_platform() {
         let job = build_ok(&world, body).await;
         let repo_tag = format!("multi/app:{tag}");
         let served = served(&world.registry, &repo_tag).await;
-        let base = image::inspect_pushed(&world.registry, &format!("multi/base@{}", entry(arch)));
+        let base = image::inspect_pushed(
+            &world.registry,
+            &format!("multi/base@{}", index.entry_digest(arch)),
+        );
         assert_eq!(
             served.layer_digests()[..1],
             base.layer_digests()[..],
@@ -1427,7 +1386,11 @@ async fn progress_of_a_build_reports_the_bytes_pushed() {
     let world = World::builder().proxy().start().await;
     let source = world.root().join("big");
     fs::create_dir_all(&source).unwrap();
-    fs::write(source.join("blob.bin"), incompressible(3 << 20, 7)).unwrap();
+    fs::write(
+        source.join("blob.bin"),
+        image::incompressible_bytes(3 << 20, 7),
+    )
+    .unwrap();
     // hold the first existence check back for 2 s, so the events are followed live
     world.proxy().add_rule(
         Rule::new(
@@ -1908,7 +1871,11 @@ async fn layer_over_64_mib_is_uploaded_in_chunks_and_pulls_back_whole() {
     let world = World::builder().proxy().start().await;
     let source = world.root().join("huge");
     fs::create_dir_all(&source).unwrap();
-    fs::write(source.join("blob.bin"), incompressible(66 << 20, 3)).unwrap();
+    fs::write(
+        source.join("blob.bin"),
+        image::incompressible_bytes(66 << 20, 3),
+    )
+    .unwrap();
     fs::write(source.join("small"), "small\n").unwrap();
     let job = build_ok(
         &world,

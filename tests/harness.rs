@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::image::{self, PlatformImage};
+use common::image;
 use common::tree::{Options, diff_trees};
 use common::upload::{self, TarEntry};
 use common::{Fault, FaultProxy, Format, Registry, RegistryAuth, Rule, fixtures, tools};
@@ -196,26 +196,7 @@ async fn registry_serves_what_skopeo_pushed_in_each_format() {
 async fn multi_platform_index_is_pushed_with_every_platform() {
     let dir = tempdir();
     let registry = Registry::start(dir.path(), RegistryAuth::Open);
-    let amd = fixtures::for_platform("linux", "amd64");
-    let arm = fixtures::for_platform("linux", "arm64");
-    let index = image::push_index(
-        &registry,
-        "multi/img:1",
-        &[
-            PlatformImage {
-                image: &amd,
-                os: "linux",
-                architecture: "amd64",
-                variant: None,
-            },
-            PlatformImage {
-                image: &arm,
-                os: "linux",
-                architecture: "arm64",
-                variant: Some("v8"),
-            },
-        ],
-    );
+    let index = fixtures::push_two_platform_index(&registry, "multi/img:1");
     let entries = index.manifest["manifests"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[1]["platform"]["variant"], "v8");

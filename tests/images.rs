@@ -7,49 +7,18 @@ mod common;
 
 use std::sync::LazyLock;
 
-use common::image::{self, PlatformImage};
+use common::fixtures::{AMD64, ARM64};
+use common::image;
 use common::{
     Format, Image, Pushed, World, assert_same_tree, expect_problem, fixtures, tools, upload,
 };
 use serde_json::{Value, json};
 
-static AMD64: LazyLock<Image> = LazyLock::new(|| fixtures::for_platform("linux", "amd64"));
-static ARM64: LazyLock<Image> = LazyLock::new(|| fixtures::for_platform("linux", "arm64"));
 static FEATURES: LazyLock<Image> = LazyLock::new(|| fixtures::features("images"));
 
 /// Pushes the two-platform index (`linux/amd64`, `linux/arm64/v8`) as `multi/img:1`.
 fn push_multi(world: &World) -> Pushed {
-    image::push_index(
-        &world.registry,
-        "multi/img:1",
-        &[
-            PlatformImage {
-                image: &AMD64,
-                os: "linux",
-                architecture: "amd64",
-                variant: None,
-            },
-            PlatformImage {
-                image: &ARM64,
-                os: "linux",
-                architecture: "arm64",
-                variant: Some("v8"),
-            },
-        ],
-    )
-}
-
-/// The index entry's manifest digest for `arch`.
-fn entry_digest(index: &Pushed, arch: &str) -> String {
-    index.manifest["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["platform"]["architecture"] == arch)
-        .unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    fixtures::push_two_platform_index(&world.registry, "multi/img:1")
 }
 
 #[tokio::test]
@@ -67,7 +36,7 @@ async fn platform_arm64_is_picked_from_an_index() {
             .await;
         let result = job.expect_succeeded();
         assert_eq!(result["platform"], "linux/arm64/v8", "{job:?}");
-        assert_eq!(result["digest"], entry_digest(&index, "arm64").as_str());
+        assert_eq!(result["digest"], index.entry_digest("arm64").as_str());
         assert_eq!(result["index_digest"], index.digest.as_str());
         assert_eq!(job.0["request"]["platform"], asked);
         assert_same_tree(&ARM64.unpack_reference().rootfs, &job.dest());
@@ -86,7 +55,7 @@ async fn without_a_platform_the_daemons_own_is_picked() {
     let job = world.pull_ok(&world.image("multi/img:1"), "own").await;
     assert!(job.0["request"].get("platform").is_none(), "{job:?}");
     let result = job.result();
-    assert_eq!(result["digest"], entry_digest(&index, arch).as_str());
+    assert_eq!(result["digest"], index.entry_digest(arch).as_str());
     let reference = if arch == "amd64" { &AMD64 } else { &ARM64 };
     assert_same_tree(&reference.unpack_reference().rootfs, &job.dest());
 }
@@ -173,12 +142,12 @@ async fn digest_of_an_index_and_of_one_of_its_platforms() {
     assert_eq!(answer["platform"], "linux/arm64/v8");
     assert_eq!(
         answer["platform_digest"],
-        entry_digest(&index, "arm64").as_str()
+        index.entry_digest("arm64").as_str()
     );
     // by digest, the platform manifest itself
-    let by_digest = world.image(&format!("multi/img@{}", entry_digest(&index, "arm64")));
+    let by_digest = world.image(&format!("multi/img@{}", index.entry_digest("arm64")));
     let answer = get_ok(&world, "/digest", &[("image", &by_digest)]).await;
-    assert_eq!(answer["digest"], entry_digest(&index, "arm64").as_str());
+    assert_eq!(answer["digest"], index.entry_digest("arm64").as_str());
 }
 
 #[tokio::test]
@@ -286,7 +255,7 @@ async fn inspect_of_an_index_resolves_one_platform_and_lists_all() {
     .await;
     let arm = image::inspect_pushed(
         &world.registry,
-        &format!("multi/img@{}", entry_digest(&index, "arm64")),
+        &format!("multi/img@{}", index.entry_digest("arm64")),
     );
     assert_eq!(answer["digest"], index.digest.as_str());
     assert_eq!(
@@ -310,7 +279,7 @@ async fn inspect_of_an_index_resolves_one_platform_and_lists_all() {
     let own = get_ok(&world, "/inspect", &[("image", &ref_)]).await;
     assert_eq!(
         own["platform_digest"],
-        entry_digest(&index, upload::host_arch()).as_str()
+        index.entry_digest(upload::host_arch()).as_str()
     );
 }
 

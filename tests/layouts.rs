@@ -7,12 +7,13 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use common::image::{self, PlatformImage};
+use common::image;
 use common::tree::{Options, snapshot, snapshot_diff};
 use common::{
     Fault, Format, Image, ImageBuilder, Pushed, Rule, World, assert_same_tree, diff_trees,
@@ -36,6 +37,11 @@ fn existing_tree(dest: &Path) {
 fn read_json(path: &Path) -> Value {
     let bytes = fs::read(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{path:?} is not JSON: {e}"))
+}
+
+/// What changed in the root folder since `before` (its snapshot).
+fn root_changes(root: &Path, before: &BTreeMap<String, String>) -> Vec<String> {
+    snapshot_diff(before, &snapshot(root, &[]))
 }
 
 /// The sorted names in a folder.
@@ -244,35 +250,8 @@ async fn oci_layout_of_a_docker_schema2_image_is_read_by_skopeo_and_umoci() {
 #[tokio::test]
 async fn oci_layout_of_an_index_holds_the_platforms_image_and_names_its_platform() {
     let world = World::start().await;
-    let amd64 = fixtures::for_platform("linux", "amd64");
-    let arm64 = fixtures::for_platform("linux", "arm64");
-    let index = image::push_index(
-        &world.registry,
-        "layout/multi:1",
-        &[
-            PlatformImage {
-                image: &amd64,
-                os: "linux",
-                architecture: "amd64",
-                variant: None,
-            },
-            PlatformImage {
-                image: &arm64,
-                os: "linux",
-                architecture: "arm64",
-                variant: Some("v8"),
-            },
-        ],
-    );
-    let arm_digest = index.manifest["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["platform"]["architecture"] == "arm64")
-        .unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let index = fixtures::push_two_platform_index(&world.registry, "layout/multi:1");
+    let arm_digest = index.entry_digest("arm64");
     let job = world
         .pull(
             json!({"image": world.image("layout/multi:1"), "dest": "arm",
@@ -290,7 +269,7 @@ async fn oci_layout_of_an_index_holds_the_platforms_image_and_names_its_platform
     let inspected = skopeo_inspect_oci(&job.dest().display().to_string());
     assert_eq!(inspected["Architecture"], "arm64");
     let unpacked = image::unpack_layout(&job.dest(), "1");
-    assert_same_tree(&arm64.unpack_reference().rootfs, &unpacked.rootfs);
+    assert_same_tree(&fixtures::ARM64.unpack_reference().rootfs, &unpacked.rootfs);
 }
 
 #[tokio::test]
@@ -400,6 +379,22 @@ fn changes(dir: &Path, from: &str, to: &str) -> Vec<String> {
     out
 }
 
+/// How a git pull's work tree `dest` differs from the image's tree `rootfs`, leaving out
+/// `.git` and the root's own mtime (moving `.git` in touches it).
+fn work_tree_diffs(rootfs: &Path, dest: &Path) -> Vec<String> {
+    diff_trees(
+        rootfs,
+        dest,
+        &Options {
+            ignore: vec![".git".into()],
+            ..Options::default()
+        },
+    )
+    .into_iter()
+    .filter(|d| !d.starts_with(".: mtime "))
+    .collect()
+}
+
 #[tokio::test]
 async fn git_layout_pull_commits_each_layer_oldest_first() {
     let world = World::start().await;
@@ -471,18 +466,11 @@ async fn git_layout_pull_commits_each_layer_oldest_first() {
 
     // the work tree is the image's tree (the root's own mtime aside: moving `.git` in
     // touches it), and what git holds of it is unchanged
-    let diffs: Vec<String> = diff_trees(
-        &FEATURES.unpack_reference().rootfs,
-        &dest,
-        &Options {
-            ignore: vec![".git".into()],
-            ..Options::default()
-        },
-    )
-    .into_iter()
-    .filter(|d| !d.starts_with(".: mtime "))
-    .collect();
-    assert_eq!(diffs, Vec::<String>::new(), "the work tree is the image's");
+    assert_eq!(
+        work_tree_diffs(&FEATURES.unpack_reference().rootfs, &dest),
+        Vec::<String>::new(),
+        "the work tree is the image's"
+    );
     assert_eq!(
         git(&dest, &["status", "--porcelain", "--untracked-files=all"]),
         "",
@@ -571,18 +559,11 @@ async fn git_layout_stores_the_images_files_whatever_its_git_settings_say() {
         git(&dest, &["status", "--porcelain", "--untracked-files=all"]),
         ""
     );
-    let diffs: Vec<String> = diff_trees(
-        &image.unpack_reference().rootfs,
-        &dest,
-        &Options {
-            ignore: vec![".git".into()],
-            ..Options::default()
-        },
-    )
-    .into_iter()
-    .filter(|d| !d.starts_with(".: mtime "))
-    .collect();
-    assert_eq!(diffs, Vec::<String>::new(), "the work tree is the image's");
+    assert_eq!(
+        work_tree_diffs(&image.unpack_reference().rootfs, &dest),
+        Vec::<String>::new(),
+        "the work tree is the image's"
+    );
 }
 
 #[tokio::test]
@@ -607,7 +588,7 @@ async fn git_layout_of_an_image_with_its_own_git_dir_fails_and_leaves_dest_as_it
             .await;
         job.expect_failed("git_dir_in_image");
         assert_eq!(
-            snapshot_diff(&before, &snapshot(world.root(), &[])),
+            root_changes(world.root(), &before),
             Vec::<String>::new(),
             "a failed git pull (dest {dest}) changed the root folder"
         );
@@ -654,7 +635,7 @@ async fn failed_oci_and_git_layout_pulls_leave_dest_as_it_was() {
                 .await;
             job.expect_failed("digest_mismatch");
             assert_eq!(
-                snapshot_diff(&before, &snapshot(world.root(), &[])),
+                root_changes(world.root(), &before),
                 Vec::<String>::new(),
                 "a failed {layout} pull into {dest} (force: {force}) changed the root folder"
             );
@@ -706,7 +687,7 @@ async fn cancelled_oci_and_git_layout_pulls_leave_dest_as_it_was() {
             let job = world.wait_job(job.id()).await;
             assert_eq!(job.status(), "cancelled", "{job:?}");
             assert_eq!(
-                snapshot_diff(&before, &snapshot(world.root(), &[])),
+                root_changes(world.root(), &before),
                 Vec::<String>::new(),
                 "a cancelled {layout} pull into {dest} (force: {force}) changed the root folder"
             );

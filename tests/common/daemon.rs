@@ -30,6 +30,76 @@ pub struct HoistConfig {
     pub extra_env: Vec<(String, String)>,
 }
 
+/// The daemon's folders under a test's temp dir, the same for a [`Hoist`] and a
+/// [`super::service::Service`]: data, cache (left for the daemon to create), two roots,
+/// `DOCKER_CONFIG` and `HOME`.
+pub struct DaemonDirs {
+    pub data_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    pub roots: Vec<PathBuf>,
+    pub docker_config_dir: PathBuf,
+    pub home: PathBuf,
+}
+
+impl DaemonDirs {
+    /// Names the folders under `dir` and creates them, all but the cache dir.
+    pub fn create(dir: &Path) -> DaemonDirs {
+        let dirs = DaemonDirs {
+            data_dir: dir.join("data"),
+            cache_dir: dir.join("cache"),
+            roots: vec![dir.join("root-a"), dir.join("root-b")],
+            docker_config_dir: dir.join("docker-config"),
+            home: dir.join("home"),
+        };
+        for d in [&dirs.data_dir, &dirs.docker_config_dir, &dirs.home]
+            .into_iter()
+            .chain(&dirs.roots)
+        {
+            fs::create_dir_all(d).expect("daemon dirs");
+        }
+        dirs
+    }
+
+    /// The daemon's environment for these folders (`HOIST_DATA_DIR`, `HOIST_CACHE_DIR`,
+    /// `HOIST_ROOTS`, `DOCKER_CONFIG`, `HOME`), the test's `PATH` (after `path_first`,
+    /// where given), `RUST_LOG` (`$HOIST_TEST_LOG`, else `info`) and `RUST_BACKTRACE=1`.
+    pub fn env(&self, path_first: Option<&Path>) -> Vec<(String, String)> {
+        let roots_var = self
+            .roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
+        let path = std::env::var("PATH").unwrap_or_default();
+        let path = match path_first {
+            Some(first) => format!("{}:{path}", first.display()),
+            None => path,
+        };
+        vec![
+            (
+                "HOIST_DATA_DIR".to_owned(),
+                self.data_dir.display().to_string(),
+            ),
+            (
+                "HOIST_CACHE_DIR".to_owned(),
+                self.cache_dir.display().to_string(),
+            ),
+            ("HOIST_ROOTS".to_owned(), roots_var),
+            (
+                "DOCKER_CONFIG".to_owned(),
+                self.docker_config_dir.display().to_string(),
+            ),
+            ("HOME".to_owned(), self.home.display().to_string()),
+            ("PATH".to_owned(), path),
+            (
+                "RUST_LOG".to_owned(),
+                std::env::var("HOIST_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            ),
+            ("RUST_BACKTRACE".to_owned(), "1".to_owned()),
+        ]
+    }
+}
+
 pub struct Hoist {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
@@ -45,21 +115,12 @@ pub struct Hoist {
 impl Hoist {
     /// Lays out the daemon's folders under `dir` and starts it.
     pub fn start(dir: &Path, config: &HoistConfig) -> Hoist {
-        let data_dir = dir.join("data");
-        let cache_dir = dir.join("cache");
-        let roots = vec![dir.join("root-a"), dir.join("root-b")];
-        let docker_config_dir = dir.join("docker-config");
-        let home = dir.join("home");
+        let dirs = DaemonDirs::create(dir);
         let bin = dir.join("bin");
-        for d in [&data_dir, &docker_config_dir, &home, &bin]
-            .into_iter()
-            .chain(&roots)
-        {
-            fs::create_dir_all(d).expect("daemon dirs");
-        }
+        fs::create_dir_all(&bin).expect("daemon dirs");
         if let Some(cfg) = &config.docker_config {
             fs::write(
-                docker_config_dir.join("config.json"),
+                dirs.docker_config_dir.join("config.json"),
                 serde_json::to_vec_pretty(cfg).unwrap(),
             )
             .expect("write docker config");
@@ -72,38 +133,8 @@ impl Hoist {
         }
         let port = tools::free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let roots_var = roots
-            .iter()
-            .map(|r| r.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":");
-        let mut env = vec![
-            ("HOIST_LISTEN".to_owned(), addr.to_string()),
-            ("HOIST_DATA_DIR".to_owned(), data_dir.display().to_string()),
-            (
-                "HOIST_CACHE_DIR".to_owned(),
-                cache_dir.display().to_string(),
-            ),
-            ("HOIST_ROOTS".to_owned(), roots_var),
-            (
-                "DOCKER_CONFIG".to_owned(),
-                docker_config_dir.display().to_string(),
-            ),
-            ("HOME".to_owned(), home.display().to_string()),
-            (
-                "PATH".to_owned(),
-                format!(
-                    "{}:{}",
-                    bin.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            ),
-            (
-                "RUST_LOG".to_owned(),
-                std::env::var("HOIST_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            ),
-            ("RUST_BACKTRACE".to_owned(), "1".to_owned()),
-        ];
+        let mut env = vec![("HOIST_LISTEN".to_owned(), addr.to_string())];
+        env.extend(dirs.env(Some(&bin)));
         if let Some(w) = config.workers {
             env.push(("HOIST_WORKERS".into(), w.to_string()));
         }
@@ -117,6 +148,13 @@ impl Hoist {
             env.push(("HOIST_INSECURE_REGISTRIES".into(), i.clone()));
         }
         env.extend(config.extra_env.iter().cloned());
+        let DaemonDirs {
+            data_dir,
+            cache_dir,
+            roots,
+            docker_config_dir,
+            ..
+        } = dirs;
         let mut hoist = Hoist {
             addr,
             data_dir,

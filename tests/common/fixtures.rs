@@ -4,7 +4,10 @@
 //! Build each once per test binary (they are deterministic in shape, not in bytes:
 //! umoci stamps the build time), push it into each test's own registry.
 
-use super::image::{Image, ImageBuilder};
+use std::sync::LazyLock;
+
+use super::image::{self, Image, ImageBuilder, PlatformImage, Pushed};
+use super::registry::Registry;
 use super::upload::{TarEntry, tar};
 
 /// A name longer than the 100 bytes of a ustar name field (umoci writes a PAX header).
@@ -134,4 +137,32 @@ pub fn for_platform(os: &str, arch: &str) -> Image {
                 .file(&format!("only-on-{arch}"), arch);
         })
         .build()
+}
+
+/// The `linux/amd64` image of [`push_two_platform_index`] ([`for_platform`]).
+pub static AMD64: LazyLock<Image> = LazyLock::new(|| for_platform("linux", "amd64"));
+/// The `linux/arm64` image of [`push_two_platform_index`] ([`for_platform`]).
+pub static ARM64: LazyLock<Image> = LazyLock::new(|| for_platform("linux", "arm64"));
+
+/// Pushes the two-platform index as `repo_tag`: [`AMD64`] as `linux/amd64` and [`ARM64`]
+/// as `linux/arm64/v8`, in that order. Returns the pushed index.
+pub fn push_two_platform_index(registry: &Registry, repo_tag: &str) -> Pushed {
+    image::push_index(
+        registry,
+        repo_tag,
+        &[
+            PlatformImage {
+                image: &AMD64,
+                os: "linux",
+                architecture: "amd64",
+                variant: None,
+            },
+            PlatformImage {
+                image: &ARM64,
+                os: "linux",
+                architecture: "arm64",
+                variant: Some("v8"),
+            },
+        ],
+    )
 }

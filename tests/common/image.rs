@@ -130,17 +130,23 @@ impl Rootfs<'_> {
     /// `len` bytes that gzip and zstd cannot shrink (a deterministic xorshift stream), so
     /// a blob is about as big as its content: for slow and interrupted downloads.
     pub fn incompressible(&self, rel: &str, len: usize, seed: u64) -> &Self {
-        let mut x = seed | 1;
-        let mut data = Vec::with_capacity(len + 8);
-        while data.len() < len {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            data.extend_from_slice(&x.to_le_bytes());
-        }
-        data.truncate(len);
-        self.file(rel, data)
+        self.file(rel, incompressible_bytes(len, seed))
     }
+}
+
+/// `len` bytes that gzip and zstd cannot shrink: a deterministic xorshift stream from
+/// `seed`, so a blob is about as big as its content.
+pub fn incompressible_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut data = Vec::with_capacity(len + 8);
+    while data.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data.truncate(len);
+    data
 }
 
 /// Builds an OCI image layout with umoci, one layer per [`ImageBuilder::layer`] call.
@@ -322,6 +328,19 @@ impl Pushed {
         self.manifest["mediaType"]
             .as_str()
             .unwrap_or("application/vnd.oci.image.manifest.v1+json")
+            .to_owned()
+    }
+
+    /// Of an index: the manifest digest of the entry whose platform is `arch`.
+    pub fn entry_digest(&self, arch: &str) -> String {
+        self.manifest["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["platform"]["architecture"] == arch)
+            .unwrap()["digest"]
+            .as_str()
+            .unwrap()
             .to_owned()
     }
 }

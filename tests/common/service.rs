@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::daemon::DaemonDirs;
 use super::tools;
 
 /// The absolute path of `tool`, or a panic naming the Debian package that ships it (for
@@ -366,41 +367,8 @@ impl Service {
     /// a direct daemon until `GET /healthz` answers, an activated one until
     /// `systemd-socket-activate` listens (hoist itself starts on the first connection).
     pub fn start(dir: &Path, spec: ServiceSpec) -> Service {
-        let data_dir = dir.join("data");
-        let cache_dir = dir.join("cache");
-        let roots = vec![dir.join("root-a"), dir.join("root-b")];
-        let docker_config_dir = dir.join("docker-config");
-        let home = dir.join("home");
-        for d in [&data_dir, &docker_config_dir, &home]
-            .into_iter()
-            .chain(&roots)
-        {
-            fs::create_dir_all(d).expect("service dirs");
-        }
-        let roots_var = roots
-            .iter()
-            .map(|r| r.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":");
-        let mut env = vec![
-            ("HOIST_DATA_DIR".to_owned(), data_dir.display().to_string()),
-            (
-                "HOIST_CACHE_DIR".to_owned(),
-                cache_dir.display().to_string(),
-            ),
-            ("HOIST_ROOTS".to_owned(), roots_var),
-            (
-                "DOCKER_CONFIG".to_owned(),
-                docker_config_dir.display().to_string(),
-            ),
-            ("HOME".to_owned(), home.display().to_string()),
-            ("PATH".to_owned(), std::env::var("PATH").unwrap_or_default()),
-            (
-                "RUST_LOG".to_owned(),
-                std::env::var("HOIST_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            ),
-            ("RUST_BACKTRACE".to_owned(), "1".to_owned()),
-        ];
+        let dirs = DaemonDirs::create(dir);
+        let mut env = dirs.env(None);
         match spec.activation {
             Activation::Direct => {
                 env.push(("HOIST_LISTEN".into(), spec.endpoint.listen_value()));
@@ -415,6 +383,13 @@ impl Service {
             env.push(("NOTIFY_SOCKET".into(), n.path.display().to_string()));
         }
         env.extend(spec.env);
+        let DaemonDirs {
+            data_dir,
+            cache_dir,
+            roots,
+            docker_config_dir,
+            ..
+        } = dirs;
         let mut service = Service {
             endpoint: spec.endpoint,
             activation: spec.activation,
