@@ -103,6 +103,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for dir in [&config.data_dir, &config.cache_dir, &config.tmp_dir()] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    // One daemon per data and cache folder: two would delete each other's temporary files
+    // and run each other's jobs. Held until the process exits.
+    let _data_lock = lock_folder(&config.data_dir)?;
+    let _cache_lock = match config.cache_dir.starts_with(&config.data_dir) {
+        true => None,
+        false => Some(lock_folder(&config.cache_dir)?),
+    };
     // A crashed daemon may have left job-private blobs behind.
     for entry in std::fs::read_dir(config.tmp_dir())?.flatten() {
         let _ = std::fs::remove_dir_all(entry.path());
@@ -186,6 +193,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Takes the exclusive lock of `dir` (`dir/.hoist.lock`), or says which daemon has it.
+fn lock_folder(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join(".hoist.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |_| {
+            anyhow::anyhow!(
+                "another hoist daemon is using {} (it holds {}); give each daemon its own \
+                 HOIST_DATA_DIR and HOIST_CACHE_DIR",
+                dir.display(),
+                path.display()
+            )
+        },
+    )?;
+    Ok(file)
 }
 
 async fn watch_signals(stop: CancellationToken) {

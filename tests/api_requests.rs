@@ -325,3 +325,38 @@ async fn openapi_and_metrics_are_served() {
         assert!(text.contains(series), "metrics lack {series}:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn a_second_daemon_on_the_same_data_dir_refuses_to_start() {
+    let world = World::start().await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .arg("serve")
+        .env_clear()
+        .env("HOIST_LISTEN", "127.0.0.1:0")
+        .env("HOIST_DATA_DIR", &world.hoist.data_dir)
+        .env("HOIST_CACHE_DIR", &world.hoist.cache_dir)
+        .env("HOIST_ROOTS", world.root())
+        .env("DOCKER_CONFIG", world.dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("a second daemon on the same data dir kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "second daemon exited 0: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another hoist daemon is using"),
+        "stderr: {stderr}"
+    );
+    // The first one is untouched.
+    let resp = world.get("/healthz").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
