@@ -2,9 +2,9 @@
 //!
 //! The `jobs` row in SQLite is the truth for a job; the broadcast channel only carries
 //! changes to listeners (`?wait=`, `/events`). Credentials given in a request live in
-//! memory only, for as long as the job is queued or running. `pull.rs` (and later
-//! `build.rs`) are the job bodies; they drive `registry`, `store` and `unpack`, which
-//! know nothing of jobs.
+//! memory only, for as long as the job is queued or running. `worker.rs` runs jobs;
+//! `pull.rs` and `build.rs` are the job bodies; they drive `registry`, `store`, `unpack`
+//! and `image`, which know nothing of jobs.
 
 mod build;
 mod cancel;
@@ -16,6 +16,7 @@ mod progress;
 mod pull;
 mod request;
 mod table;
+mod worker;
 
 pub use metrics::{BUCKETS as DURATION_BUCKETS, JobMetrics};
 use model::subject;
@@ -295,106 +296,6 @@ impl Jobs {
         self.wait(id, Duration::from_secs(10)).await
     }
 
-    async fn worker(&self, rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>>) {
-        loop {
-            let next = {
-                let mut rx = rx.lock().await;
-                tokio::select! {
-                    _ = self.inner.shutdown.cancelled() => None,
-                    id = rx.recv() => id,
-                }
-            };
-            let Some(id) = next else { return };
-            if self.inner.shutdown.is_cancelled() {
-                return;
-            }
-            if let Err(e) = self.run(&id).await {
-                tracing::error!(job = %id, error = %e, "job bookkeeping failed");
-            }
-        }
-    }
-
-    async fn run(&self, id: &str) -> Result<(), JobsError> {
-        let cancel = self.inner.shutdown.child_token();
-        self.lock_running().insert(id.to_string(), cancel.clone());
-        if !table::mark_running(&self.inner.db, id).await? {
-            self.lock_running().remove(id);
-            return Ok(()); // cancelled while queued
-        }
-        let job = self.get(id).await?;
-        self.publish_state(&job);
-        let started = Instant::now();
-        let secrets = self.lock_secrets().get(id).cloned().unwrap_or_default();
-        tracing::info!(job = %id, image = subject(&job.request), kind = job.kind.as_str(), request = %job.request, "job started");
-
-        let tracker = Arc::new(progress::Tracker::default());
-        let stop_reporting = CancellationToken::new();
-        let reporter = tokio::spawn(progress::report(
-            id.to_string(),
-            tracker.clone(),
-            self.inner.db.clone(),
-            self.inner.events.clone(),
-            stop_reporting.clone(),
-        ));
-
-        let body = {
-            let env = self.inner.env.clone();
-            let job = job.clone();
-            let cancel = cancel.clone();
-            let tracker = tracker.clone();
-            tokio::spawn(async move { run_body(env, job, secrets, tracker, cancel).await })
-        };
-        let outcome = match body.await {
-            Ok(outcome) => outcome,
-            Err(join) => Err(JobError::new(
-                "internal_error",
-                format!("job task ended abnormally: {join}"),
-            )),
-        };
-        if outcome.is_ok() {
-            tracker.set_phase("done");
-        }
-        stop_reporting.cancel();
-        let _ = reporter.await;
-        self.lock_running().remove(id);
-        // Blobs this job pinned over the size limit can go now.
-        if let Err(e) = self.inner.env.store.evict().await {
-            tracing::warn!(error = %e, "cache eviction");
-        }
-
-        if self.inner.shutdown.is_cancelled() && outcome.is_err() {
-            // Interrupted by shutdown: left `running`, re-queued at the next start.
-            tracing::info!(job = %id, image = subject(&job.request), "job interrupted by shutdown; it runs again at next start");
-            return Ok(());
-        }
-        self.lock_secrets().remove(id);
-        let (status, result, error) = match outcome {
-            Ok(result) => (JobStatus::Succeeded, Some(result), None),
-            Err(_) if cancel.is_cancelled() => (
-                JobStatus::Cancelled,
-                None,
-                Some(JobError::new("cancelled", "cancelled by request")),
-            ),
-            Err(e) => (JobStatus::Failed, None, Some(e)),
-        };
-        table::finish(&self.inner.db, id, status, result.as_ref(), error.as_ref()).await?;
-        self.inner
-            .metrics
-            .observe(job.kind, status, started.elapsed());
-        let job = self.get(id).await?;
-        match &job.error {
-            Some(e) => {
-                tracing::info!(job = %id, image = subject(&job.request), status = status.as_str(), code = %e.code,
-                                      error = %e.message, "job ended")
-            }
-            None => {
-                tracing::info!(job = %id, image = subject(&job.request), status = status.as_str(), "job ended")
-            }
-        }
-        self.publish_state(&job);
-        Ok(())
-    }
-
     /// Stops taking jobs, interrupts running ones (they run again at the next start) and
     /// waits up to `grace` for them to clean up.
     pub async fn shutdown(&self, grace: Duration) {
@@ -413,36 +314,5 @@ impl Jobs {
     /// Job counts by kind and status (for metrics).
     pub async fn counts(&self) -> Result<Vec<(String, String, i64)>, JobsError> {
         Ok(table::counts(&self.inner.db).await?)
-    }
-}
-
-async fn run_body(
-    env: JobEnv,
-    job: Job,
-    secrets: Secrets,
-    tracker: Arc<progress::Tracker>,
-    cancel: CancellationToken,
-) -> Result<serde_json::Value, JobError> {
-    match job.kind {
-        JobKind::Pull => {
-            let request: PullRequest = serde_json::from_value(job.request.clone())
-                .map_err(|e| JobError::new("invalid_request", format!("stored request: {e}")))?;
-            let spec = request
-                .validate(&env.config.roots)
-                .map_err(|e| JobError::new(e.code(), e.to_string()))?;
-            pull::run(&env, &job.id, spec, secrets.auth, &tracker, &cancel).await
-        }
-        JobKind::Build => {
-            let request: BuildRequest = serde_json::from_value(job.request.clone())
-                .map_err(|e| JobError::new("invalid_request", format!("stored request: {e}")))?;
-            let spec = request
-                .validate(&env.config.roots)
-                .map_err(|e| JobError::new(e.code(), e.to_string()))?;
-            let auth = build::BuildAuth {
-                target: secrets.auth,
-                base: secrets.base_auth,
-            };
-            build::run(&env, &job.id, spec, auth, &tracker, &cancel).await
-        }
     }
 }
