@@ -150,9 +150,7 @@ impl Config {
             .filter(|s| !s.is_empty())
             .map(str::to_ascii_lowercase)
             .collect();
-        let docker_config_dir = std::env::var_os("DOCKER_CONFIG")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
+        let docker_config_dir = crate::registry::RegistryConfig::default_docker_config_dir();
         Ok(Config {
             listen: args.listen,
             data_dir,

@@ -43,18 +43,27 @@ pub async fn digest(
 ) -> Result<axum::Json<Value>, ApiError> {
     let (reference, platform) = q.parse()?;
     let registry = &state.jobs.env().registry;
-    let (digest, media_type, _size) = registry.head_manifest(&reference, None).await?;
-    let mut body = json!({
-        "image": reference.to_string(),
-        "digest": digest,
-        "media_type": media_type,
-    });
-    if let Some(platform) = platform {
-        let pinned = reference.with_digest(digest);
-        let image = registry.resolve(&pinned, Some(&platform), None).await?;
-        body["platform"] = json!(image.platform.to_string());
-        body["platform_digest"] = json!(image.manifest.digest);
-    }
+    let body = match platform {
+        // Resolving reads the top document anyway: no HEAD before it.
+        Some(platform) => {
+            let image = registry.resolve(&reference, Some(&platform), None).await?;
+            json!({
+                "image": reference.to_string(),
+                "digest": image.top.digest,
+                "media_type": image.top.media_type,
+                "platform": image.platform.to_string(),
+                "platform_digest": image.manifest.digest,
+            })
+        }
+        None => {
+            let (digest, media_type, _size) = registry.head_manifest(&reference, None).await?;
+            json!({
+                "image": reference.to_string(),
+                "digest": digest,
+                "media_type": media_type,
+            })
+        }
+    };
     Ok(axum::Json(body))
 }
 
