@@ -318,33 +318,7 @@ fn assert_tree(expected: &Tree, actual: &Path, ignore: &[&str], what: &str) {
 /// `POST /builds`, which must be accepted: 202, `Location: /jobs/{id}`, a build job whose
 /// stored request carries no credentials.
 async fn submit_build(world: &World, body: &Value) -> Job {
-    let resp = world
-        .post("/builds")
-        .json(body)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("POST /builds: {e:?}"));
-    let status = resp.status().as_u16();
-    let location = resp
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let text = resp.text().await.unwrap_or_default();
-    assert_eq!(status, 202, "POST /builds {body} answered {status}: {text}");
-    let job = Job(serde_json::from_str(&text).expect("job JSON"));
-    assert_eq!(
-        location.as_deref(),
-        Some(format!("/jobs/{}", job.id()).as_str())
-    );
-    assert_eq!(job.0["kind"], "build", "{job:?}");
-    for secret in ["auth", "base_auth"] {
-        assert!(
-            job.0["request"].get(secret).is_none(),
-            "{secret} echoed: {job:?}"
-        );
-    }
-    job
+    world.submit_job("/builds", "build", body).await
 }
 
 /// Submits a build and waits for it to end.

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -102,10 +101,7 @@ impl Fetcher {
                 &self.cancel,
             )
             .await?;
-        writer
-            .flush()
-            .await
-            .map_err(|e| io_error(format!("writing blob {}", blob.digest), e))?;
+        // `commit` flushes, syncs and checks the digest.
         let found = writer.commit().await?;
         tracker.layer_state(index, "downloaded");
         Ok(found)

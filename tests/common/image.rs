@@ -579,17 +579,23 @@ pub fn inspect_raw(registry: &Registry, repo_tag: &str) -> Vec<u8> {
     skopeo_inspect(registry, repo_tag, &["--raw"])
 }
 
+/// skopeo's flags that pick `os/arch[/variant]` from an index.
+fn platform_overrides(platform: Option<&str>) -> Vec<String> {
+    let Some(p) = platform else { return Vec::new() };
+    let parts: Vec<&str> = p.split('/').collect();
+    let mut flags = vec![
+        format!("--override-os={}", parts[0]),
+        format!("--override-arch={}", parts[1]),
+    ];
+    if let Some(v) = parts.get(2) {
+        flags.push(format!("--override-variant={v}"));
+    }
+    flags
+}
+
 /// `skopeo inspect` (for an index: of the entry for `platform`, `os/arch[/variant]`).
 pub fn inspect(registry: &Registry, repo_tag: &str, platform: Option<&str>) -> Value {
-    let mut extra = Vec::new();
-    if let Some(p) = platform {
-        let parts: Vec<&str> = p.split('/').collect();
-        extra.push(format!("--override-os={}", parts[0]));
-        extra.push(format!("--override-arch={}", parts[1]));
-        if let Some(v) = parts.get(2) {
-            extra.push(format!("--override-variant={v}"));
-        }
-    }
+    let extra = platform_overrides(platform);
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     serde_json::from_slice(&skopeo_inspect(registry, repo_tag, &extra)).expect("inspect JSON")
 }
@@ -597,14 +603,7 @@ pub fn inspect(registry: &Registry, repo_tag: &str, platform: Option<&str>) -> V
 /// `skopeo inspect --config`: the image config blob.
 pub fn inspect_config(registry: &Registry, repo_tag: &str, platform: Option<&str>) -> Value {
     let mut extra = vec!["--config".to_owned()];
-    if let Some(p) = platform {
-        let parts: Vec<&str> = p.split('/').collect();
-        extra.push(format!("--override-os={}", parts[0]));
-        extra.push(format!("--override-arch={}", parts[1]));
-        if let Some(v) = parts.get(2) {
-            extra.push(format!("--override-variant={v}"));
-        }
-    }
+    extra.extend(platform_overrides(platform));
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     serde_json::from_slice(&skopeo_inspect(registry, repo_tag, &extra)).expect("config JSON")
 }

@@ -337,7 +337,18 @@ impl World {
 
     /// `POST /pulls`, which must be accepted: 202, `Location: /jobs/{id}`, a pull job.
     pub async fn submit_pull(&self, body: Value) -> Job {
-        let resp = self.post_pull(&body).await;
+        self.submit_job("/pulls", "pull", &body).await
+    }
+
+    /// `POST path` (`/pulls`, `/builds`), which must be accepted: 202,
+    /// `Location: /jobs/{id}`, a job of `kind` whose stored request echoes no credential.
+    pub async fn submit_job(&self, path: &str, kind: &str, body: &Value) -> Job {
+        let resp = self
+            .post(path)
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e:?}"));
         let status = resp.status().as_u16();
         let location = resp
             .headers()
@@ -345,16 +356,22 @@ impl World {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let text = resp.text().await.unwrap_or_default();
-        assert_eq!(status, 202, "POST /pulls {body} answered {status}: {text}");
+        assert_eq!(status, 202, "POST {path} {body} answered {status}: {text}");
         let job = Job(serde_json::from_str(&text).unwrap_or_else(|e| {
-            panic!("POST /pulls answered 202 with a body that is not JSON ({e}): {text}")
+            panic!("POST {path} answered 202 with a body that is not JSON ({e}): {text}")
         }));
         assert_eq!(
             location.as_deref(),
             Some(format!("/jobs/{}", job.id()).as_str()),
-            "Location of the accepted pull"
+            "Location of the accepted job"
         );
-        assert_eq!(job.0["kind"], "pull", "kind of {job:?}");
+        assert_eq!(job.0["kind"], kind, "kind of {job:?}");
+        for secret in ["auth", "base_auth"] {
+            assert!(
+                job.0["request"].get(secret).is_none(),
+                "{secret} echoed: {job:?}"
+            );
+        }
         job
     }
 
