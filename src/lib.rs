@@ -11,4 +11,5 @@ pub mod jobs;
 pub mod registry;
 pub mod serve;
 pub mod store;
+pub mod text;
 pub mod unpack;

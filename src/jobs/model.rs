@@ -97,11 +97,18 @@ pub struct JobError {
     pub message: String,
 }
 
+/// The longest message a job row keeps, in bytes (then cut, and marked so). The rooms
+/// already quote untrusted values short; this is the backstop for any error from
+/// anywhere (a registry's body, a name in a layer) that would make a big row, log line
+/// and `GET /jobs/{id}`.
+pub const MESSAGE_MAX: usize = 4096;
+
 impl JobError {
+    /// `message` is cut to [`MESSAGE_MAX`] bytes.
     pub fn new(code: &str, message: impl Into<String>) -> JobError {
         JobError {
             code: code.to_string(),
-            message: message.into(),
+            message: crate::text::truncate(message.into(), MESSAGE_MAX),
         }
     }
 }
@@ -160,4 +167,20 @@ pub fn subject(request: &serde_json::Value) -> &str {
         .as_str()
         .or_else(|| request["target"].as_str())
         .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_error_messages_are_cut_to_a_few_kib() {
+        let e = JobError::new("registry_error", "x".repeat(10 * MESSAGE_MAX));
+        assert!(e.message.len() < MESSAGE_MAX + 64, "{}", e.message.len());
+        assert!(
+            e.message
+                .ends_with(&format!("…(cut, {} bytes)", 10 * MESSAGE_MAX))
+        );
+        assert_eq!(JobError::new("x", "short").message, "short");
+    }
 }

@@ -1,6 +1,12 @@
-//! Errors of the registry client, each with a stable machine-readable code.
+//! Errors of the registry client, each with a stable machine-readable code. Values that
+//! come from the registry (bodies, platform lists, media types) are quoted cut short.
 
 use crate::digest::Digest;
+
+/// A value the registry sent, cut short for a message.
+fn quote(remote: &str) -> String {
+    crate::text::quote(remote.as_bytes())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -16,7 +22,7 @@ pub enum RegistryError {
     },
     #[error("registry {registry} denied access to {scope}")]
     Denied { registry: String, scope: String },
-    #[error("image {image} has no manifest for platform {platform} (it has: {available})")]
+    #[error("image {image} has no manifest for platform {platform} (it has: {})", quote(.available))]
     PlatformNotFound {
         image: String,
         platform: String,
@@ -29,9 +35,9 @@ pub enum RegistryError {
         expected: String,
         actual: String,
     },
-    #[error("{image}: unsupported manifest: {reason}")]
+    #[error("{image}: unsupported manifest: {}", quote(.reason))]
     UnsupportedManifest { image: String, reason: String },
-    #[error("registry {registry} answered {status} for {url}: {body}")]
+    #[error("registry {registry} answered {status} for {url}: {}", quote(.body))]
     Http {
         registry: String,
         url: String,
