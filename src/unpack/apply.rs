@@ -2,8 +2,9 @@
 //! confined filesystem operations, with umoci's results.
 //!
 //! Runs on a blocking-pool thread that drives the async tar reader with `block_on`, so
-//! the many small syscalls never stall a runtime worker. Memory is one read buffer plus
-//! the set of paths the layer wrote (for whiteouts), whatever the layer's size.
+//! the many small syscalls never stall a runtime worker. Memory is one read buffer, one
+//! entry's headers (at most [`HEADER_BYTES_MAX`] of the archive, see `bounded`) and the
+//! set of paths the layer wrote (for whiteouts), whatever the layer's size.
 //!
 //! Like umoci, every entry keeps its parent directory's times: they are read before the
 //! entry is applied and put back after, so a directory ends with the times of its own
@@ -22,6 +23,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio_tar::{Archive, Entry};
 use tokio_util::sync::CancellationToken;
 
+use super::bounded::{Bounded, HEADER_BYTES_MAX, HeaderBudget};
 use super::fsops::{Root, is_dir, lstat_at, open_child_dir, remove_all_at, times_of};
 use super::header::{EntryHead, Kind, unreadable};
 use super::meta::{MetaWriter, Node};
@@ -63,7 +65,8 @@ pub(super) async fn apply_layer<R: AsyncRead + Unpin + Send>(
             Box::new(d)
         }
     };
-    let mut archive = Archive::new(decoded);
+    let budget = HeaderBudget::default();
+    let mut archive = Archive::new(Bounded::new(decoded, budget.clone()));
     let mut entries = archive.entries().map_err(unreadable)?;
     let mut layer = Layer {
         root,
@@ -73,14 +76,40 @@ pub(super) async fn apply_layer<R: AsyncRead + Unpin + Send>(
         stats: LayerStats::default(),
         buf: vec![0; CHUNK],
     };
-    while let Some(entry) = entries.next().await {
+    loop {
         if cancel.is_cancelled() {
             return Err(UnpackError::Cancelled);
         }
-        let mut entry = entry.map_err(unreadable)?;
+        // The budget covers exactly this entry's headers because the previous entry's
+        // data was drained before: `next` then reads only padding, headers and the
+        // extension data it folds into the entry.
+        budget.arm();
+        let next = entries.next().await;
+        budget.disarm();
+        let Some(entry) = next else { break };
+        let mut entry = entry.map_err(|e| {
+            if budget.exceeded() {
+                headers_too_big()
+            } else {
+                unreadable(e)
+            }
+        })?;
         layer.apply_entry(&mut entry, cancel).await?;
+        layer.drain(&mut entry, cancel).await?;
     }
     Ok(layer.stats)
+}
+
+/// One entry's headers are over the budget: a GNU long name or link, PAX records or a
+/// sparse map bigger than any real one, as Go's archive/tar refuses them.
+fn headers_too_big() -> UnpackError {
+    UnpackError::BadEntry {
+        entry: "(archive)".to_string(),
+        reason: format!(
+            "an entry's headers (GNU long name or link, PAX records, sparse map) take over \
+             {HEADER_BYTES_MAX} bytes; refusing them, as Go's archive/tar does past 1 MiB"
+        ),
+    }
 }
 
 struct Layer<'a> {
@@ -188,6 +217,23 @@ impl Layer<'_> {
             rustix::fs::futimens(dir, &times).map_err(|e| io(e.into()))?;
         }
         Ok(())
+    }
+
+    /// Reads what `apply_entry` left of the entry's data (a directory's or a link's, a
+    /// skipped device's), so that the next header read starts at the entry's end.
+    async fn drain<R: AsyncRead + Unpin>(
+        &mut self,
+        entry: &mut Entry<R>,
+        cancel: &CancellationToken,
+    ) -> Result<(), UnpackError> {
+        loop {
+            if cancel.is_cancelled() {
+                return Err(UnpackError::Cancelled);
+            }
+            if entry.read(&mut self.buf).await.map_err(unreadable)? == 0 {
+                return Ok(());
+            }
+        }
     }
 
     /// `.`, `/` and the like: the root's own metadata. Only a directory may stand there.

@@ -4,7 +4,9 @@
 //! into the entry; this adds what it leaves raw: sub-second and access times (`mtime`,
 //! `atime`, GNU `atime`), `SCHILY.xattr.*` records, and the entry kind as umoci reads it
 //! (an old-style regular entry whose name ends in `/` is a directory, as Go's reader has
-//! it). Not for: touching the filesystem.
+//! it). It also refuses what Go's reader refuses in PAX records (a NUL in `path`,
+//! `linkpath`, `uname`, `gname` or in any key: C-string consumers would see another name
+//! than ours) and global headers over Go's 1 MiB. Not for: touching the filesystem.
 
 use std::io;
 
@@ -12,7 +14,10 @@ use rustix::fs::{Timespec, Timestamps};
 use tokio::io::AsyncRead;
 use tokio_tar::{Entry, EntryType};
 
+use crate::text::quote;
+
 use super::UnpackError;
+use super::bounded::EXTENSION_MAX;
 use super::meta::Meta;
 use super::names::EntryName;
 
@@ -50,7 +55,7 @@ impl EntryHead {
         let raw_name = entry.path_bytes().map_err(unreadable)?.into_owned();
         let name = EntryName::clean(&raw_name);
         let bad = |reason: String| UnpackError::BadEntry {
-            entry: String::from_utf8_lossy(&raw_name).into_owned(),
+            entry: quote(&raw_name),
             reason,
         };
         let header = entry.header();
@@ -107,6 +112,13 @@ impl EntryHead {
             _ => None,
         };
         let size = entry.effective_size();
+        // A global header's data is skipped, not read, so the header budget does not see
+        // it; Go refuses it past the same 1 MiB as any extension.
+        if kind == Kind::Skip && size > EXTENSION_MAX {
+            return Err(bad(format!(
+                "PAX global header of {size} bytes (the limit is {EXTENSION_MAX})"
+            )));
+        }
 
         let mut xattrs = Vec::new();
         let records = match kind {
@@ -118,22 +130,17 @@ impl EntryHead {
                 for record in records {
                     let record = record.map_err(unreadable)?;
                     let (key, value) = (record.key_bytes(), record.value_bytes());
+                    check_pax_record(key, value).map_err(bad)?;
                     if let Some(xattr) = key.strip_prefix(XATTR_PREFIX) {
                         xattrs.push((xattr.to_vec(), value.to_vec()));
                     } else if key == b"mtime" {
-                        mtime = parse_pax_time(value).ok_or_else(|| {
-                            bad(format!(
-                                "bad PAX mtime {:?}",
-                                String::from_utf8_lossy(value)
-                            ))
-                        })?;
+                        mtime = parse_pax_time(value)
+                            .ok_or_else(|| bad(format!("bad PAX mtime {:?}", quote(value))))?;
                     } else if key == b"atime" {
-                        atime = Some(parse_pax_time(value).ok_or_else(|| {
-                            bad(format!(
-                                "bad PAX atime {:?}",
-                                String::from_utf8_lossy(value)
-                            ))
-                        })?);
+                        atime = Some(
+                            parse_pax_time(value)
+                                .ok_or_else(|| bad(format!("bad PAX atime {:?}", quote(value))))?,
+                        );
                     }
                 }
             }
@@ -157,6 +164,30 @@ impl EntryHead {
             size,
         })
     }
+}
+
+/// Go's `validPAXRecord`: no empty key, no NUL in a key, and none in the values that
+/// name things (`path`, `linkpath`, `uname`, `gname`), which C-string readers would cut
+/// where this reader does not. (`=` cannot be in a key: the record parser splits there.)
+fn check_pax_record(key: &[u8], value: &[u8]) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("PAX record with an empty key".into());
+    }
+    if key.contains(&0) {
+        return Err(format!(
+            "PAX record key {:?} contains a NUL byte",
+            quote(key)
+        ));
+    }
+    let names_something = matches!(key, b"path" | b"linkpath" | b"uname" | b"gname");
+    if names_something && value.contains(&0) {
+        return Err(format!(
+            "PAX {} {:?} contains a NUL byte",
+            quote(key),
+            quote(value)
+        ));
+    }
+    Ok(())
 }
 
 /// A tar stream that cannot be read (corrupt, truncated, badly compressed).
@@ -213,6 +244,18 @@ mod tests {
             tv_sec,
             tv_nsec: tv_nsec as _,
         })
+    }
+
+    #[test]
+    fn pax_records_are_checked_as_go_checks_them() {
+        assert!(check_pax_record(b"path", b"a/b").is_ok());
+        assert!(check_pax_record(b"comment", b"with\0nul").is_ok());
+        assert!(check_pax_record(b"SCHILY.xattr.user.x", b"bin\0ary").is_ok());
+        for key in [&b"path"[..], b"linkpath", b"uname", b"gname"] {
+            assert!(check_pax_record(key, b"a\0b").is_err(), "{key:?}");
+        }
+        assert!(check_pax_record(b"", b"x").is_err());
+        assert!(check_pax_record(b"SCHILY.xattr.a\0b", b"x").is_err());
     }
 
     #[test]

@@ -6,12 +6,15 @@
 //! (whiteouts, links, modes, owners, xattrs, times), so `systemd-nspawn -D` boots it.
 //! Knows nothing of registries, the cache or jobs.
 //!
-//! Map: `apply` reads a layer and applies its entries; `header` reads one entry's header;
+//! Map: `apply` reads a layer and applies its entries; `bounded` caps what the tar reader
+//! may take for one entry's headers (GNU long names, PAX records); `header` reads one
+//! entry's header and refuses the names Go's reader refuses;
 //! `names` cleans names and spots whiteouts; `whiteout` removes what they name; `fsops`
 //! is the only place that turns names into descriptors; `meta` sets owner, mode, xattrs
 //! and times; `staging` swaps a finished tree into place.
 
 mod apply;
+mod bounded;
 mod fsops;
 mod header;
 mod meta;

@@ -40,12 +40,13 @@ impl EntryName {
         Some((parent, last))
     }
 
-    /// The name as a relative path, for messages (`.` for the root).
+    /// The name as a relative path, for messages (`.` for the root), cut as
+    /// [`crate::text::quote`] cuts.
     pub(super) fn display(&self) -> String {
         if self.is_root() {
             return ".".to_string();
         }
-        String::from_utf8_lossy(&join(&self.components)).into_owned()
+        crate::text::quote(&join(&self.components))
     }
 }
 

@@ -77,6 +77,13 @@ impl E {
         e
     }
 
+    /// A PAX global header (`g`) holding one record.
+    pub(super) fn pax_global(key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> E {
+        let mut e = E::new("pax_global_header", b'g', 0o644);
+        e.data = pax_records(&[(key.as_ref().to_vec(), value.as_ref().to_vec())]);
+        e
+    }
+
     pub(super) fn mode(mut self, mode: u32) -> E {
         self.mode = mode;
         self
@@ -152,19 +159,7 @@ fn write_entry(out: &mut Vec<u8>, e: &E) {
         }
     }
     if !pax.is_empty() {
-        let mut body = Vec::new();
-        for (k, v) in &pax {
-            let rest = k.len() + v.len() + 3; // ' ', '=', '\n'
-            let mut len = rest + 1;
-            while len != rest + len.to_string().len() {
-                len = rest + len.to_string().len();
-            }
-            body.extend_from_slice(format!("{len} ").as_bytes());
-            body.extend_from_slice(k);
-            body.push(b'=');
-            body.extend_from_slice(v);
-            body.push(b'\n');
-        }
+        let body = pax_records(&pax);
         write_header(
             out,
             b"PaxHeaders/entry",
@@ -187,6 +182,24 @@ fn write_entry(out: &mut Vec<u8>, e: &E) {
     octal(&mut header[337..345], e.device.1 as u64);
     checksum(header);
     write_data(out, &e.data);
+}
+
+/// PAX records, each `"<len> <key>=<value>\n"` with its own length counted.
+fn pax_records(records: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (k, v) in records {
+        let rest = k.len() + v.len() + 3; // ' ', '=', '\n'
+        let mut len = rest + 1;
+        while len != rest + len.to_string().len() {
+            len = rest + len.to_string().len();
+        }
+        body.extend_from_slice(format!("{len} ").as_bytes());
+        body.extend_from_slice(k);
+        body.push(b'=');
+        body.extend_from_slice(v);
+        body.push(b'\n');
+    }
+    body
 }
 
 fn write_header(out: &mut Vec<u8>, name: &[u8], typeflag: u8, mode: u32, link: &[u8], size: u64) {

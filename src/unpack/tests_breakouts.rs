@@ -14,6 +14,9 @@ use super::test_tar::{E, apply_all, layer};
 enum Outcome {
     /// Applying fails (and still changes nothing outside).
     Fails,
+    /// Applying fails with `invalid_layer` (the layer is refused as such, not because
+    /// some syscall choked on it), with a message of at most [`MESSAGE_MAX`] bytes.
+    Invalid,
     /// Applying succeeds; the check sees where things landed inside the root.
     Contained(fn(&Path, &Path)),
 }
@@ -29,6 +32,17 @@ fn landed(root: &Path, rel: &str, content: &str) {
     let path = root.join(rel);
     let got = fs::read(&path).unwrap_or_else(|e| panic!("{} missing: {e}", path.display()));
     assert_eq!(got, content.as_bytes(), "{}", path.display());
+}
+
+/// The longest message a refused row may give: hostile names are quoted cut.
+const MESSAGE_MAX: usize = 1024;
+
+/// Over the budget of one entry's headers (see `bounded`).
+const TOO_BIG: usize = 2 << 20;
+
+/// `n` components of 255 bytes: a long name every filesystem takes.
+fn deep_name(n: usize) -> String {
+    vec!["n".repeat(255); n].join("/")
 }
 
 /// `outside` below the root, as an absolute path resolved inside the root would land.
@@ -234,6 +248,73 @@ const ROWS: &[Row] = &[
         layers: |_| vec![vec![E::hardlink("r", ".")]],
         outcome: Outcome::Fails,
     },
+    Row {
+        name: "huge_gnu_long_name",
+        layers: |_| vec![vec![E::file("a".repeat(TOO_BIG), "x").gnu()]],
+        outcome: Outcome::Invalid,
+    },
+    Row {
+        name: "huge_gnu_long_link",
+        layers: |_| vec![vec![E::symlink("s", "t".repeat(TOO_BIG)).gnu()]],
+        outcome: Outcome::Invalid,
+    },
+    Row {
+        name: "huge_pax_record",
+        layers: |_| vec![vec![E::file("f", "x").pax("comment", "c".repeat(TOO_BIG))]],
+        outcome: Outcome::Invalid,
+    },
+    Row {
+        name: "huge_pax_global_header",
+        layers: |_| {
+            vec![vec![
+                E::pax_global("comment", "c".repeat(TOO_BIG)),
+                E::file("f", "x"),
+            ]]
+        },
+        outcome: Outcome::Invalid,
+    },
+    Row {
+        name: "pax_path_with_nul",
+        layers: |_| {
+            vec![vec![
+                E::file("placeholder", "x").pax("path", "etc/pass\0wd"),
+            ]]
+        },
+        outcome: Outcome::Invalid,
+    },
+    Row {
+        name: "pax_linkpath_with_nul",
+        layers: |out| {
+            vec![vec![
+                E::symlink("s", "placeholder").pax("linkpath", format!("{out}/canary\0x")),
+            ]]
+        },
+        outcome: Outcome::Invalid,
+    },
+    Row {
+        name: "pax_key_with_nul",
+        layers: |_| vec![vec![E::file("f", "x").pax("SCHILY.xattr.user.a\0b", "v")]],
+        outcome: Outcome::Invalid,
+    },
+    Row {
+        name: "long_legal_pax_name",
+        layers: |_| vec![vec![E::file(deep_name(12), "deep")]],
+        outcome: Outcome::Contained(|root, _| landed(root, &deep_name(12), "deep")),
+    },
+    Row {
+        name: "long_legal_gnu_name",
+        layers: |_| vec![vec![E::file(deep_name(12), "deep").gnu()]],
+        outcome: Outcome::Contained(|root, _| landed(root, &deep_name(12), "deep")),
+    },
+    Row {
+        name: "pax_record_just_under_the_limit",
+        layers: |_| {
+            vec![vec![
+                E::file("f", "x").pax("comment", "c".repeat(1000 * 1024)),
+            ]]
+        },
+        outcome: Outcome::Contained(|root, _| landed(root, "f", "x")),
+    },
 ];
 
 /// Every path below `dir` except `dir/root`, with what could betray a write.
@@ -300,7 +381,16 @@ async fn run(row: &Row) -> Result<(), String> {
     }
     match (&row.outcome, result) {
         (Outcome::Fails, Err(_)) => Ok(()),
-        (Outcome::Fails, Ok(_)) => Err("expected an error".into()),
+        (Outcome::Fails | Outcome::Invalid, Ok(_)) => Err("expected an error".into()),
+        (Outcome::Invalid, Err(e)) if e.code() != "invalid_layer" => {
+            Err(format!("expected invalid_layer, got {}: {e}", e.code()))
+        }
+        (Outcome::Invalid, Err(e)) if e.to_string().len() > MESSAGE_MAX => Err(format!(
+            "message of {} bytes: {:?}",
+            e.to_string().len(),
+            e.to_string().chars().take(300).collect::<String>()
+        )),
+        (Outcome::Invalid, Err(_)) => Ok(()),
         (Outcome::Contained(check), Ok(_)) => {
             let check = *check;
             let (root, outside) = (root.clone(), outside.clone());
