@@ -87,10 +87,10 @@ fn assert_empty_dir(dir: &Path) {
     assert!(entries.is_empty(), "{dir:?} is not empty: {entries:?}");
 }
 
-/// Submits `pulls` (dests `a/b/dest`, `a/b/gitdest` with `layout: git`, and the second
-/// root's `x/y/dest`, each with `extra` fields) of `BIG` while its big layer comes slowly,
-/// waits until each has its first layer in its staging tree (and git commit), checks that
-/// the scratch is there, and kills the daemon (SIGKILL). Returns the jobs.
+/// Submits three pulls of `BIG` (dests `a/b/dest`, `a/b/gitdest` with `layout: git`, and
+/// the second root's `x/y/dest`, each with `extra` fields) while its big layer comes
+/// slowly, waits until each has its first layer in its staging tree (and git commit),
+/// checks that the scratch is there, and kills the daemon (SIGKILL). Returns the jobs.
 async fn kill_pulls_mid_way(world: &mut World, extra: &serde_json::Value) -> Vec<Job> {
     let pushed = world.push(&BIG, "private/big:1", Format::Oci);
     let big_layer = pushed.layer_digests()[1].clone();
