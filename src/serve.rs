@@ -110,15 +110,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         true => None,
         false => Some(lock_folder(&config.cache_dir)?),
     };
-    // A crashed daemon may have left job-private blobs behind.
+    // A crashed daemon may have left job-private blobs behind; `tmp/` is the daemon's
+    // alone (under the lock above), so all of it goes. Staging trees beside dests are
+    // another matter: they sit among the user's files, so only those that jobs recorded
+    // are removed (`Jobs::start`), never whatever merely has their name.
     for entry in std::fs::read_dir(config.tmp_dir())?.flatten() {
         let _ = std::fs::remove_dir_all(entry.path());
     }
     for root in &config.roots {
         std::fs::create_dir_all(root)
             .with_context(|| format!("creating root {}", root.display()))?;
-        // Staging trees of jobs killed mid-way (a re-queued job also clears its own).
-        crate::unpack::remove_leftovers(root).await;
     }
     let db = crate::db::open(&config.db_path()).await?;
     let store = Store::open(config.cache_dir.clone(), db.clone(), config.cache_max_bytes).await?;

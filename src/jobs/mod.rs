@@ -2,7 +2,9 @@
 //!
 //! The `jobs` row in SQLite is the truth for a job; the broadcast channel only carries
 //! changes to listeners (`?wait=`, `/events`). Credentials given in a request live in
-//! memory only, for as long as the job is queued or running. `worker.rs` runs jobs;
+//! memory only, for as long as the job is queued or running. The folders a job creates
+//! beside its dest are recorded (`scratch.rs`) and removed when it ends, or at the next
+//! start when the daemon died first. `worker.rs` runs jobs;
 //! `pull.rs` and `build.rs` are the job bodies; they drive `registry`, `store`, `unpack`
 //! and `image`, which know nothing of jobs.
 
@@ -15,6 +17,7 @@ mod model;
 mod progress;
 mod pull;
 mod request;
+mod scratch;
 mod table;
 mod worker;
 
@@ -125,6 +128,10 @@ impl Jobs {
     }
 
     async fn recover(&self) -> Result<(), JobsError> {
+        // This must come before any job is failed or re-queued: a job is reported ended
+        // only once its scratch folders are gone, and a re-queued job's run makes its own
+        // afresh. No job runs yet (one daemon per data folder), so every row is a leftover.
+        scratch::clean_all(&self.inner.db).await?;
         for job in table::take_unfinished(&self.inner.db).await? {
             if job.had_credentials {
                 let error = JobError::new(

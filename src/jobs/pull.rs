@@ -18,16 +18,18 @@ use super::fetch::{Fetcher, PrivateDir};
 use super::model::JobError;
 use super::progress::Tracker;
 use super::request::{CacheMode, Layout, PullSpec};
+use super::scratch::Scratch;
 use crate::image::{GitHistory, ImageError, LayerCommit, OciLayout};
 use crate::registry::{Credentials, LayerDescriptor, ManifestKind, ResolvedImage};
 use crate::store::BlobGuard;
-use crate::unpack::{Compression, Staging, Tree, UnpackOptions};
+use crate::unpack::{Compression, Staging, Tree, UnpackOptions, remove_scratch};
 
 pub async fn run(
     env: &JobEnv,
     job_id: &str,
     spec: PullSpec,
     auth: Option<Credentials>,
+    scratch: &Scratch,
     tracker: &Arc<Tracker>,
     cancel: &CancellationToken,
 ) -> Result<serde_json::Value, JobError> {
@@ -60,6 +62,13 @@ pub async fn run(
         .collect::<Result<Vec<_>, _>>()?;
     tracker.set_layers(layers.iter().map(|l| (l.digest.to_string(), l.size)));
 
+    // Recorded before they exist, so that a kill at any point leaves nothing unknown: the
+    // job's end, or the next start, removes them (`scratch.rs`).
+    let staging_path = Staging::path_for(&spec.dest, job_id)?;
+    scratch.record(&staging_path).await?;
+    if spec.layout == Layout::Git {
+        scratch.record(&GitDir::path_beside(&staging_path)).await?;
+    }
     let staging = Staging::create(&spec.dest, job_id).await?;
     let blob_dir = match spec.cache {
         CacheMode::Use => None,
@@ -85,7 +94,8 @@ pub async fn run(
     )
     .await
     {
-        // Removed before the job is reported ended: nothing of it stays behind.
+        // Removed now, on the blocking pool; the worker then clears what else the job
+        // recorded (the git repository) before the job is reported ended.
         staging.discard().await;
         return Err(e);
     }
@@ -230,41 +240,36 @@ fn layer_history(config: &[u8]) -> Vec<(Option<String>, Option<String>)> {
 }
 
 /// The `git` layout's repository, kept beside the staging tree (never inside it, where a
-/// layer could plant hooks) until every layer is committed; removed if the pull fails.
+/// layer could plant hooks) until every layer is committed. Recorded as the job's scratch
+/// before it is made: when the pull fails, the worker removes it (on the blocking pool,
+/// it may hold the whole image) before the job is reported ended.
 struct GitDir {
-    history: Option<GitHistory>,
-    path: PathBuf,
+    history: GitHistory,
 }
 
 impl GitDir {
+    /// `<tree>.git`: beside the tree, on the same file system.
+    fn path_beside(tree: &Path) -> PathBuf {
+        let mut path = tree.as_os_str().to_owned();
+        path.push(".git");
+        PathBuf::from(path)
+    }
+
     async fn init(tree: &Path) -> Result<GitDir, JobError> {
-        let path = PathBuf::from(format!("{}.git", tree.display()));
-        let _ = tokio::fs::remove_dir_all(&path).await;
+        let path = GitDir::path_beside(tree);
+        // A leftover of this job's own earlier run (recorded, so ours), as `Staging::create`
+        // does for the tree.
+        remove_scratch(&path).await?;
         let history = GitHistory::init(tree, &path).await.map_err(image_error)?;
-        Ok(GitDir {
-            history: Some(history),
-            path,
-        })
+        Ok(GitDir { history })
     }
 
     async fn commit(&self, layer: LayerCommit<'_>) -> Result<(), JobError> {
-        match &self.history {
-            Some(h) => h.commit_layer(layer).await.map_err(image_error),
-            None => Ok(()),
-        }
+        self.history.commit_layer(layer).await.map_err(image_error)
     }
 
-    /// Moves the repository into the tree; the Drop below then finds nothing to remove.
-    async fn finish(mut self) -> Result<(), JobError> {
-        match self.history.take() {
-            Some(h) => h.finish().await.map_err(image_error),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for GitDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+    /// Moves the repository into the tree.
+    async fn finish(self) -> Result<(), JobError> {
+        self.history.finish().await.map_err(image_error)
     }
 }

@@ -1,7 +1,11 @@
-//! The `jobs` table: every query on it, nothing else.
+//! The `jobs` table and its `job_scratch` rows: every query on them, nothing else.
 //!
 //! Status changes are conditional updates (`WHERE status = …`), so a cancel racing a
 //! worker's start can never both win.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 
 use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
 
@@ -197,4 +201,45 @@ pub async fn any_active(db: &SqlitePool) -> DbResult<bool> {
             .fetch_one(db)
             .await?;
     Ok(n > 0)
+}
+
+/// Records `path` as a scratch folder of job `id` (again is fine).
+pub async fn add_scratch(db: &SqlitePool, id: &str, path: &Path) -> DbResult<()> {
+    sqlx::query("INSERT OR IGNORE INTO job_scratch (job_id, path) VALUES (?, ?)")
+        .bind(id)
+        .bind(path.as_os_str().as_bytes())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The recorded scratch folders of job `id`, or of every job when `None`, as
+/// `(job id, path)`.
+pub async fn scratch(db: &SqlitePool, id: Option<&str>) -> DbResult<Vec<(String, PathBuf)>> {
+    let rows = sqlx::query(
+        "SELECT job_id, path FROM job_scratch WHERE ?1 IS NULL OR job_id = ?1
+         ORDER BY job_id, path",
+    )
+    .bind(id)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let path: Vec<u8> = r.try_get("path")?;
+            Ok((
+                r.try_get("job_id")?,
+                PathBuf::from(OsString::from_vec(path)),
+            ))
+        })
+        .collect()
+}
+
+/// Forgets a scratch folder of job `id` once it is gone.
+pub async fn forget_scratch(db: &SqlitePool, id: &str, path: &Path) -> DbResult<()> {
+    sqlx::query("DELETE FROM job_scratch WHERE job_id = ? AND path = ?")
+        .bind(id)
+        .bind(path.as_os_str().as_bytes())
+        .execute(db)
+        .await?;
+    Ok(())
 }

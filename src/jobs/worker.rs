@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::model::subject;
 use super::{
     BuildRequest, Job, JobEnv, JobError, JobKind, JobStatus, Jobs, JobsError, PullRequest, Secrets,
-    build, progress, pull, table,
+    build, progress, pull, scratch, table,
 };
 
 impl Jobs {
@@ -63,9 +63,10 @@ impl Jobs {
         let body = {
             let env = self.inner.env.clone();
             let job = job.clone();
+            let scratch = scratch::Scratch::new(self.inner.db.clone(), id);
             let cancel = cancel.clone();
             let tracker = tracker.clone();
-            tokio::spawn(async move { run_body(env, job, secrets, tracker, cancel).await })
+            tokio::spawn(async move { run_body(env, job, secrets, scratch, tracker, cancel).await })
         };
         let outcome = match body.await {
             Ok(outcome) => outcome,
@@ -79,6 +80,10 @@ impl Jobs {
         }
         stop_reporting.cancel();
         let _ = reporter.await;
+        // This must come before the job leaves `running` (shutdown waits for that) and
+        // before it is reported ended, whichever way it ended (a panicked body never ran
+        // its own cleanup): by then nothing it staged beside its dest is left.
+        scratch::clean(&self.inner.db, id).await;
         self.lock_running().remove(id);
         // Blobs this job pinned over the size limit can go now.
         if let Err(e) = self.inner.env.store.evict().await {
@@ -123,6 +128,7 @@ async fn run_body(
     env: JobEnv,
     job: Job,
     secrets: Secrets,
+    scratch: scratch::Scratch,
     tracker: Arc<progress::Tracker>,
     cancel: CancellationToken,
 ) -> Result<serde_json::Value, JobError> {
@@ -133,7 +139,16 @@ async fn run_body(
             let spec = request
                 .validate(&env.config.roots)
                 .map_err(|e| JobError::new(e.code(), e.to_string()))?;
-            pull::run(&env, &job.id, spec, secrets.auth, &tracker, &cancel).await
+            pull::run(
+                &env,
+                &job.id,
+                spec,
+                secrets.auth,
+                &scratch,
+                &tracker,
+                &cancel,
+            )
+            .await
         }
         JobKind::Build => {
             let request: BuildRequest = serde_json::from_value(job.request.clone())

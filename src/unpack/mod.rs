@@ -29,7 +29,7 @@ mod tests_breakouts;
 #[cfg(test)]
 mod tests_layers;
 
-pub use staging::{Staging, remove_leftovers};
+pub use staging::{Staging, remove_scratch};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -3,8 +3,10 @@
 //! A tree is built in `<dest parent>/.hoist-staging-<tag>` (same filesystem, so the final
 //! rename is atomic) and moved to `dest` by `renameat2`: `RENAME_NOREPLACE` when `dest`
 //! must not exist, `RENAME_EXCHANGE` to replace an existing tree in one step. A staging
-//! folder that is dropped uncommitted is removed, and [`remove_leftovers`] clears those a
-//! crash left behind. Not for: building the tree (`Tree`).
+//! folder that is dropped uncommitted is removed; [`Staging::path_for`] names the folder
+//! before it exists, so that a caller can record it and clear it with [`remove_scratch`]
+//! after a crash. Nothing here guesses which folders are leftovers. Not for: building the
+//! tree (`Tree`).
 
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -54,9 +56,9 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Staging {
-    /// Creates `<dest parent>/.hoist-staging-<tag>` (and the parent folders of dest). A
-    /// leftover folder of the same tag is removed first. `tag` must be a plain name.
-    pub async fn create(dest: &Path, tag: &str) -> Result<Staging, UnpackError> {
+    /// The folder [`Staging::create`] makes for `dest` and `tag`:
+    /// `<dest parent>/.hoist-staging-<tag>`. `tag` must be a plain name.
+    pub fn path_for(dest: &Path, tag: &str) -> Result<PathBuf, UnpackError> {
         if tag.is_empty() || tag.contains('/') || tag == "." || tag == ".." {
             return Err(invalid(dest, "staging tag must be a plain file name"));
         }
@@ -71,7 +73,14 @@ impl Staging {
         } else {
             parent
         };
-        let path = parent.join(format!("{PREFIX}{tag}"));
+        Ok(parent.join(format!("{PREFIX}{tag}")))
+    }
+
+    /// Creates [`Staging::path_for`]`(dest, tag)` (and the parent folders of dest). A
+    /// leftover folder of the same tag is removed first.
+    pub async fn create(dest: &Path, tag: &str) -> Result<Staging, UnpackError> {
+        let path = Staging::path_for(dest, tag)?;
+        let parent = path.parent().unwrap_or(Path::new("."));
         let (p, staged) = (parent.to_path_buf(), path.clone());
         blocking(&path, move || {
             std::fs::create_dir_all(&p)?;
@@ -113,10 +122,20 @@ impl Staging {
             rustix::fs::renameat_with(CWD, &from, CWD, &to, RenameFlags::EXCHANGE)?;
             Ok(Some(true))
         })
-        .await?;
+        .await;
         match swapped {
-            None => Err(UnpackError::DestExists(self.dest.clone())),
-            Some(replaced) => {
+            // Removed here, awaited, rather than by Drop's thread: the caller may report
+            // its job ended as soon as this returns.
+            Err(e) => {
+                self.discard().await;
+                Err(e)
+            }
+            Ok(None) => {
+                let dest = self.dest.clone();
+                self.discard().await;
+                Err(UnpackError::DestExists(dest))
+            }
+            Ok(Some(replaced)) => {
                 self.armed = false;
                 if replaced {
                     // The old tree now sits at the staging path.
@@ -178,42 +197,23 @@ impl Drop for Staging {
     }
 }
 
-/// Removes the `.hoist-staging-*` folders in `dir` that a crash left behind. For start-up
-/// only: a job running now would lose its staging folder. Failures are logged, not
-/// returned (nothing a caller could do about them).
-pub async fn remove_leftovers(dir: &Path) {
-    let dir = dir.to_path_buf();
-    let task = tokio::task::spawn_blocking(move || {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot list for staging leftovers");
-                return;
-            }
-        };
-        for entry in entries.flatten() {
-            if !entry
-                .file_name()
-                .as_encoded_bytes()
-                .starts_with(PREFIX.as_bytes())
-            {
-                continue;
-            }
-            let path = entry.path();
-            match remove_tree(&path) {
-                Ok(()) => {
-                    tracing::info!(path = %path.display(), "removed a leftover staging folder")
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "leftover staging folder not removed")
-                }
-            }
+/// Removes the tree at `path` on the blocking pool, never following a symlink there (a
+/// symlink is removed, not its target); nothing at `path`, or no parent folder, is fine.
+/// For a staging folder (or a sibling of one) that its creator recorded and a crash left
+/// behind, and for a job's scratch after it ended.
+pub async fn remove_scratch(path: &Path) -> Result<(), UnpackError> {
+    let p = path.to_path_buf();
+    blocking(path, move || match remove_tree(&p) {
+        // Raced with another removal (a dropped `Staging`), or the parent went: gone is gone.
+        Err(_)
+            if p.symlink_metadata()
+                .is_err_and(|e| e.kind() == io::ErrorKind::NotFound) =>
+        {
+            Ok(())
         }
-    });
-    if let Err(e) = task.await {
-        tracing::warn!(error = %e, "staging leftover cleanup failed");
-    }
+        other => other,
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -262,7 +262,10 @@ mod tests {
         let err = staging.commit(false).await.unwrap_err();
         assert!(matches!(err, UnpackError::DestExists(_)), "{err}");
         assert!(dest.join("old").exists());
-        assert!(gone(&path).await, "staging folder left behind");
+        assert!(
+            path.symlink_metadata().is_err(),
+            "staging folder left behind once commit returned"
+        );
     }
 
     #[tokio::test]
@@ -288,14 +291,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn leftovers_are_removed_and_other_folders_kept() {
+    async fn scratch_is_removed_without_following_symlinks_and_missing_is_fine() {
         let tmp = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(tmp.path().join(".hoist-staging-dead/a/b")).unwrap();
-        std::fs::create_dir_all(tmp.path().join("web")).unwrap();
-        remove_leftovers(tmp.path()).await;
-        remove_leftovers(&tmp.path().join("missing")).await;
-        assert!(!tmp.path().join(".hoist-staging-dead").exists());
-        assert!(tmp.path().join("web").exists());
+        let dead = Staging::path_for(&tmp.path().join("a/web"), "dead").unwrap();
+        std::fs::create_dir_all(dead.join("x/y")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("kept")).unwrap();
+        std::fs::write(tmp.path().join("kept/file"), "mine").unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("kept"), dead.join("x/link")).unwrap();
+        let link = tmp.path().join("a/.hoist-staging-link");
+        std::os::unix::fs::symlink(tmp.path().join("kept"), &link).unwrap();
+        for path in [&dead, &link] {
+            remove_scratch(path).await.unwrap();
+            assert!(path.symlink_metadata().is_err(), "{path:?} left");
+        }
+        remove_scratch(&dead).await.unwrap();
+        remove_scratch(&tmp.path().join("no/such/parent/.hoist-staging-x"))
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(tmp.path().join("kept/file")).unwrap(),
+            b"mine"
+        );
+        assert!(tmp.path().join("a").is_dir(), "the parent folder stays");
     }
 
     #[tokio::test]
