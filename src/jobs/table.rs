@@ -32,10 +32,8 @@ fn job_from_row(row: &SqliteRow) -> DbResult<Job> {
         request: serde_json::from_str(&request).map_err(|e| decode("request", e.to_string()))?,
         progress: progress.and_then(|p| serde_json::from_str::<Progress>(&p).ok()),
         result: result.and_then(|r| serde_json::from_str(&r).ok()),
-        error: error_code.map(|code| JobError {
-            code,
-            message: error_message.unwrap_or_default(),
-        }),
+        // Through `new`, so a row written before messages were capped is served cut too.
+        error: error_code.map(|code| JobError::new(&code, error_message.unwrap_or_default())),
     })
 }
 
