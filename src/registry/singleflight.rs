@@ -115,7 +115,10 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    use super::super::fake_registry::{Fake, client, image_manifest, reply};
+    use super::super::{Credentials, media_types};
     use super::SingleFlight;
+    use crate::digest::Digest;
 
     fn counted(runs: &Arc<AtomicUsize>, value: u32) -> impl Future<Output = u32> + use<> {
         let runs = runs.clone();
@@ -174,5 +177,42 @@ mod tests {
         .await;
         assert!(gone.is_err());
         assert_eq!(flights.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn digests_share_a_flight_only_with_the_same_credentials() {
+        let body = image_manifest(b"{}", b"x");
+        let digest = Digest::sha256_of(body.as_bytes()).to_string();
+        let fake = Fake::start(move |_, _| {
+            reply(
+                200,
+                &[
+                    ("docker-content-digest", &digest),
+                    ("content-type", media_types::OCI_MANIFEST),
+                    ("content-length", "100"),
+                ],
+                "",
+            )
+        })
+        .await;
+        let c = client();
+        let image = fake.reference("a/app:1");
+        let creds = |user: &str| Credentials {
+            username: user.into(),
+            password: "secret".into(),
+        };
+        let (alice, bob) = (creds("alice"), creds("bob"));
+        // all started in the same poll: the first of each key is still in flight
+        let answers = tokio::join!(
+            c.digest(&image, None, Some(&alice)),
+            c.digest(&image, None, Some(&alice)),
+            c.digest(&image, None, Some(&bob)),
+            c.digest(&image, None, None),
+            c.digest(&image, None, None),
+        );
+        for answer in [answers.0, answers.1, answers.2, answers.3, answers.4] {
+            answer.unwrap();
+        }
+        assert_eq!(fake.count("HEAD", "/v2/a/app/manifests/1"), 3);
     }
 }
