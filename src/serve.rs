@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{AppState, router};
 use crate::config::{Config, Listen, LogFormat};
-use crate::jobs::{JobEnv, Jobs};
+use crate::jobs::{JobEnv, JobEvent, Jobs};
 use crate::registry::{RegistryClient, RegistryConfig};
 use crate::store::Store;
 
@@ -19,6 +19,66 @@ use crate::store::Store;
 const JOB_GRACE: Duration = Duration::from_secs(20);
 /// How long open connections (long polls, event streams) get before the daemon exits anyway.
 const CONNECTION_GRACE: Duration = Duration::from_secs(5);
+
+/// Quiet time after a job ends before free memory is handed back, so that jobs ending
+/// together cause one trim.
+const TRIM_AFTER: Duration = Duration::from_secs(1);
+
+/// Allocations at least this large are mapped on their own and unmapped when freed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: libc::c_int = 1 << 20;
+
+/// Makes the daemon give memory back after big work. Call before any thread starts.
+///
+/// glibc raises its mmap threshold (up to 32 MiB) each time a mapped block is freed, and
+/// its trim threshold to twice that. After the first 16 MiB upload chunk of a push, the
+/// next ones come from the per-thread arenas of the tokio workers, and once freed they
+/// stay there as free top chunks that nothing trims (`malloc_trim` does not shrink the top
+/// of a thread arena): one 200 MB build left the daemon 30 MiB larger with under 1 MiB
+/// live (heaptrack). A fixed threshold turns that sliding off, so big buffers are mapped
+/// and unmapped every time and RSS returns to where it was.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a parameter of the allocator; called before other threads.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
+
+/// Hands the allocator's free pages back to the system (`malloc_trim`): what the fixed
+/// threshold leaves, freed buffers smaller than it, scattered in the arenas of the
+/// threads that ran a job (2.5 MiB after a mix of 200 MB builds and pulls).
+fn trim_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes the arenas' locks itself; it frees nothing in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Trims the allocator each time jobs have ended and a moment passed without more ending.
+async fn trim_after_jobs(jobs: Jobs) {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    let mut events = jobs.subscribe();
+    loop {
+        let ended = match events.recv().await {
+            Ok(JobEvent::State(job)) => job.status.is_terminal(),
+            Ok(JobEvent::Progress { .. }) => false,
+            Err(RecvError::Lagged(_)) => true,
+            Err(RecvError::Closed) => return,
+        };
+        if !ended {
+            continue;
+        }
+        tokio::time::sleep(TRIM_AFTER).await;
+        // what happened meanwhile, other jobs ending included, is covered by this trim
+        while !matches!(
+            events.try_recv(),
+            Err(TryRecvError::Empty | TryRecvError::Closed)
+        ) {}
+        let _ = tokio::task::spawn_blocking(trim_allocator).await;
+    }
+}
 
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -147,6 +207,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let stop = CancellationToken::new();
     tokio::spawn(watch_signals(stop.clone()));
+    tokio::spawn(trim_after_jobs(jobs.clone()));
     if let Some(idle) = config.idle_exit {
         tokio::spawn(watch_idle(jobs.clone(), last_request, idle, stop.clone()));
     }

@@ -43,27 +43,17 @@ pub async fn digest(
 ) -> Result<axum::Json<Value>, ApiError> {
     let (reference, platform) = q.parse()?;
     let registry = &state.jobs.env().registry;
-    let body = match platform {
-        // Resolving reads the top document anyway: no HEAD before it.
-        Some(platform) => {
-            let image = registry.resolve(&reference, Some(&platform), None).await?;
-            json!({
-                "image": reference.to_string(),
-                "digest": image.top.digest,
-                "media_type": image.top.media_type,
-                "platform": image.platform.to_string(),
-                "platform_digest": image.manifest.digest,
-            })
-        }
-        None => {
-            let (digest, media_type, _size) = registry.head_manifest(&reference, None).await?;
-            json!({
-                "image": reference.to_string(),
-                "digest": digest,
-                "media_type": media_type,
-            })
-        }
-    };
+    // Concurrent identical questions share one registry request (single flight).
+    let answer = registry.digest(&reference, platform.as_ref(), None).await?;
+    let mut body = json!({
+        "image": reference.to_string(),
+        "digest": answer.digest,
+        "media_type": answer.media_type,
+    });
+    if let Some((platform, platform_digest)) = answer.platform {
+        body["platform"] = json!(platform.to_string());
+        body["platform_digest"] = json!(platform_digest);
+    }
     Ok(axum::Json(body))
 }
 

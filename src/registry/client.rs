@@ -18,6 +18,7 @@ use super::error_map::{Target, error_for};
 use super::manifest::ACCEPT;
 use super::retry::RetryPolicy;
 use super::select::{config_platform, platform_not_found};
+use super::singleflight::SingleFlight;
 use super::transport::{Body, Request, Transport, read_limited};
 use super::{
     Credentials, FetchedManifest, ManifestKind, Platform, Reference, RegistryError, ResolvedImage,
@@ -26,6 +27,13 @@ use crate::digest::Digest;
 
 /// Manifests larger than this are refused (the distribution spec allows registries 4 MiB).
 const MAX_MANIFEST_BYTES: usize = 16 << 20;
+/// Idle connections kept per registry host. Enough for the workers' parallel downloads to
+/// reuse their connections; a burst beyond it (many requests at once) closes the extra
+/// ones as they finish instead of keeping every one of them open.
+const IDLE_PER_HOST: usize = 8;
+/// An idle connection is closed after this long. hyper checks every this often, so one
+/// may live up to twice as long (reqwest's default of 90 s kept them for up to 3 min).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Image configs larger than this are refused; they are JSON of a few KiB.
 pub(super) const MAX_CONFIG_BYTES: u64 = 16 << 20;
 pub(super) const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
@@ -52,6 +60,27 @@ impl RegistryConfig {
 #[derive(Clone)]
 pub struct RegistryClient {
     pub(super) inner: Arc<Transport>,
+    digests: Arc<SingleFlight<DigestKey, Result<ImageDigest, RegistryError>>>,
+}
+
+/// What [`RegistryClient::digest`] answers.
+#[derive(Clone, Debug)]
+pub struct ImageDigest {
+    /// The digest and media type of what the reference names (an index or an image).
+    pub digest: Digest,
+    pub media_type: String,
+    /// With a platform asked for: the one chosen and its image manifest's digest.
+    pub platform: Option<(Platform, Digest)>,
+}
+
+/// Two digest questions share one answer only when all of this is the same: callers with
+/// other credentials may be allowed to see other things.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct DigestKey {
+    reference: Reference,
+    platform: Option<Platform>,
+    /// [`Credentials::identity`], none for the daemon's own (Docker config).
+    identity: Option<String>,
 }
 
 impl RegistryClient {
@@ -68,6 +97,8 @@ impl RegistryClient {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(IDLE_PER_HOST)
+            .pool_idle_timeout(IDLE_TIMEOUT)
             .build()
             .map_err(|e| RegistryError::Protocol(format!("cannot set up the HTTP client: {e}")))?;
         let docker = DockerConfig::new(config.docker_config_dir);
@@ -78,6 +109,7 @@ impl RegistryClient {
                 docker,
                 retry,
             )),
+            digests: Arc::new(SingleFlight::new()),
         })
     }
 
@@ -216,6 +248,58 @@ impl RegistryClient {
         }
         let m = self.get_manifest(reference, creds).await?;
         Ok((m.digest, m.media_type, m.bytes.len() as u64))
+    }
+
+    /// The digest of what `reference` names and, with `platform`, of that platform's
+    /// manifest. Concurrent calls for the same reference, platform and credentials share
+    /// one set of registry requests.
+    pub async fn digest(
+        &self,
+        reference: &Reference,
+        platform: Option<&Platform>,
+        creds: Option<&Credentials>,
+    ) -> Result<ImageDigest, RegistryError> {
+        let key = DigestKey {
+            reference: reference.clone(),
+            platform: platform.cloned(),
+            identity: creds.map(Credentials::identity),
+        };
+        let client = self.clone();
+        let (reference, platform, creds) = (reference.clone(), platform.cloned(), creds.cloned());
+        self.digests
+            .run(key, move || async move {
+                client
+                    .digest_uncached(&reference, platform.as_ref(), creds.as_ref())
+                    .await
+            })
+            .await
+    }
+
+    async fn digest_uncached(
+        &self,
+        reference: &Reference,
+        platform: Option<&Platform>,
+        creds: Option<&Credentials>,
+    ) -> Result<ImageDigest, RegistryError> {
+        match platform {
+            // Resolving reads the top document anyway: no HEAD before it.
+            Some(platform) => {
+                let image = self.resolve(reference, Some(platform), creds).await?;
+                Ok(ImageDigest {
+                    digest: image.top.digest,
+                    media_type: image.top.media_type,
+                    platform: Some((image.platform, image.manifest.digest)),
+                })
+            }
+            None => {
+                let (digest, media_type, _size) = self.head_manifest(reference, creds).await?;
+                Ok(ImageDigest {
+                    digest,
+                    media_type,
+                    platform: None,
+                })
+            }
+        }
     }
 
     /// Resolves `reference` to one platform's image manifest and its config.

@@ -66,6 +66,97 @@ pub enum RegistryError {
     Cancelled,
 }
 
+/// Single flight hands one error to every caller: each gets its own copy. The only
+/// variant that is not plain data, `Write`, gets an `io::Error` of the same kind and text.
+impl Clone for RegistryError {
+    fn clone(&self) -> Self {
+        use RegistryError::*;
+        match self {
+            ManifestUnknown {
+                registry,
+                reference,
+            } => ManifestUnknown {
+                registry: registry.clone(),
+                reference: reference.clone(),
+            },
+            BlobUnknown { repository, digest } => BlobUnknown {
+                repository: repository.clone(),
+                digest: digest.clone(),
+            },
+            Unauthorized {
+                registry,
+                scope,
+                hint,
+            } => Unauthorized {
+                registry: registry.clone(),
+                scope: scope.clone(),
+                hint: hint.clone(),
+            },
+            Denied { registry, scope } => Denied {
+                registry: registry.clone(),
+                scope: scope.clone(),
+            },
+            PlatformNotFound {
+                image,
+                platform,
+                available,
+            } => PlatformNotFound {
+                image: image.clone(),
+                platform: platform.clone(),
+                available: available.clone(),
+            },
+            DigestMismatch {
+                image,
+                what,
+                expected,
+                actual,
+            } => DigestMismatch {
+                image: image.clone(),
+                what: what.clone(),
+                expected: expected.clone(),
+                actual: actual.clone(),
+            },
+            UnsupportedManifest { image, reason } => UnsupportedManifest {
+                image: image.clone(),
+                reason: reason.clone(),
+            },
+            Http {
+                registry,
+                url,
+                status,
+                body,
+            } => Http {
+                registry: registry.clone(),
+                url: url.clone(),
+                status: *status,
+                body: body.clone(),
+            },
+            Unreachable { registry, message } => Unreachable {
+                registry: registry.clone(),
+                message: message.clone(),
+            },
+            TooManyRequests { registry } => TooManyRequests {
+                registry: registry.clone(),
+            },
+            CredentialHelper {
+                helper,
+                registry,
+                message,
+            } => CredentialHelper {
+                helper: helper.clone(),
+                registry: registry.clone(),
+                message: message.clone(),
+            },
+            Protocol(message) => Protocol(message.clone()),
+            Write { digest, source } => Write {
+                digest: digest.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Cancelled => Cancelled,
+        }
+    }
+}
+
 impl RegistryError {
     /// The stable code the API puts in problem+json and in a failed job's `error.code`.
     pub fn code(&self) -> &'static str {

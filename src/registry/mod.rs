@@ -8,7 +8,8 @@
 //! (manifests, resolve), `blob` (downloads) and `push` (uploads) are the API; every
 //! request goes through `transport` (retries, redirects, `hosts` for the scheme), which
 //! answers 401s with `token` (`challenge`, `auth`, `docker_config`). Errors: `error`,
-//! with registry answers mapped in `error_map`.
+//! with registry answers mapped in `error_map`. `singleflight` lets concurrent identical
+//! questions (`/digest`) share one answer.
 
 mod auth;
 mod blob;
@@ -24,6 +25,7 @@ mod push;
 mod reference;
 mod retry;
 mod select;
+mod singleflight;
 mod token;
 mod transport;
 
@@ -35,7 +37,7 @@ mod tests;
 mod tests_blob;
 
 pub use auth::Credentials;
-pub use client::{RegistryClient, RegistryConfig};
+pub use client::{ImageDigest, RegistryClient, RegistryConfig};
 pub use error::RegistryError;
 pub use manifest::{FetchedManifest, LayerDescriptor, ManifestKind, ResolvedImage, media_types};
 pub use platform::Platform;

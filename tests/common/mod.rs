@@ -16,6 +16,7 @@ pub mod fixtures;
 pub mod image;
 pub mod proxy;
 pub mod registry;
+pub mod resources;
 pub mod service;
 pub mod token;
 pub mod tools;
