@@ -42,6 +42,9 @@ pub async fn open(path: &Path) -> Result<SqlitePool, DbError> {
         .foreign_keys(true);
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
+        // Connections opened for a burst (two descriptors each, with the WAL) close after
+        // a minute unused instead of sqlx's ten, so an idle daemon holds few descriptors.
+        .idle_timeout(Duration::from_secs(60))
         .connect_with(options)
         .await
         .map_err(|source| DbError::Open {
