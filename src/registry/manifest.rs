@@ -250,6 +250,26 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn foreign_and_unknown_layer_types_are_kept_as_written() {
+        let foreign = MediaType::DockerForeignLayer;
+        let odd = "application/vnd.docker.image.rootfs.diff.tar.gzip; x=y";
+        let json = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"{}","digest":"{D1}","size":7}},
+            "layers":[{{"mediaType":"{foreign}","digest":"{D2}","size":100,"urls":["https://example.com/l"]}},
+            {{"mediaType":"{odd}","digest":"{D3}","size":1}}]}}"#,
+            MediaType::DockerConfig
+        );
+        let m = parse(Some(MediaType::DockerManifest.as_str()), &json).unwrap();
+        let ManifestKind::Image { config, layers } = &m.kind else {
+            panic!()
+        };
+        assert_eq!(config.media_type, MediaType::DockerConfig);
+        assert_eq!(layers[0].media_type, foreign);
+        assert_eq!(layers[1].media_type.as_str(), odd);
+        assert_eq!(layers[1].media_type.compression(), Some(Compression::Gzip));
+    }
+
+    #[test]
     fn schema1_is_refused_with_a_hint() {
         let signed = r#"{"schemaVersion":1,"name":"x","tag":"1","fsLayers":[],"signatures":[]}"#;
         for ct in [

@@ -134,6 +134,26 @@ mod tests {
     }
 
     #[test]
+    fn index_entries_of_unknown_types_are_kept_and_never_chosen() {
+        let sbom = "application/vnd.example.sbom.v1+json; v=2";
+        let json = format!(
+            r#"{{"manifests":[
+            {{"mediaType":"{sbom}","artifactType":"application/spdx+json","digest":"{D1}","size":1,"platform":{{"os":"linux","architecture":"amd64"}}}},
+            {{"digest":"{D2}","size":2,"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#
+        );
+        let m = parse(Some(MediaType::OciIndex.as_str()), &json).unwrap();
+        let ManifestKind::Index(entries) = &m.kind else {
+            panic!("{:?}", m.kind)
+        };
+        assert_eq!(entries[0].1.media_type.as_str(), sbom);
+        assert!(matches!(entries[0].1.media_type, MediaType::Other(_)));
+        assert_eq!(m.kind.platforms().len(), 1);
+        // The entry without a media type is taken for a manifest; the artifact never.
+        let (_, d) = m.kind.select(&"linux/amd64".parse().unwrap()).unwrap();
+        assert_eq!(d.digest.to_string(), D2);
+    }
+
+    #[test]
     fn config_platform_reads_os_arch_variant() {
         let p = config_platform(
             "x",
