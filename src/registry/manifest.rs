@@ -111,7 +111,7 @@ impl FetchedManifest {
         }
         let media_type = MediaType::from_content_type(content_type)
             .or_else(|| doc.media_type.clone().map(MediaType::from))
-            .or_else(|| match (&doc.manifests, &doc.layers) {
+            .or(match (&doc.manifests, &doc.layers) {
                 (Some(_), _) => Some(MediaType::OciIndex),
                 (None, Some(_)) => Some(MediaType::OciManifest),
                 (None, None) => None,
