@@ -252,7 +252,7 @@ pub(super) mod tests {
     #[test]
     fn foreign_and_unknown_layer_types_are_kept_as_written() {
         let foreign = MediaType::DockerForeignLayer;
-        let odd = "application/vnd.docker.image.rootfs.diff.tar.gzip; x=y";
+        let odd = format!("{}; x=y", MediaType::DockerLayer(Compression::Gzip));
         let json = format!(
             r#"{{"schemaVersion":2,"config":{{"mediaType":"{}","digest":"{D1}","size":7}},
             "layers":[{{"mediaType":"{foreign}","digest":"{D2}","size":100,"urls":["https://example.com/l"]}},

@@ -135,7 +135,7 @@ mod tests {
 
     #[test]
     fn index_entries_of_unknown_types_are_kept_and_never_chosen() {
-        let sbom = "application/vnd.example.sbom.v1+json; v=2";
+        let sbom = "application/x.example.sbom.v1+json; v=2";
         let json = format!(
             r#"{{"manifests":[
             {{"mediaType":"{sbom}","artifactType":"application/spdx+json","digest":"{D1}","size":1,"platform":{{"os":"linux","architecture":"amd64"}}}},
