@@ -8,6 +8,7 @@ pub mod db;
 pub mod digest;
 pub mod image;
 pub mod jobs;
+pub mod oci;
 pub mod registry;
 pub mod serve;
 pub mod store;

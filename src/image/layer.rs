@@ -19,10 +19,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::tar::{HeaderOptions, write_tar};
-use super::{Format, ImageError, walk};
+use super::{ImageError, walk};
 use crate::digest::{Algorithm, Digest, Hasher, HashingWriter};
-use crate::registry::LayerDescriptor;
-use crate::unpack::Compression;
+use crate::oci::{Compression, Descriptor, Format, MediaType};
 
 /// Tar bytes are handed from the encoder to the compressor in chunks of this size.
 const CHUNK: usize = 256 * 1024;
@@ -51,14 +50,14 @@ pub struct BuiltLayer {
     pub diff_id: Digest,
     /// Bytes of the blob as written.
     pub size: u64,
-    pub media_type: &'static str,
+    pub media_type: MediaType,
 }
 
 impl BuiltLayer {
     /// The layer as a manifest lists it.
-    pub fn descriptor(&self) -> LayerDescriptor {
-        LayerDescriptor {
-            media_type: self.media_type.to_string(),
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            media_type: self.media_type.clone(),
             digest: self.digest.clone(),
             size: self.size,
         }

@@ -3,7 +3,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use super::*;
-use crate::registry::media_types as mt;
+use crate::oci::MediaType;
 
 const OCI_GZIP: LayerOptions = LayerOptions {
     format: Format::Oci,
@@ -147,7 +147,7 @@ async fn same_folder_builds_to_the_same_digest_twice_and_a_change_changes_it() {
 async fn digests_size_and_media_type_describe_the_blob_and_its_tar() {
     let source = sample_source();
     let (layer, blob) = build(source.path(), &OCI_GZIP).await;
-    assert_eq!(layer.media_type, mt::OCI_LAYER_GZIP);
+    assert_eq!(layer.media_type, MediaType::OciLayer(Compression::Gzip));
     assert_eq!(layer.size, blob.len() as u64);
     assert_eq!(layer.digest, Digest::sha256_of(&blob));
     assert_eq!(layer.diff_id, Digest::sha256_of(&gunzip(&blob)));
@@ -227,7 +227,7 @@ async fn every_compression_holds_the_same_tar() {
         ..OCI_GZIP
     };
     let (zstd, blob) = build(source.path(), &zstd_opts).await;
-    assert_eq!(zstd.media_type, mt::DOCKER_LAYER_ZSTD);
+    assert_eq!(zstd.media_type, MediaType::DockerLayer(Compression::Zstd));
     assert_eq!(&blob[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
     assert_eq!(zstd.diff_id, gzip.diff_id);
     let mut tar = Vec::new();
@@ -242,7 +242,7 @@ async fn every_compression_holds_the_same_tar() {
         ..OCI_GZIP
     };
     let (plain, blob) = build(source.path(), &plain_opts).await;
-    assert_eq!(plain.media_type, mt::OCI_LAYER);
+    assert_eq!(plain.media_type, MediaType::OciLayer(Compression::None));
     assert_eq!(
         (plain.digest.clone(), plain.size),
         (gzip.diff_id, blob.len() as u64)

@@ -23,7 +23,7 @@ mod walk;
 pub use config::{ConfigOverrides, build_config};
 pub use git::{GitHistory, LayerCommit};
 pub use layer::{BuiltLayer, LayerOptions, build_layer};
-pub use manifest::{Format, build_manifest, convert_layer_media_type};
+pub use manifest::build_manifest;
 pub use oci_layout::OciLayout;
 
 use std::path::PathBuf;

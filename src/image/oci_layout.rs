@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{Format, ImageError, build_manifest};
+use super::{ImageError, build_manifest};
 use crate::digest::Digest;
-use crate::registry::{LayerDescriptor, Platform, Reference, media_types};
+use crate::oci::{Descriptor, Format, MediaType};
+use crate::registry::{Platform, Reference};
 
 /// The annotation `skopeo`/`umoci` look a `DIR:TAG` up by.
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -32,14 +33,14 @@ pub struct OciLayout {
 #[serde(rename_all = "camelCase")]
 struct Index<'a> {
     schema_version: u32,
-    media_type: &'static str,
+    media_type: MediaType,
     manifests: [IndexEntry<'a>; 1],
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct IndexEntry<'a> {
-    media_type: &'a str,
+    media_type: &'a MediaType,
     digest: &'a Digest,
     size: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -115,19 +116,19 @@ impl OciLayout {
     /// skopeo and umoci look up only OCI manifests in a layout.
     pub async fn add_manifest(
         &self,
-        media_type: &str,
+        media_type: &MediaType,
         bytes: &[u8],
-        config: &LayerDescriptor,
-        layers: &[LayerDescriptor],
-    ) -> Result<LayerDescriptor, ImageError> {
-        let (bytes, media_type) = if media_type == media_types::OCI_MANIFEST {
-            (bytes.to_vec(), media_types::OCI_MANIFEST)
+        config: &Descriptor,
+        layers: &[Descriptor],
+    ) -> Result<Descriptor, ImageError> {
+        let (bytes, media_type) = if *media_type == MediaType::OciManifest {
+            (bytes.to_vec(), MediaType::OciManifest)
         } else {
             build_manifest(Format::Oci, config, layers)
         };
         let digest = self.add_document(&bytes).await?;
-        Ok(LayerDescriptor {
-            media_type: media_type.to_string(),
+        Ok(Descriptor {
+            media_type,
             digest,
             size: bytes.len() as u64,
         })
@@ -139,7 +140,7 @@ impl OciLayout {
     /// manifest) and, for containerd, the full reference.
     pub async fn finish(
         self,
-        manifest: &LayerDescriptor,
+        manifest: &Descriptor,
         platform: Option<&Platform>,
         reference: Option<&Reference>,
     ) -> Result<(), ImageError> {
@@ -152,7 +153,7 @@ impl OciLayout {
         }
         let index = Index {
             schema_version: 2,
-            media_type: media_types::OCI_INDEX,
+            media_type: MediaType::OciIndex,
             manifests: [IndexEntry {
                 media_type: &manifest.media_type,
                 digest: &manifest.digest,

@@ -7,15 +7,13 @@ use std::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::image::{
-    ConfigOverrides, Format, LayerOptions, build_config, build_layer, build_manifest,
-};
-use crate::unpack::Compression;
+use crate::image::{ConfigOverrides, LayerOptions, build_config, build_layer, build_manifest};
+use crate::oci::Compression;
 
 struct Built {
     _dirs: tempfile::TempDir,
     layout: PathBuf,
-    manifest: LayerDescriptor,
+    manifest: Descriptor,
     layer: Digest,
     layer_file: PathBuf,
 }
@@ -66,15 +64,15 @@ async fn write_image(format: Format) -> Built {
         .await
         .unwrap();
     let config_digest = layout.add_document(&config).await.unwrap();
-    let config_desc = LayerDescriptor {
-        media_type: String::new(),
+    let config_desc = Descriptor {
+        media_type: MediaType::from(""),
         digest: config_digest,
         size: config.len() as u64,
     };
     let layers = [layer.descriptor()];
     let (manifest, media_type) = build_manifest(format, &config_desc, &layers);
     let manifest_desc = layout
-        .add_manifest(media_type, &manifest, &config_desc, &layers)
+        .add_manifest(&media_type, &manifest, &config_desc, &layers)
         .await
         .unwrap();
     if format == Format::Oci {
@@ -120,11 +118,11 @@ async fn layout_has_the_spec_files_and_every_blob_under_its_digest() {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
     assert_eq!(index["schemaVersion"], 2);
-    assert_eq!(index["mediaType"], media_types::OCI_INDEX);
+    assert_eq!(index["mediaType"], MediaType::OciIndex.as_str());
     let entry = &index["manifests"][0];
     assert_eq!(entry["digest"], built.manifest.digest.to_string());
     assert_eq!(entry["size"], built.manifest.size);
-    assert_eq!(entry["mediaType"], media_types::OCI_MANIFEST);
+    assert_eq!(entry["mediaType"], MediaType::OciManifest.as_str());
     assert_eq!(
         entry["platform"],
         serde_json::json!({"os": "linux", "architecture": "amd64"})

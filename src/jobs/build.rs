@@ -21,10 +21,9 @@ use super::model::{JobError, now_rfc3339};
 use super::progress::Tracker;
 use super::request::{BuildSpec, epoch_rfc3339};
 use crate::digest::Digest;
-use crate::image::{
-    LayerOptions, build_config, build_layer, build_manifest, convert_layer_media_type,
-};
-use crate::registry::{Credentials, LayerDescriptor, ManifestKind, Platform, ResolvedImage};
+use crate::image::{LayerOptions, build_config, build_layer, build_manifest};
+use crate::oci::Descriptor;
+use crate::registry::{Credentials, ManifestKind, Platform, ResolvedImage};
 
 /// Credentials of a build: for the target, and for the base when it differs.
 pub struct BuildAuth {
@@ -58,7 +57,7 @@ pub async fn run(
         .clone()
         .or_else(|| base.as_ref().map(|b| b.platform.clone()))
         .unwrap_or_else(Platform::host);
-    let base_layers: Vec<LayerDescriptor> = match base.as_ref().map(|b| &b.manifest.kind) {
+    let base_layers: Vec<Descriptor> = match base.as_ref().map(|b| &b.manifest.kind) {
         Some(ManifestKind::Image { layers, .. }) => layers.clone(),
         Some(ManifestKind::Index(_)) => {
             return Err(JobError::new(
@@ -108,8 +107,8 @@ pub async fn run(
         &created,
         "hoist build",
     ));
-    let config_desc = LayerDescriptor {
-        media_type: spec.format.config_media_type().to_string(),
+    let config_desc = Descriptor {
+        media_type: spec.format.config_media_type(),
         digest: Digest::sha256_of(&config),
         size: config.len() as u64,
     };
@@ -151,7 +150,7 @@ pub async fn run(
         cancel,
         env.registry.put_manifest(
             &spec.target,
-            media_type,
+            &media_type,
             Bytes::from(manifest.clone()),
             auth.target.as_ref(),
         ),
@@ -166,7 +165,7 @@ pub async fn run(
         "layers": layers.iter().map(|l| json!({
             "digest": l.digest,
             "size": l.size,
-            "media_type": convert_layer_media_type(spec.format, &l.media_type),
+            "media_type": l.media_type.in_format(spec.format),
         })).collect::<Vec<_>>(),
         "diff_id": built.diff_id,
     }))
@@ -192,7 +191,7 @@ impl Pusher<'_> {
     async fn push_blob<R: AsyncRead + Send + Unpin + 'static>(
         &self,
         index: usize,
-        blob: &LayerDescriptor,
+        blob: &Descriptor,
         reader: R,
     ) -> Result<(), JobError> {
         let registry = &self.env.registry;
@@ -236,7 +235,7 @@ impl Pusher<'_> {
     async fn push_base_layer(
         &self,
         index: usize,
-        layer: &LayerDescriptor,
+        layer: &Descriptor,
         base: &ResolvedImage,
         base_auth: Option<&Credentials>,
     ) -> Result<(), JobError> {

@@ -14,7 +14,8 @@ use super::JobEnv;
 use super::errors::io_error;
 use super::model::JobError;
 use super::progress::Tracker;
-use crate::registry::{Credentials, LayerDescriptor, Reference};
+use crate::oci::Descriptor;
+use crate::registry::{Credentials, Reference};
 use crate::store::{Acquired, BlobGuard, BlobWriter};
 
 /// Blobs downloaded at once by one job.
@@ -38,7 +39,7 @@ impl Fetcher {
     /// stops the downloads.
     pub fn fetch_all(
         &self,
-        blobs: Vec<LayerDescriptor>,
+        blobs: Vec<Descriptor>,
     ) -> (
         AbortOnDropHandle<()>,
         mpsc::Receiver<Result<BlobGuard, JobError>>,
@@ -64,7 +65,7 @@ impl Fetcher {
     }
 
     /// One blob, verified; `index` is its place in the tracker's layer list.
-    pub async fn fetch(&self, index: usize, blob: &LayerDescriptor) -> Result<BlobGuard, JobError> {
+    pub async fn fetch(&self, index: usize, blob: &Descriptor) -> Result<BlobGuard, JobError> {
         let tracker = &self.tracker;
         let mut writer = match &self.blob_dir {
             None => match self

@@ -20,9 +20,10 @@ use super::progress::Tracker;
 use super::request::{CacheMode, Layout, PullSpec};
 use super::scratch::Scratch;
 use crate::image::{GitHistory, ImageError, LayerCommit, OciLayout};
-use crate::registry::{Credentials, LayerDescriptor, ManifestKind, ResolvedImage};
+use crate::oci::{Compression, Descriptor};
+use crate::registry::{Credentials, ManifestKind, ResolvedImage};
 use crate::store::BlobGuard;
-use crate::unpack::{Compression, Staging, Tree, UnpackOptions, remove_scratch};
+use crate::unpack::{Staging, Tree, UnpackOptions, remove_scratch};
 
 pub async fn run(
     env: &JobEnv,
@@ -49,12 +50,14 @@ pub async fn run(
     let compressions = layers
         .iter()
         .map(|l| {
-            Compression::from_media_type(&l.media_type).ok_or_else(|| {
+            l.media_type.compression().ok_or_else(|| {
                 JobError::new(
                     "unsupported_layer",
                     format!(
                         "{}: layer {} has media type {:?}, which is not a tar layer",
-                        spec.reference, l.digest, l.media_type
+                        spec.reference,
+                        l.digest,
+                        l.media_type.as_str()
                     ),
                 )
             })
@@ -119,7 +122,7 @@ pub async fn run(
 async fn fill(
     spec: &PullSpec,
     image: &ResolvedImage,
-    layers: &[LayerDescriptor],
+    layers: &[Descriptor],
     compressions: Vec<Compression>,
     fetcher: &Fetcher,
     tree_path: &Path,

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{PathError, resolve_in_roots};
-use crate::image::{ConfigOverrides, Format, ImageError};
+use crate::image::{ConfigOverrides, ImageError};
+use crate::oci::{Compression, Format};
 use crate::registry::{Credentials, Platform, Reference, ReferenceError};
-use crate::unpack::Compression;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

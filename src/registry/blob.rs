@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use super::auth::Scope;
 use super::client::MAX_CONFIG_BYTES;
 use super::error_map::{Target, error_chain, error_for};
-use super::{Credentials, LayerDescriptor, Reference, RegistryClient, RegistryError};
+use super::{Credentials, Reference, RegistryClient, RegistryError};
 use crate::digest::Digest;
+use crate::oci::Descriptor;
 
 impl RegistryClient {
     /// Streams blob `digest` of `reference`'s repository into `sink`, starting at byte
@@ -157,7 +158,7 @@ impl RegistryClient {
     pub(super) async fn fetch_config(
         &self,
         reference: &Reference,
-        desc: &LayerDescriptor,
+        desc: &Descriptor,
         creds: Option<&Credentials>,
     ) -> Result<Bytes, RegistryError> {
         if desc.size > MAX_CONFIG_BYTES {

@@ -5,8 +5,8 @@
 //! blobs (the store) or knowing about jobs.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use reqwest::header::{self, HeaderMap, HeaderValue};
@@ -15,7 +15,6 @@ use reqwest::{Method, Response};
 use super::auth::Scope;
 use super::docker_config::{self, DockerConfig};
 use super::error_map::{Target, error_for};
-use super::manifest::ACCEPT;
 use super::retry::RetryPolicy;
 use super::select::{config_platform, platform_not_found};
 use super::singleflight::SingleFlight;
@@ -24,6 +23,7 @@ use super::{
     Credentials, FetchedManifest, ManifestKind, Platform, Reference, RegistryError, ResolvedImage,
 };
 use crate::digest::Digest;
+use crate::oci::MediaType;
 
 /// Manifests larger than this are refused (the distribution spec allows registries 4 MiB).
 const MAX_MANIFEST_BYTES: usize = 16 << 20;
@@ -36,6 +36,10 @@ const IDLE_PER_HOST: usize = 8;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Image configs larger than this are refused; they are JSON of a few KiB.
 pub(super) const MAX_CONFIG_BYTES: u64 = 16 << 20;
+/// The `Accept` of every manifest request, built once.
+static MANIFEST_ACCEPT: LazyLock<HeaderValue> = LazyLock::new(|| {
+    HeaderValue::from_str(&MediaType::manifest_accept()).expect("media type names are header-safe")
+});
 pub(super) const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 
 /// Settings the client needs, taken from the daemon's configuration once.
@@ -166,8 +170,7 @@ impl RegistryClient {
             vec![Scope::pull(&reference.repository)],
             creds,
         )?;
-        req.headers
-            .insert(header::ACCEPT, HeaderValue::from_static(ACCEPT));
+        req.headers.insert(header::ACCEPT, MANIFEST_ACCEPT.clone());
         Ok(req)
     }
 
@@ -228,7 +231,7 @@ impl RegistryClient {
         &self,
         reference: &Reference,
         creds: Option<&Credentials>,
-    ) -> Result<(Digest, String, u64), RegistryError> {
+    ) -> Result<(Digest, MediaType, u64), RegistryError> {
         let req = self.manifest_request(Method::HEAD, reference, creds)?;
         let resp = self.inner.send(&req).await?;
         if resp.status().is_success() {
@@ -369,7 +372,7 @@ impl RegistryClient {
 }
 
 /// Digest, media type and size from a HEAD answer, when it says all of them specifically.
-fn from_head(resp: &Response) -> Option<(Digest, String, u64)> {
+fn from_head(resp: &Response) -> Option<(Digest, MediaType, u64)> {
     let h = resp.headers();
     let digest = h
         .get(DOCKER_CONTENT_DIGEST)?
@@ -378,14 +381,8 @@ fn from_head(resp: &Response) -> Option<(Digest, String, u64)> {
         .trim()
         .parse()
         .ok()?;
-    let media_type = h.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let media_type = media_type.split(';').next()?.trim().to_ascii_lowercase();
-    if matches!(
-        media_type.as_str(),
-        "" | "application/json" | "text/plain" | "application/octet-stream"
-    ) {
-        return None;
-    }
+    let content_type = h.get(header::CONTENT_TYPE)?.to_str().ok();
+    let media_type = MediaType::from_content_type(content_type)?;
     let size = h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()?;
     Some((digest, media_type, size))
 }

@@ -10,8 +10,9 @@ use axum::response::Response;
 use bytes::Bytes;
 
 use super::retry::RetryPolicy;
-use super::{Reference, RegistryClient, RegistryConfig, media_types};
+use super::{Reference, RegistryClient, RegistryConfig};
 use crate::digest::Digest;
+use crate::oci::{Compression, MediaType};
 
 /// A request as the fake registry saw it.
 #[derive(Clone, Debug)]
@@ -111,11 +112,11 @@ pub(super) fn reply(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes
 pub(super) fn image_manifest(config: &[u8], layer: &[u8]) -> String {
     format!(
         r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":{}}},"layers":[{{"mediaType":"{}","digest":"{}","size":{}}}]}}"#,
-        media_types::OCI_MANIFEST,
-        media_types::OCI_CONFIG,
+        MediaType::OciManifest.as_str(),
+        MediaType::OciConfig.as_str(),
         Digest::sha256_of(config),
         config.len(),
-        media_types::OCI_LAYER_GZIP,
+        MediaType::OciLayer(Compression::Gzip).as_str(),
         Digest::sha256_of(layer),
         layer.len()
     )

@@ -1,51 +1,26 @@
-//! Manifests and indexes (OCI and Docker schema 2), their media types, and platform selection.
+//! Manifests and indexes (OCI and Docker schema 2) as fetched, parsed into their descriptors.
 //!
 //! Parsing is deliberately lenient about fields hoist does not use (annotations,
 //! `artifactType`, `os.version`) and strict about what it does use (digests, sizes).
-//! Not for: fetching (see the client) or interpreting layers (see unpack).
+//! Not for: fetching (see the client), choosing a platform (see `select`), the media
+//! types themselves (see `crate::oci`) or interpreting layers (see unpack).
 
 use bytes::Bytes;
 use serde::Deserialize;
 
 use super::{Platform, Reference, RegistryError};
 use crate::digest::Digest;
-
-pub mod media_types {
-    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-    pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
-    pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-    pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-    pub const DOCKER_MANIFEST_LIST: &str =
-        "application/vnd.docker.distribution.manifest.list.v2+json";
-    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-    pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-    pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
-    pub const DOCKER_LAYER_ZSTD: &str = "application/vnd.docker.image.rootfs.diff.tar.zstd";
-    pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-    pub const DOCKER_SCHEMA1_SIGNED: &str =
-        "application/vnd.docker.distribution.manifest.v1+prettyjws";
-}
-
-/// A layer (or config) as a manifest lists it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct LayerDescriptor {
-    pub media_type: String,
-    pub digest: Digest,
-    pub size: u64,
-}
+use crate::oci::{Descriptor, MediaType};
 
 /// What a manifest document is.
 #[derive(Clone, Debug)]
 pub enum ManifestKind {
     /// An OCI index or Docker manifest list: (platform, digest, media type, size) per entry.
-    Index(Vec<(Option<Platform>, LayerDescriptor)>),
+    Index(Vec<(Option<Platform>, Descriptor)>),
     /// An image manifest: its config and its layers, oldest first.
     Image {
-        config: LayerDescriptor,
-        layers: Vec<LayerDescriptor>,
+        config: Descriptor,
+        layers: Vec<Descriptor>,
     },
 }
 
@@ -54,7 +29,7 @@ pub enum ManifestKind {
 #[derive(Clone, Debug)]
 pub struct FetchedManifest {
     pub digest: Digest,
-    pub media_type: String,
+    pub media_type: MediaType,
     pub bytes: Bytes,
     pub kind: ManifestKind,
 }
@@ -76,14 +51,6 @@ pub struct ResolvedImage {
     /// The config blob's bytes, verified.
     pub config: Bytes,
 }
-
-/// The media types hoist asks registries for, best first (schema 1 only to refuse it clearly).
-pub(super) const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
-application/vnd.oci.image.manifest.v1+json, \
-application/vnd.docker.distribution.manifest.list.v2+json, \
-application/vnd.docker.distribution.manifest.v2+json, \
-application/vnd.docker.distribution.manifest.v1+prettyjws;q=0.1, \
-application/vnd.docker.distribution.manifest.v1+json;q=0.1";
 
 const SCHEMA1_HINT: &str = "docker schema 1 manifests are not supported; \
 push the image again with a current docker, or convert it with \
@@ -110,22 +77,13 @@ struct RawDescriptor {
     platform: Option<Platform>,
 }
 
-impl From<RawDescriptor> for LayerDescriptor {
+impl From<RawDescriptor> for Descriptor {
     fn from(d: RawDescriptor) -> Self {
-        LayerDescriptor {
-            media_type: d.media_type,
+        Descriptor {
+            media_type: MediaType::from(d.media_type),
             digest: d.digest,
             size: d.size,
         }
-    }
-}
-
-/// The `Content-Type` without parameters, unless it is a generic type that says nothing.
-fn specific_content_type(content_type: Option<&str>) -> Option<String> {
-    let ct = content_type?.split(';').next()?.trim().to_ascii_lowercase();
-    match ct.as_str() {
-        "" | "application/json" | "text/plain" | "application/octet-stream" => None,
-        _ => Some(ct),
     }
 }
 
@@ -151,11 +109,11 @@ impl FetchedManifest {
         if doc.schema_version == Some(1) || doc.fs_layers.is_some() {
             return Err(unsupported(SCHEMA1_HINT.to_string()));
         }
-        let media_type = specific_content_type(content_type)
-            .or_else(|| doc.media_type.clone())
-            .or_else(|| match (&doc.manifests, &doc.layers) {
-                (Some(_), _) => Some(media_types::OCI_INDEX.to_string()),
-                (None, Some(_)) => Some(media_types::OCI_MANIFEST.to_string()),
+        let media_type = MediaType::from_content_type(content_type)
+            .or_else(|| doc.media_type.clone().map(MediaType::from))
+            .or(match (&doc.manifests, &doc.layers) {
+                (Some(_), _) => Some(MediaType::OciIndex),
+                (None, Some(_)) => Some(MediaType::OciManifest),
                 (None, None) => None,
             })
             .ok_or_else(|| {
@@ -164,41 +122,36 @@ impl FetchedManifest {
                 ))
             })?;
 
-        use media_types::*;
-        let kind = match media_type.as_str() {
-            OCI_INDEX | DOCKER_MANIFEST_LIST => {
-                let entries = doc.manifests.ok_or_else(|| {
-                    unsupported(format!("index {digest} ({media_type}) has no `manifests`"))
-                })?;
-                ManifestKind::Index(
-                    entries
-                        .into_iter()
-                        .map(|mut d| (d.platform.take(), d.into()))
-                        .collect(),
-                )
+        let kind = if media_type.is_index() {
+            let entries = doc.manifests.ok_or_else(|| {
+                unsupported(format!("index {digest} ({media_type}) has no `manifests`"))
+            })?;
+            ManifestKind::Index(
+                entries
+                    .into_iter()
+                    .map(|mut d| (d.platform.take(), d.into()))
+                    .collect(),
+            )
+        } else if media_type.is_manifest() {
+            let config = doc.config.ok_or_else(|| {
+                unsupported(format!("manifest {digest} ({media_type}) has no `config`"))
+            })?;
+            ManifestKind::Image {
+                config: config.into(),
+                layers: doc
+                    .layers
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
             }
-            OCI_MANIFEST | DOCKER_MANIFEST => {
-                let config = doc.config.ok_or_else(|| {
-                    unsupported(format!("manifest {digest} ({media_type}) has no `config`"))
-                })?;
-                ManifestKind::Image {
-                    config: config.into(),
-                    layers: doc
-                        .layers
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(Into::into)
-                        .collect(),
-                }
-            }
-            DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED => {
-                return Err(unsupported(SCHEMA1_HINT.to_string()));
-            }
-            other => {
-                return Err(unsupported(format!(
-                    "media type {other:?} of {digest} is neither an image manifest nor an index"
-                )));
-            }
+        } else if media_type.is_schema1() {
+            return Err(unsupported(SCHEMA1_HINT.to_string()));
+        } else {
+            return Err(unsupported(format!(
+                "media type {:?} of {digest} is neither an image manifest nor an index",
+                media_type.as_str()
+            )));
         };
         Ok(FetchedManifest {
             digest,
@@ -216,6 +169,7 @@ impl FetchedManifest {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::oci::Compression;
 
     pub(in crate::registry) const D1: &str =
         "sha256:1111111111111111111111111111111111111111111111111111111111111111";
@@ -240,8 +194,8 @@ pub(super) mod tests {
         format!(
             r#"{{"schemaVersion":2,{mt}"config":{{"mediaType":"{}","digest":"{D1}","size":7}},
             "layers":[{{"mediaType":"{}","digest":"{D2}","size":100}}],"annotations":{{"a":"b"}}}}"#,
-            media_types::OCI_CONFIG,
-            media_types::OCI_LAYER_GZIP
+            MediaType::OciConfig,
+            MediaType::OciLayer(Compression::Gzip)
         )
     }
 
@@ -252,54 +206,74 @@ pub(super) mod tests {
             {{"mediaType":"{m}","digest":"{D2}","size":2,"platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}},
             {{"mediaType":"{m}","digest":"{D3}","size":3,"platform":{{"os":"unknown","architecture":"unknown"}},
               "annotations":{{"vnd.docker.reference.type":"attestation-manifest"}}}}]}}"#,
-            media_types::OCI_INDEX,
-            m = media_types::OCI_MANIFEST
+            MediaType::OciIndex,
+            m = MediaType::OciManifest
         )
     }
 
     #[test]
     fn image_manifest_parses_config_and_layers() {
-        let m = parse(Some(media_types::OCI_MANIFEST), &image_json(None)).unwrap();
-        assert_eq!(m.media_type, media_types::OCI_MANIFEST);
+        let m = parse(Some(MediaType::OciManifest.as_str()), &image_json(None)).unwrap();
+        assert_eq!(m.media_type, MediaType::OciManifest);
         let ManifestKind::Image { config, layers } = &m.kind else {
             panic!()
         };
         assert_eq!(config.digest.to_string(), D1);
         assert_eq!(config.size, 7);
         assert_eq!(layers.len(), 1);
-        assert_eq!(layers[0].media_type, media_types::OCI_LAYER_GZIP);
+        assert_eq!(layers[0].media_type, MediaType::OciLayer(Compression::Gzip));
         assert!(!m.is_index());
     }
 
     #[test]
     fn media_type_from_header_then_document_then_shape() {
         let docker = parse(
-            Some("application/vnd.docker.distribution.manifest.v2+json; charset=utf-8"),
+            Some(&format!("{}; charset=utf-8", MediaType::DockerManifest)),
             &image_json(None),
         )
         .unwrap();
-        assert_eq!(docker.media_type, media_types::DOCKER_MANIFEST);
+        assert_eq!(docker.media_type, MediaType::DockerManifest);
         let from_doc = parse(
             Some("application/json"),
-            &image_json(Some(media_types::DOCKER_MANIFEST)),
+            &image_json(Some(MediaType::DockerManifest.as_str())),
         )
         .unwrap();
-        assert_eq!(from_doc.media_type, media_types::DOCKER_MANIFEST);
+        assert_eq!(from_doc.media_type, MediaType::DockerManifest);
         let from_shape = parse(None, &image_json(None)).unwrap();
-        assert_eq!(from_shape.media_type, media_types::OCI_MANIFEST);
+        assert_eq!(from_shape.media_type, MediaType::OciManifest);
         let index_shape =
-            index_json().replace(&format!(r#""mediaType":"{}","#, media_types::OCI_INDEX), "");
+            index_json().replace(&format!(r#""mediaType":"{}","#, MediaType::OciIndex), "");
         assert_eq!(
             parse(None, &index_shape).unwrap().media_type,
-            media_types::OCI_INDEX
+            MediaType::OciIndex
         );
+    }
+
+    #[test]
+    fn foreign_and_unknown_layer_types_are_kept_as_written() {
+        let foreign = MediaType::DockerForeignLayer;
+        let odd = format!("{}; x=y", MediaType::DockerLayer(Compression::Gzip));
+        let json = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"{}","digest":"{D1}","size":7}},
+            "layers":[{{"mediaType":"{foreign}","digest":"{D2}","size":100,"urls":["https://example.com/l"]}},
+            {{"mediaType":"{odd}","digest":"{D3}","size":1}}]}}"#,
+            MediaType::DockerConfig
+        );
+        let m = parse(Some(MediaType::DockerManifest.as_str()), &json).unwrap();
+        let ManifestKind::Image { config, layers } = &m.kind else {
+            panic!()
+        };
+        assert_eq!(config.media_type, MediaType::DockerConfig);
+        assert_eq!(layers[0].media_type, foreign);
+        assert_eq!(layers[1].media_type.as_str(), odd);
+        assert_eq!(layers[1].media_type.compression(), Some(Compression::Gzip));
     }
 
     #[test]
     fn schema1_is_refused_with_a_hint() {
         let signed = r#"{"schemaVersion":1,"name":"x","tag":"1","fsLayers":[],"signatures":[]}"#;
         for ct in [
-            Some(media_types::DOCKER_SCHEMA1_SIGNED),
+            Some(MediaType::DockerSchema1Signed.as_str()),
             None,
             Some("application/json"),
         ] {
@@ -325,7 +299,7 @@ pub(super) mod tests {
         assert!(parse(None, &bad_digest).is_err());
         let no_config = format!(
             r#"{{"mediaType":"{}","layers":[]}}"#,
-            media_types::OCI_MANIFEST
+            MediaType::OciManifest
         );
         assert!(
             parse(None, &no_config)

@@ -39,6 +39,6 @@ mod tests_blob;
 pub use auth::Credentials;
 pub use client::{ImageDigest, RegistryClient, RegistryConfig};
 pub use error::RegistryError;
-pub use manifest::{FetchedManifest, LayerDescriptor, ManifestKind, ResolvedImage, media_types};
+pub use manifest::{FetchedManifest, ManifestKind, ResolvedImage};
 pub use platform::Platform;
 pub use reference::{Reference, ReferenceError};

@@ -17,6 +17,7 @@ use super::error_map::{Target, error_for, url_for_humans};
 use super::transport::Body;
 use super::{Credentials, Reference, RegistryClient, RegistryError};
 use crate::digest::Digest;
+use crate::oci::MediaType;
 
 /// Blobs up to this size go up in one streamed PUT; larger ones in PATCH chunks, which
 /// pass proxies with request size limits and are retried chunk by chunk.
@@ -185,7 +186,7 @@ impl RegistryClient {
     pub async fn put_manifest(
         &self,
         reference: &Reference,
-        media_type: &str,
+        media_type: &MediaType,
         bytes: Bytes,
         creds: Option<&Credentials>,
     ) -> Result<Digest, RegistryError> {
@@ -208,8 +209,9 @@ impl RegistryClient {
         );
         let scopes = vec![Scope::push(&reference.repository)];
         let mut req = self.request(Method::PUT, reference, &path, scopes, creds)?;
-        let content_type = HeaderValue::from_str(media_type)
-            .map_err(|_| RegistryError::Protocol(format!("invalid media type {media_type:?}")))?;
+        let content_type = HeaderValue::from_str(media_type.as_str()).map_err(|_| {
+            RegistryError::Protocol(format!("invalid media type {:?}", media_type.as_str()))
+        })?;
         req.headers.insert(header::CONTENT_TYPE, content_type);
         req.body = Body::Bytes(bytes);
         let resp = self.inner.send(&req).await?;

@@ -5,14 +5,13 @@
 
 use serde::Deserialize;
 
-use super::manifest::media_types;
-use super::{LayerDescriptor, ManifestKind, Platform, Reference, RegistryError};
+use super::{ManifestKind, Platform, Reference, RegistryError};
+use crate::oci::{Descriptor, MediaType};
 
-fn is_image_manifest_type(media_type: &str) -> bool {
-    matches!(
-        media_type,
-        "" | media_types::OCI_MANIFEST | media_types::DOCKER_MANIFEST
-    )
+/// Whether an index entry names an image manifest; an entry without a media type is
+/// taken for one.
+fn is_image_manifest_type(media_type: &MediaType) -> bool {
+    media_type.is_manifest() || media_type.as_str().is_empty()
 }
 
 impl ManifestKind {
@@ -32,11 +31,11 @@ impl ManifestKind {
 
     /// The index entry that fits `wanted` best (the first of equally good ones), with its
     /// platform; `None` for an image manifest or when no entry fits.
-    pub fn select(&self, wanted: &Platform) -> Option<(&Platform, &LayerDescriptor)> {
+    pub fn select(&self, wanted: &Platform) -> Option<(&Platform, &Descriptor)> {
         let ManifestKind::Index(entries) = self else {
             return None;
         };
-        let mut best: Option<(u8, &Platform, &LayerDescriptor)> = None;
+        let mut best: Option<(u8, &Platform, &Descriptor)> = None;
         for (platform, desc) in entries {
             let Some(platform) = platform else { continue };
             if !is_image_manifest_type(&desc.media_type) {
@@ -125,13 +124,33 @@ mod tests {
             r#"{{"manifests":[
             {{"mediaType":"{m}","digest":"{D1}","size":1,"platform":{{"os":"linux","architecture":"arm","variant":"v6"}}}},
             {{"mediaType":"{m}","digest":"{D2}","size":1,"platform":{{"os":"linux","architecture":"arm","variant":"v7"}}}}]}}"#,
-            m = media_types::DOCKER_MANIFEST
+            m = MediaType::DockerManifest
         );
-        let m = parse(Some(media_types::DOCKER_MANIFEST_LIST), &json).unwrap();
+        let m = parse(Some(MediaType::DockerManifestList.as_str()), &json).unwrap();
         let (_, d) = m.kind.select(&"linux/arm".parse().unwrap()).unwrap();
         assert_eq!(d.digest.to_string(), D2);
         let (_, d) = m.kind.select(&"linux/arm/v6".parse().unwrap()).unwrap();
         assert_eq!(d.digest.to_string(), D1);
+    }
+
+    #[test]
+    fn index_entries_of_unknown_types_are_kept_and_never_chosen() {
+        let sbom = "application/x.example.sbom.v1+json; v=2";
+        let json = format!(
+            r#"{{"manifests":[
+            {{"mediaType":"{sbom}","artifactType":"application/spdx+json","digest":"{D1}","size":1,"platform":{{"os":"linux","architecture":"amd64"}}}},
+            {{"digest":"{D2}","size":2,"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#
+        );
+        let m = parse(Some(MediaType::OciIndex.as_str()), &json).unwrap();
+        let ManifestKind::Index(entries) = &m.kind else {
+            panic!("{:?}", m.kind)
+        };
+        assert_eq!(entries[0].1.media_type.as_str(), sbom);
+        assert!(matches!(entries[0].1.media_type, MediaType::Other(_)));
+        assert_eq!(m.kind.platforms().len(), 1);
+        // The entry without a media type is taken for a manifest; the artifact never.
+        let (_, d) = m.kind.select(&"linux/amd64".parse().unwrap()).unwrap();
+        assert_eq!(d.digest.to_string(), D2);
     }
 
     #[test]

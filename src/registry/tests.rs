@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use super::fake_registry::{Fake, Seen, client, image_manifest, reply};
-use super::{Credentials, ManifestKind, Reference, RegistryError, media_types};
+use super::{Credentials, ManifestKind, Reference, RegistryError};
 use crate::digest::Digest;
+use crate::oci::MediaType;
 
 const CONFIG_ARM64: &[u8] = br#"{"os":"linux","architecture":"arm64","variant":"v8","rootfs":{"type":"layers","diff_ids":[]}}"#;
 
@@ -18,7 +19,7 @@ async fn bearer_token_is_fetched_once_and_reused() {
         "/token" => reply(200, &[], r#"{"token":"tok","expires_in":300}"#),
         _ if s.header("authorization") == Some("Bearer tok") => reply(
             200,
-            &[("content-type", media_types::OCI_MANIFEST)],
+            &[("content-type", MediaType::OciManifest.as_str())],
             m.clone(),
         ),
         _ => {
@@ -98,7 +99,7 @@ async fn basic_challenge_is_answered_with_credentials_or_refused() {
     let fake = Fake::start(|s, _| match s.header("authorization") {
         Some("Basic dTpw") => reply(
             200,
-            &[("content-type", media_types::OCI_MANIFEST)],
+            &[("content-type", MediaType::OciManifest.as_str())],
             image_manifest(b"{}", b""),
         ),
         _ => reply(401, &[("www-authenticate", r#"Basic realm="fake""#)], ""),
@@ -245,7 +246,7 @@ async fn manifest_digests_are_verified() {
         "/v2/a/b/manifests/lying" => reply(200, &[("docker-content-digest", &o)], b.clone()),
         _ => reply(
             200,
-            &[("content-type", media_types::DOCKER_MANIFEST)],
+            &[("content-type", MediaType::DockerManifest.as_str())],
             b.clone(),
         ),
     })
@@ -265,7 +266,7 @@ async fn manifest_digests_are_verified() {
         .get_manifest(&fake.reference(&format!("a/b@{good}")), None)
         .await
         .unwrap();
-    assert_eq!(m.media_type, media_types::DOCKER_MANIFEST);
+    assert_eq!(m.media_type, MediaType::DockerManifest);
 }
 
 #[tokio::test]
@@ -278,7 +279,7 @@ async fn head_manifest_uses_headers_or_falls_back_to_get() {
             200,
             &[
                 ("docker-content-digest", &d),
-                ("content-type", media_types::OCI_INDEX),
+                ("content-type", MediaType::OciIndex.as_str()),
                 ("content-length", "1234"),
             ],
             "",
@@ -286,7 +287,7 @@ async fn head_manifest_uses_headers_or_falls_back_to_get() {
         ("HEAD", _) => reply(200, &[], ""),
         _ => reply(
             200,
-            &[("content-type", media_types::OCI_MANIFEST)],
+            &[("content-type", MediaType::OciManifest.as_str())],
             b.clone(),
         ),
     })
@@ -298,7 +299,7 @@ async fn head_manifest_uses_headers_or_falls_back_to_get() {
         .unwrap();
     assert_eq!(
         (dg, mt.as_str(), size),
-        (digest.clone(), media_types::OCI_INDEX, 1234)
+        (digest.clone(), MediaType::OciIndex.as_str(), 1234)
     );
     assert_eq!(fake.count("GET", "/v2/a/full/manifests/1"), 0);
     let (dg, mt, size) = c
@@ -307,7 +308,7 @@ async fn head_manifest_uses_headers_or_falls_back_to_get() {
         .unwrap();
     assert_eq!(
         (dg, mt.as_str(), size),
-        (digest, media_types::OCI_MANIFEST, body.len() as u64)
+        (digest, MediaType::OciManifest.as_str(), body.len() as u64)
     );
 }
 
@@ -321,21 +322,21 @@ async fn index_fake() -> (Fake, Digest) {
         {{"mediaType":"{m}","digest":"{amd_digest}","size":3,"platform":{{"os":"linux","architecture":"amd64"}}}},
         {{"mediaType":"{m}","digest":"{arm_digest}","size":{},"platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}},
         {{"mediaType":"{m}","digest":"{amd_digest}","size":3,"platform":{{"os":"unknown","architecture":"unknown"}}}}]}}"#,
-        media_types::OCI_INDEX,
+        MediaType::OciIndex.as_str(),
         arm.len(),
-        m = media_types::OCI_MANIFEST
+        m = MediaType::OciManifest.as_str()
     );
     let config_path = format!("/v2/a/multi/blobs/{}", Digest::sha256_of(CONFIG_ARM64));
     let arm_path = format!("/v2/a/multi/manifests/{arm_digest}");
     let fake = Fake::start(move |s, _| match s.path.as_str() {
         "/v2/a/multi/manifests/1" => reply(
             200,
-            &[("content-type", media_types::OCI_INDEX)],
+            &[("content-type", MediaType::OciIndex.as_str())],
             index.clone(),
         ),
         p if p == arm_path => reply(
             200,
-            &[("content-type", media_types::OCI_MANIFEST)],
+            &[("content-type", MediaType::OciManifest.as_str())],
             arm.clone(),
         ),
         p if p == config_path => reply(200, &[], CONFIG_ARM64),

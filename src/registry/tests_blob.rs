@@ -9,8 +9,9 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::fake_registry::{Fake, Seen, client, reply};
-use super::{Credentials, Reference, RegistryClient, RegistryError, media_types};
+use super::{Credentials, Reference, RegistryClient, RegistryError};
 use crate::digest::Digest;
+use crate::oci::MediaType;
 
 const BLOB: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 
@@ -315,7 +316,7 @@ async fn push_uploads_mounts_and_puts_manifests() {
 
     let manifest = Bytes::from_static(b"{}");
     let d = c
-        .put_manifest(&r, media_types::OCI_MANIFEST, manifest.clone(), None)
+        .put_manifest(&r, &MediaType::OciManifest, manifest.clone(), None)
         .await
         .unwrap();
     assert_eq!(d, Digest::sha256_of(b"{}"));
@@ -324,10 +325,13 @@ async fn push_uploads_mounts_and_puts_manifests() {
         .into_iter()
         .find(|s| s.path == "/v2/a/b/manifests/v1")
         .unwrap();
-    assert_eq!(put.header("content-type"), Some(media_types::OCI_MANIFEST));
+    assert_eq!(
+        put.header("content-type"),
+        Some(MediaType::OciManifest.as_str())
+    );
     let wrong = r.with_digest(Digest::sha256_of(b"other"));
     let e = c
-        .put_manifest(&wrong, media_types::OCI_MANIFEST, manifest, None)
+        .put_manifest(&wrong, &MediaType::OciManifest, manifest, None)
         .await
         .unwrap_err();
     assert_eq!(e.code(), "digest_mismatch");

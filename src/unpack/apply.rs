@@ -29,7 +29,8 @@ use super::header::{EntryHead, Kind, unreadable};
 use super::meta::{MetaWriter, Node};
 use super::names::{EntryName, Whiteout, child};
 use super::whiteout::{UpperPaths, remove_lower, remove_lower_children};
-use super::{Compression, LayerStats, UnpackError, UnpackOptions};
+use super::{LayerStats, UnpackError, UnpackOptions};
+use crate::oci::Compression;
 
 /// Read size for the blob and for file contents.
 const CHUNK: usize = 64 * 1024;

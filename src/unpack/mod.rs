@@ -38,6 +38,7 @@ use rustix::fs::{Mode, Timespec, Timestamps};
 use tokio::io::AsyncRead;
 use tokio_util::sync::CancellationToken;
 
+use crate::oci::Compression;
 use fsops::Root;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,50 +64,6 @@ impl UnpackError {
             UnpackError::BadEntry { .. } => "invalid_layer",
             UnpackError::DestExists(_) => "dest_exists",
             UnpackError::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// How a layer blob is compressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    /// From a layer media type (OCI or Docker, distributable or not); None for a type that
-    /// is not a layer.
-    pub fn from_media_type(media_type: &str) -> Option<Compression> {
-        let essence = media_type.split(';').next().unwrap_or("").trim();
-        match essence.to_ascii_lowercase().as_str() {
-            "application/vnd.oci.image.layer.v1.tar"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
-            | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::None),
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
-            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
-                Some(Compression::Gzip)
-            }
-            "application/vnd.oci.image.layer.v1.tar+zstd"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
-            | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Some(Compression::Zstd),
-            _ => None,
-        }
-    }
-
-    /// From a blob's first bytes (gzip `1f 8b`, zstd `28 b5 2f fd`, else none). A layer is
-    /// decompressed by what its bytes say, not by what its media type claims: registries
-    /// and tools sometimes label a plain tar as gzip (containerd decides the same way).
-    pub fn sniff(first_bytes: &[u8]) -> Compression {
-        if first_bytes.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if first_bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
         }
     }
 }
@@ -228,64 +185,5 @@ impl Tree {
             path: self.path,
             source,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn media_types_map_to_compressions() {
-        let cases = [
-            (
-                "application/vnd.oci.image.layer.v1.tar",
-                Some(Compression::None),
-            ),
-            (
-                "application/vnd.oci.image.layer.v1.tar+gzip",
-                Some(Compression::Gzip),
-            ),
-            (
-                "application/vnd.oci.image.layer.v1.tar+zstd",
-                Some(Compression::Zstd),
-            ),
-            (
-                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-                Some(Compression::Gzip),
-            ),
-            (
-                "application/vnd.docker.image.rootfs.diff.tar.gzip",
-                Some(Compression::Gzip),
-            ),
-            (
-                "application/vnd.docker.image.rootfs.diff.tar.zstd",
-                Some(Compression::Zstd),
-            ),
-            (
-                "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-                Some(Compression::Gzip),
-            ),
-            ("application/vnd.oci.image.config.v1+json", None),
-            ("application/vnd.in-toto+json", None),
-        ];
-        for (media_type, want) in cases {
-            assert_eq!(
-                Compression::from_media_type(media_type),
-                want,
-                "{media_type}"
-            );
-        }
-    }
-
-    #[test]
-    fn sniff_recognises_magic_bytes() {
-        assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
-        assert_eq!(
-            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
-            Compression::Zstd
-        );
-        assert_eq!(Compression::sniff(b"etc/passwd"), Compression::None);
-        assert_eq!(Compression::sniff(&[]), Compression::None);
     }
 }

@@ -10,7 +10,8 @@ use std::path::Path;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{Compression, LayerStats, Tree, UnpackError, UnpackOptions};
+use super::{LayerStats, Tree, UnpackError, UnpackOptions};
+use crate::oci::Compression;
 
 /// One entry to write.
 #[derive(Clone, Debug)]

@@ -9,7 +9,8 @@ use std::path::Path;
 use tokio_util::sync::CancellationToken;
 
 use super::test_tar::{E, apply_all, gzip, layer, root_options, zstd};
-use super::{Compression, Tree, UnpackError};
+use super::{Tree, UnpackError};
+use crate::oci::Compression;
 
 fn exists(p: &Path) -> bool {
     p.symlink_metadata().is_ok()
