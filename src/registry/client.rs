@@ -72,7 +72,7 @@ pub struct RegistryClient {
 pub struct ImageDigest {
     /// The digest and media type of what the reference names (an index or an image).
     pub digest: Digest,
-    pub media_type: String,
+    pub media_type: MediaType,
     /// With a platform asked for: the one chosen and its image manifest's digest.
     pub platform: Option<(Platform, Digest)>,
 }

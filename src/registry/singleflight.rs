@@ -116,7 +116,8 @@ mod tests {
     use std::time::Duration;
 
     use super::super::fake_registry::{Fake, client, image_manifest, reply};
-    use super::super::{Credentials, media_types};
+    use super::super::Credentials;
+    use crate::oci::MediaType;
     use super::SingleFlight;
     use crate::digest::Digest;
 
@@ -188,7 +189,7 @@ mod tests {
                 200,
                 &[
                     ("docker-content-digest", &digest),
-                    ("content-type", media_types::OCI_MANIFEST),
+                    ("content-type", MediaType::OciManifest.as_str()),
                     ("content-length", "100"),
                 ],
                 "",
