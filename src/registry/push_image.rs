@@ -17,6 +17,12 @@
 //!    leaves the tag as it was).
 //!
 //! Cancellation is checked before every registry call and ends the one in flight.
+//!
+//! A registry-to-registry copy reuses this unchanged: its blobs are
+//! [`BlobSource::Repository`] of the source, mounted within one registry, else opened by
+//! its own [`OpenBlob`] (streamed from the source, through the cache or not); an index is
+//! its children pushed with [`RegistryClient::push_image`] under their digests, then the
+//! index's own manifest.
 //! Not for: building the image (see `image::assemble`) or where a blob's bytes are kept
 //! (the caller's [`OpenBlob`]).
 
@@ -145,51 +151,59 @@ impl RegistryClient {
         progress: &Arc<P>,
         cancel: &CancellationToken,
     ) -> Result<PushReport, O::Error> {
-        let mut report = PushReport {
-            digest: Digest::sha256_of(&image.manifest),
-            skipped: 0,
-            mounted: 0,
-            uploaded: 0,
-            bytes_uploaded: 0,
+        let push = Push {
+            client: self,
+            target,
+            creds,
+            open,
+            progress,
+            cancel,
         };
+        let (mut skipped, mut mounted, mut uploaded, mut bytes_uploaded) = (0, 0, 0, 0);
         for (index, blob) in image.blobs().enumerate() {
-            let how = self
-                .push_blob(target, index, blob, creds, open, progress, cancel)
-                .await?;
-            match how {
-                BlobPushed::Skipped => report.skipped += 1,
-                BlobPushed::Mounted => report.mounted += 1,
+            match push.blob(index, blob).await? {
+                BlobPushed::Skipped => skipped += 1,
+                BlobPushed::Mounted => mounted += 1,
                 BlobPushed::Uploaded => {
-                    report.uploaded += 1;
-                    report.bytes_uploaded += blob.descriptor.size;
+                    uploaded += 1;
+                    bytes_uploaded += blob.descriptor.size;
                 }
             }
         }
         // Only now, with every blob in the repository, may a tag name the manifest.
-        report.digest = until_cancelled(
+        let digest = until_cancelled(
             cancel,
             self.put_manifest(target, &image.media_type, image.manifest.clone(), creds),
         )
         .await?;
-        Ok(report)
+        Ok(PushReport {
+            digest,
+            skipped,
+            mounted,
+            uploaded,
+            bytes_uploaded,
+        })
     }
+}
 
-    /// One blob into `target`'s repository: skipped, mounted or uploaded.
-    #[allow(clippy::too_many_arguments)]
-    async fn push_blob<O: OpenBlob, P: PushProgress>(
-        &self,
-        target: &Reference,
-        index: usize,
-        blob: &PushBlob,
-        creds: Option<&Credentials>,
-        open: &O,
-        progress: &Arc<P>,
-        cancel: &CancellationToken,
-    ) -> Result<BlobPushed, O::Error> {
+/// One push under way: where to, with what, told to whom.
+struct Push<'a, O, P> {
+    client: &'a RegistryClient,
+    target: &'a Reference,
+    creds: Option<&'a Credentials>,
+    open: &'a O,
+    progress: &'a Arc<P>,
+    cancel: &'a CancellationToken,
+}
+
+impl<O: OpenBlob, P: PushProgress> Push<'_, O, P> {
+    /// One blob into the target repository: skipped, mounted or uploaded.
+    async fn blob(&self, index: usize, blob: &PushBlob) -> Result<BlobPushed, O::Error> {
+        let (client, target, creds, cancel) = (self.client, self.target, self.creds, self.cancel);
         let desc = &blob.descriptor;
-        if until_cancelled(cancel, self.blob_exists(target, &desc.digest, creds)).await? {
-            progress.bytes(index, desc.size);
-            progress.done(index, BlobPushed::Skipped);
+        if until_cancelled(cancel, client.blob_exists(target, &desc.digest, creds)).await? {
+            self.progress.bytes(index, desc.size);
+            self.progress.done(index, BlobPushed::Skipped);
             return Ok(BlobPushed::Skipped);
         }
         if let BlobSource::Repository(from) = &blob.source {
@@ -197,30 +211,32 @@ impl RegistryClient {
             let mountable =
                 from.registry == target.registry && from.repository != target.repository;
             if mountable
-                && until_cancelled(cancel, self.mount_blob(target, &desc.digest, from, creds))
+                && until_cancelled(cancel, client.mount_blob(target, &desc.digest, from, creds))
                     .await?
             {
-                progress.bytes(index, desc.size);
-                progress.done(index, BlobPushed::Mounted);
+                self.progress.bytes(index, desc.size);
+                self.progress.done(index, BlobPushed::Mounted);
                 return Ok(BlobPushed::Mounted);
             }
         }
-        let reader = open.open(index, blob).await?;
+        // Opening may take long (a base layer is fetched first); a cancel seen meanwhile
+        // ends the push here, before the blob is reported as uploading.
+        let reader = self.open.open(index, blob).await?;
         if cancel.is_cancelled() {
             return Err(RegistryError::Cancelled.into());
         }
-        progress.uploading(index);
+        self.progress.uploading(index);
         let counted = Counted {
             inner: reader,
-            progress: progress.clone(),
+            progress: self.progress.clone(),
             index,
         };
         until_cancelled(
             cancel,
-            self.upload_blob(target, &desc.digest, desc.size, counted, creds),
+            client.upload_blob(target, &desc.digest, desc.size, counted, creds),
         )
         .await?;
-        progress.done(index, BlobPushed::Uploaded);
+        self.progress.done(index, BlobPushed::Uploaded);
         Ok(BlobPushed::Uploaded)
     }
 }
