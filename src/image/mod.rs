@@ -9,9 +9,12 @@
 //!
 //! Map: `layer` (a folder streamed into one compressed tar layer, with `walk` listing the
 //! folder safely and `tar` encoding its entries), `config` (the image config JSON),
-//! `manifest` (OCI or Docker schema 2 image manifests), `oci_layout` (an OCI image layout
+//! `manifest` (OCI or Docker schema 2 image manifests), `assemble` (a build's layers,
+//! config and manifest as one `registry::ImageToPush` value, each blob saying where its
+//! bytes come from; pushing it is the registry's), `oci_layout` (an OCI image layout
 //! folder), `git` (a tree as a git repository, one commit per layer).
 
+mod assemble;
 mod config;
 mod git;
 mod layer;
@@ -20,6 +23,7 @@ mod oci_layout;
 mod tar;
 mod walk;
 
+pub use assemble::{BaseImage, ImageParts, assemble};
 pub use config::{ConfigOverrides, build_config};
 pub use git::{GitHistory, LayerCommit};
 pub use layer::{BuiltLayer, LayerOptions, build_layer};

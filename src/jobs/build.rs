@@ -1,14 +1,15 @@
-//! The build job: one folder becomes one layer, optionally on top of a base image; the
-//! config and manifest are written and everything is pushed with the registry's own
-//! protocol (existing blobs skipped, base layers mounted across repositories when the
-//! registry allows, uploaded otherwise).
+//! The build job, in two parts: first the image is made as a value (one folder becomes
+//! one layer, optionally on top of a base image; `image::assemble` adds the config and
+//! manifest and says where each blob's bytes are), then `registry::push_image` pushes it
+//! (existing blobs skipped, base layers mounted across repositories when the registry
+//! allows, uploaded otherwise; the manifest last). This file adds only what is a job's:
+//! phases and progress names, and reading a base layer through the verified cache.
 
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::sync::CancellationToken;
@@ -20,10 +21,13 @@ use super::fetch::{Fetcher, PrivateDir};
 use super::model::{JobError, now_rfc3339};
 use super::progress::Tracker;
 use super::request::{BuildSpec, epoch_rfc3339};
-use crate::digest::Digest;
-use crate::image::{LayerOptions, build_config, build_layer, build_manifest};
+use crate::image::{BaseImage, ImageParts, LayerOptions, assemble, build_layer};
 use crate::oci::Descriptor;
-use crate::registry::{Credentials, ManifestKind, Platform, ResolvedImage};
+use crate::registry::{
+    BlobPushed, BlobReader, BlobSource, Credentials, ManifestKind, OpenBlob, Platform, PushBlob,
+    PushProgress,
+};
+use crate::store::BlobGuard;
 
 /// Credentials of a build: for the target, and for the base when it differs.
 pub struct BuildAuth {
@@ -99,184 +103,111 @@ pub async fn run(
         .map(|b| serde_json::from_slice(&b.config))
         .transpose()
         .map_err(|e| JobError::new("invalid_config", format!("base image config: {e}")))?;
-    let config = Bytes::from(build_config(
-        base_config.as_ref(),
-        &spec.config,
-        &platform,
-        &built.diff_id,
-        &created,
-        "hoist build",
-    ));
-    let config_desc = Descriptor {
-        media_type: spec.format.config_media_type(),
-        digest: Digest::sha256_of(&config),
-        size: config.len() as u64,
-    };
-    let mut layers = base_layers.clone();
-    layers.push(built.descriptor());
-    let (manifest, media_type) = build_manifest(spec.format, &config_desc, &layers);
+    let image = assemble(&ImageParts {
+        format: spec.format,
+        base: base
+            .as_ref()
+            .zip(base_config.as_ref())
+            .map(|(b, config)| BaseImage {
+                reference: &b.reference,
+                layers: &base_layers,
+                config,
+            }),
+        layer: &built,
+        layer_file: &layer_path,
+        overrides: &spec.config,
+        platform: &platform,
+        created: &created,
+        created_by: "hoist build",
+    });
 
     tracker.set_phase("pushing");
-    let mut blobs = layers.clone();
-    blobs.push(config_desc.clone());
-    tracker.set_layers(blobs.iter().map(|b| (b.digest.to_string(), b.size)));
-    let pusher = Pusher {
+    tracker.set_layers(
+        image
+            .blobs()
+            .map(|b| (b.descriptor.digest.to_string(), b.descriptor.size)),
+    );
+    let opener = Opener {
         env,
-        spec: &spec,
-        auth: auth.target.as_ref(),
-        tracker,
+        base_auth: base_auth.as_ref(),
         cancel,
     };
-    for (index, layer) in base_layers.iter().enumerate() {
-        let base = base.as_ref().expect("base layers come from a base");
-        pusher
-            .push_base_layer(index, layer, base, base_auth.as_ref())
-            .await?;
-    }
-    let index = base_layers.len();
-    let layer_file = open(&layer_path).await?;
-    pusher
-        .push_blob(index, &built.descriptor(), layer_file)
-        .await?;
-    pusher
-        .push_blob(
-            index + 1,
-            &config_desc,
-            std::io::Cursor::new(config.clone()),
+    let pushed = env
+        .registry
+        .push_image(
+            &spec.target,
+            &image,
+            auth.target.as_ref(),
+            &opener,
+            tracker,
+            cancel,
         )
         .await?;
-    pusher.check_cancel()?;
-    let digest = cancellable(
-        cancel,
-        env.registry.put_manifest(
-            &spec.target,
-            &media_type,
-            Bytes::from(manifest.clone()),
-            auth.target.as_ref(),
-        ),
-    )
-    .await?;
     Ok(json!({
         "target": spec.target.to_string(),
-        "digest": digest,
-        "media_type": media_type,
+        "digest": pushed.digest,
+        "media_type": image.media_type,
         "platform": platform.to_string(),
-        "config_digest": config_desc.digest,
-        "layers": layers.iter().map(|l| json!({
-            "digest": l.digest,
-            "size": l.size,
-            "media_type": l.media_type.in_format(spec.format),
+        "config_digest": image.config.descriptor.digest,
+        "layers": image.layers.iter().map(|b| json!({
+            "digest": b.descriptor.digest,
+            "size": b.descriptor.size,
+            "media_type": b.descriptor.media_type,
         })).collect::<Vec<_>>(),
         "diff_id": built.diff_id,
     }))
 }
 
-struct Pusher<'a> {
+/// The build's progress names for how each blob got into the target (the API's
+/// `layers[].state`).
+impl PushProgress for Tracker {
+    fn bytes(&self, index: usize, n: u64) {
+        self.add_bytes(index, n);
+    }
+    fn uploading(&self, index: usize) {
+        self.layer_state(index, "pushing");
+    }
+    fn done(&self, index: usize, how: BlobPushed) {
+        let state = match how {
+            BlobPushed::Skipped => "exists",
+            BlobPushed::Mounted => "mounted",
+            BlobPushed::Uploaded => "pushed",
+        };
+        self.layer_done(index, state);
+    }
+}
+
+/// Opens the bytes of a build's blobs that the target lacks: the built layer's file, the
+/// config from memory, and a base layer fetched (verified, through the cache) from the
+/// base's repository with the base's credentials.
+struct Opener<'a> {
     env: &'a JobEnv,
-    spec: &'a BuildSpec,
-    auth: Option<&'a Credentials>,
-    tracker: &'a Arc<Tracker>,
+    base_auth: Option<&'a Credentials>,
     cancel: &'a CancellationToken,
 }
 
-impl Pusher<'_> {
-    fn check_cancel(&self) -> Result<(), JobError> {
-        if self.cancel.is_cancelled() {
-            return Err(JobError::new("cancelled", "cancelled"));
-        }
-        Ok(())
-    }
+impl OpenBlob for Opener<'_> {
+    type Error = JobError;
 
-    /// Uploads a blob unless the target already has it.
-    async fn push_blob<R: AsyncRead + Send + Unpin + 'static>(
-        &self,
-        index: usize,
-        blob: &Descriptor,
-        reader: R,
-    ) -> Result<(), JobError> {
-        let registry = &self.env.registry;
-        self.check_cancel()?;
-        if cancellable(
-            self.cancel,
-            registry.blob_exists(&self.spec.target, &blob.digest, self.auth),
-        )
-        .await?
-        {
-            self.tracker.add_bytes(index, blob.size);
-            self.tracker.layer_done(index, "exists");
-            return Ok(());
+    async fn open(&self, index: usize, blob: &PushBlob) -> Result<BlobReader, JobError> {
+        match &blob.source {
+            BlobSource::Bytes(bytes) => Ok(Box::new(std::io::Cursor::new(bytes.clone()))),
+            BlobSource::File(path) => Ok(Box::new(open(path).await?)),
+            BlobSource::Repository(from) => {
+                // The fetch's own progress is not the push's: the upload counts the bytes.
+                let fetcher = Fetcher {
+                    env: self.env.clone(),
+                    reference: from.clone(),
+                    auth: self.base_auth.cloned(),
+                    blob_dir: None,
+                    tracker: Arc::new(Tracker::default()),
+                    cancel: self.cancel.clone(),
+                };
+                let cached = fetcher.fetch(index, &blob.descriptor).await?;
+                let file = open(cached.path()).await?;
+                Ok(Box::new(Pinned { file, _pin: cached }))
+            }
         }
-        if self.cancel.is_cancelled() {
-            return Err(JobError::new("cancelled", "cancelled"));
-        }
-        self.tracker.layer_state(index, "pushing");
-        let counted = Counted {
-            inner: reader,
-            tracker: self.tracker.clone(),
-            index,
-        };
-        cancellable(
-            self.cancel,
-            registry.upload_blob(
-                &self.spec.target,
-                &blob.digest,
-                blob.size,
-                counted,
-                self.auth,
-            ),
-        )
-        .await?;
-        self.tracker.layer_done(index, "pushed");
-        Ok(())
-    }
-
-    /// A base layer: already there, mounted from the base's repository (same registry),
-    /// or fetched (through the cache) and uploaded.
-    async fn push_base_layer(
-        &self,
-        index: usize,
-        layer: &Descriptor,
-        base: &ResolvedImage,
-        base_auth: Option<&Credentials>,
-    ) -> Result<(), JobError> {
-        let registry = &self.env.registry;
-        let target = &self.spec.target;
-        self.check_cancel()?;
-        if cancellable(
-            self.cancel,
-            registry.blob_exists(target, &layer.digest, self.auth),
-        )
-        .await?
-        {
-            self.tracker.add_bytes(index, layer.size);
-            self.tracker.layer_done(index, "exists");
-            return Ok(());
-        }
-        let same_registry = base.reference.registry == target.registry;
-        if same_registry
-            && base.reference.repository != target.repository
-            && cancellable(
-                self.cancel,
-                registry.mount_blob(target, &layer.digest, &base.reference, self.auth),
-            )
-            .await?
-        {
-            self.tracker.add_bytes(index, layer.size);
-            self.tracker.layer_done(index, "mounted");
-            return Ok(());
-        }
-        // The fetch reports its bytes as it downloads; the upload counts them again.
-        let fetcher = Fetcher {
-            env: self.env.clone(),
-            reference: base.reference.clone(),
-            auth: base_auth.cloned(),
-            blob_dir: None,
-            tracker: Arc::new(Tracker::default()),
-            cancel: self.cancel.clone(),
-        };
-        let blob = fetcher.fetch(index, layer).await?;
-        let file = open(blob.path()).await?;
-        self.push_blob(index, layer, file).await
     }
 }
 
@@ -286,25 +217,18 @@ async fn open(path: &Path) -> Result<tokio::fs::File, JobError> {
         .map_err(|e| io_error(format!("opening {}", path.display()), e))
 }
 
-/// An `AsyncRead` that reports what passes through it as upload progress.
-struct Counted<R> {
-    inner: R,
-    tracker: Arc<Tracker>,
-    index: usize,
+/// A cached blob's file, read while its pin keeps it from eviction and purge.
+struct Pinned {
+    file: tokio::fs::File,
+    _pin: BlobGuard,
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
+impl AsyncRead for Pinned {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        if n > 0 {
-            self.tracker.add_bytes(self.index, n);
-        }
-        poll
+        Pin::new(&mut self.file).poll_read(cx, buf)
     }
 }

@@ -5,11 +5,22 @@
 //! [`RegistryError`] with a stable [`RegistryError::code`].
 //!
 //! Map: `reference`, `platform`, `manifest` and `select` parse and choose; `client`
-//! (manifests, resolve), `blob` (downloads) and `push` (uploads) are the API; every
-//! request goes through `transport` (retries, redirects, `hosts` for the scheme), which
-//! answers 401s with `token` (`challenge`, `auth`, `docker_config`). Errors: `error`,
-//! with registry answers mapped in `error_map`. `singleflight` lets concurrent identical
-//! questions (`/digest`) share one answer.
+//! (manifests, resolve), `blob` (downloads), `push` (one request each: HEAD, mount,
+//! upload, manifest PUT) and `push_image` (an [`ImageToPush`] pushed whole) are the API;
+//! every request goes through `transport` (retries, redirects, `hosts` for the scheme),
+//! which answers 401s with `token` (`challenge`, `auth`, `docker_config`). Errors:
+//! `error`, with registry answers mapped in `error_map`. `singleflight` lets concurrent
+//! identical questions (`/digest`) share one answer.
+//!
+//! Vocabulary: a blob's *digest* is the sha256 of its bytes as stored (a layer
+//! compressed): manifests name blobs by it and every request here is about it. A layer's
+//! *diff_id* is the sha256 of its uncompressed tar, listed only in the image config; this
+//! module never needs it. A *manifest* describes one platform's image (config + layers);
+//! an *index* (or Docker manifest list) points at manifests.
+//!
+//! Push order ([`RegistryClient::push_image`]): per blob, layers then config, HEAD (skip
+//! what the target has), else mount when the blob carries a source repository on the
+//! target's registry, else upload; the manifest last, so a tag never names missing blobs.
 
 mod auth;
 mod blob;
@@ -22,6 +33,7 @@ mod hosts;
 mod manifest;
 mod platform;
 mod push;
+mod push_image;
 mod reference;
 mod retry;
 mod select;
@@ -35,10 +47,15 @@ mod fake_registry;
 mod tests;
 #[cfg(test)]
 mod tests_blob;
+#[cfg(test)]
+mod tests_push;
 
 pub use auth::Credentials;
 pub use client::{ImageDigest, RegistryClient, RegistryConfig};
 pub use error::RegistryError;
 pub use manifest::{FetchedManifest, ManifestKind, ResolvedImage};
 pub use platform::Platform;
+pub use push_image::{
+    BlobPushed, BlobReader, BlobSource, ImageToPush, OpenBlob, PushBlob, PushProgress, PushReport,
+};
 pub use reference::{Reference, ReferenceError};

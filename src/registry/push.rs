@@ -2,7 +2,9 @@
 //! PUT, or PATCH chunks for large blobs) and manifest PUTs.
 //!
 //! Push requests ask for `repository:REPO:pull,push`; a mount also for
-//! `repository:FROM:pull`. Not for: building the image (the image module).
+//! `repository:FROM:pull`. Each function is one request (or one upload); the order an
+//! image's blobs and manifest go in is `push_image`'s. Not for: building the image (the
+//! image module).
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;

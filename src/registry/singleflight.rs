@@ -115,11 +115,11 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use super::super::fake_registry::{Fake, client, image_manifest, reply};
     use super::super::Credentials;
-    use crate::oci::MediaType;
+    use super::super::fake_registry::{Fake, client, image_manifest, reply};
     use super::SingleFlight;
     use crate::digest::Digest;
+    use crate::oci::MediaType;
 
     fn counted(runs: &Arc<AtomicUsize>, value: u32) -> impl Future<Output = u32> + use<> {
         let runs = runs.clone();
