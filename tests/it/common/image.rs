@@ -19,7 +19,7 @@ use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -356,21 +356,6 @@ impl Image {
         unpack_layout(&self.layout, &self.tag)
     }
 
-    /// The manifest in the layout (before any push-time conversion).
-    pub fn manifest(&self) -> Value {
-        let index: Value = read_json(&self.layout.join("index.json"));
-        let entry = index["manifests"]
-            .as_array()
-            .and_then(|m| {
-                m.iter().find(|d| {
-                    d["annotations"]["org.opencontainers.image.ref.name"] == self.tag.as_str()
-                })
-            })
-            .expect("tag in index.json")
-            .clone();
-        read_json(&blob_path(&self.layout, entry["digest"].as_str().unwrap()))
-    }
-
     /// Pushes to `registry` as `repo_tag` with skopeo, then reads back what the registry
     /// serves and checks that the format asked for is what landed.
     pub fn push(&self, registry: &Registry, repo_tag: &str, format: Format) -> Pushed {
@@ -617,12 +602,4 @@ pub fn inspect_pushed(registry: &Registry, repo_tag: &str) -> Pushed {
         manifest: serde_json::from_slice(&raw).expect("manifest JSON"),
         raw,
     }
-}
-
-/// Seconds since the epoch, now.
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }

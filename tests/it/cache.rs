@@ -4,7 +4,7 @@
 //! concurrent pulls of one image fetch each blob once. Fetches are counted in the fault
 //! proxy's log (every request the registry got from the daemon).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;

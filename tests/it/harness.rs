@@ -4,7 +4,7 @@
 //! basic and token auth work with real clients. If this file fails, every other
 //! failure is suspect.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

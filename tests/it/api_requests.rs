@@ -3,7 +3,7 @@
 //! leaves nothing on disk. Also `dest` rules (roots, `..`, symlinks, existing trees with
 //! and without `force`), the API token, and the router's own 404/405.
 
-mod common;
+use crate::common;
 
 use std::sync::LazyLock;
 

@@ -7,7 +7,7 @@
 //! The hostile layers are one table (containerd's `TestBreakouts` habit): a new escape is
 //! a new row.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::LazyLock;

@@ -36,8 +36,9 @@ impl Default for Options {
     }
 }
 
+/// What an entry is, with what makes two of a kind equal (size and content, target, rdev).
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     Dir,
     File { size: u64, sha256: String },
     Symlink(PathBuf),
@@ -48,7 +49,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn name(&self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             Kind::Dir => "directory",
             Kind::File { .. } => "regular file",
@@ -61,22 +62,27 @@ impl Kind {
     }
 }
 
+/// One entry as `lstat` (and `llistxattr`) sees it.
 #[derive(Clone, Debug)]
-struct Entry {
-    kind: Kind,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: (i64, i64),
-    inode: (u64, u64),
-    nlink: u64,
-    xattrs: BTreeMap<String, Vec<u8>>,
+pub struct Entry {
+    pub kind: Kind,
+    /// The permission bits with setuid, setgid and sticky.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// (seconds, nanoseconds).
+    pub mtime: (i64, i64),
+    /// (device, inode).
+    pub inode: (u64, u64),
+    pub nlink: u64,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
-/// A walked tree: relative path ("." for the root) → entry.
-struct Tree {
-    entries: BTreeMap<String, Entry>,
-    by_inode: HashMap<(u64, u64), BTreeSet<String>>,
+/// A walked tree: relative path ("." for the root) → entry, and the names of each
+/// non-directory inode (hardlinks share one).
+pub struct Tree {
+    pub entries: BTreeMap<String, Entry>,
+    pub by_inode: HashMap<(u64, u64), BTreeSet<String>>,
 }
 
 fn sha256_file(path: &Path) -> String {
@@ -115,7 +121,8 @@ fn xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-fn walk(root: &Path, opts: &Options) -> Tree {
+/// Walks `root` (lstat, never following a symlink): the one tree scanner of the harness.
+pub fn walk(root: &Path, opts: &Options) -> Tree {
     let mut tree = Tree {
         entries: BTreeMap::new(),
         by_inode: HashMap::new(),

@@ -321,9 +321,7 @@ pub struct Service {
     pub endpoint: Endpoint,
     pub activation: Activation,
     pub data_dir: PathBuf,
-    pub cache_dir: PathBuf,
     pub roots: Vec<PathBuf>,
-    pub docker_config_dir: PathBuf,
     pub notify: Option<Notify>,
     log: PathBuf,
     env: Vec<(String, String)>,
@@ -384,19 +382,13 @@ impl Service {
         }
         env.extend(spec.env);
         let DaemonDirs {
-            data_dir,
-            cache_dir,
-            roots,
-            docker_config_dir,
-            ..
+            data_dir, roots, ..
         } = dirs;
         let mut service = Service {
             endpoint: spec.endpoint,
             activation: spec.activation,
             data_dir,
-            cache_dir,
             roots,
-            docker_config_dir,
             notify,
             log: dir.join("hoist.log"),
             env,

@@ -10,7 +10,7 @@
 //! executes hoist in its own process (so its exit status is hoist's) with `LISTEN_FDS=1`
 //! and `LISTEN_PID` set. The daemon also gets a decoy `HOIST_LISTEN` it must not bind.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;

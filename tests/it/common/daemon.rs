@@ -12,8 +12,6 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use super::tools;
 
 /// What a test may choose about the daemon; the rest is fixed by the harness.
@@ -22,11 +20,6 @@ pub struct HoistConfig {
     pub workers: Option<u32>,
     pub cache_max_bytes: Option<u64>,
     pub api_token: Option<String>,
-    pub insecure_registries: Option<String>,
-    /// Contents of `$DOCKER_CONFIG/config.json` (none: an empty folder).
-    pub docker_config: Option<Value>,
-    /// Executables to put first on the daemon's PATH (credential helpers): name → script.
-    pub path_scripts: Vec<(String, String)>,
     pub extra_env: Vec<(String, String)>,
 }
 
@@ -116,21 +109,9 @@ impl Hoist {
     /// Lays out the daemon's folders under `dir` and starts it.
     pub fn start(dir: &Path, config: &HoistConfig) -> Hoist {
         let dirs = DaemonDirs::create(dir);
+        // first on the daemon's PATH: where a test puts a credential helper
         let bin = dir.join("bin");
         fs::create_dir_all(&bin).expect("daemon dirs");
-        if let Some(cfg) = &config.docker_config {
-            fs::write(
-                dirs.docker_config_dir.join("config.json"),
-                serde_json::to_vec_pretty(cfg).unwrap(),
-            )
-            .expect("write docker config");
-        }
-        for (name, script) in &config.path_scripts {
-            let p = bin.join(name);
-            fs::write(&p, script).expect("write script");
-            use std::os::unix::fs::PermissionsExt as _;
-            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
-        }
         let port = tools::free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut env = vec![("HOIST_LISTEN".to_owned(), addr.to_string())];
@@ -143,9 +124,6 @@ impl Hoist {
         }
         if let Some(t) = &config.api_token {
             env.push(("HOIST_API_TOKEN".into(), t.clone()));
-        }
-        if let Some(i) = &config.insecure_registries {
-            env.push(("HOIST_INSECURE_REGISTRIES".into(), i.clone()));
         }
         env.extend(config.extra_env.iter().cloned());
         let DaemonDirs {

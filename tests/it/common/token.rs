@@ -28,7 +28,6 @@ use super::tools;
 /// One request the token server answered.
 #[derive(Clone, Debug)]
 pub struct TokenRequest {
-    pub method: String,
     /// The user whose credentials were presented, if any.
     pub user: Option<String>,
     pub service: Option<String>,
@@ -168,7 +167,6 @@ async fn issue(
         .as_ref()
         .is_some_and(|(u, p)| *u == st.user && *p == st.password);
     st.log.lock().unwrap().push(TokenRequest {
-        method: method.to_string(),
         user: presented.as_ref().map(|(u, _)| u.clone()),
         service: get("service"),
         scopes: scopes.clone(),

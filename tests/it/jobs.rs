@@ -5,12 +5,13 @@
 //!
 //! Slow and broken networks come from the fault proxy in front of the real registry.
 
-mod common;
+use crate::common;
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use common::image::Unpacked;
+use common::sse;
 use common::{
     Fault, Format, Image, Job, Rule, World, assert_same_tree, expect_problem, fixtures, jobs_of,
 };
@@ -55,28 +56,6 @@ async fn jobs_are_listed_newest_first_and_filtered() {
     assert_eq!(world.job(first.id()).await.0, jobs_of(&all)[1]);
 }
 
-/// `event: NAME` / `data: JSON` blocks of a `text/event-stream` body.
-fn parse_events(text: &str) -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    for block in text.split("\n\n") {
-        let mut name = None;
-        let mut data = String::new();
-        for line in block.lines() {
-            if let Some(n) = line.strip_prefix("event:") {
-                name = Some(n.trim().to_owned());
-            } else if let Some(d) = line.strip_prefix("data:") {
-                data.push_str(d.trim_start());
-            }
-        }
-        if let Some(name) = name {
-            let value = serde_json::from_str(&data)
-                .unwrap_or_else(|e| panic!("event {name} data is not JSON ({e}): {data}"));
-            out.push((name, value));
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn events_stream_states_and_progress_then_end() {
     let world = World::builder().proxy().start().await;
@@ -99,7 +78,7 @@ async fn events_stream_states_and_progress_then_end() {
         .await
         .expect("the stream ends after the job ends")
         .unwrap();
-    let events = parse_events(&text);
+    let events = sse::parse_json(&text);
     assert!(events.len() >= 2, "{text}");
     assert_eq!(events[0].0, "state", "{text}");
     let (last_name, last) = events.last().unwrap();
@@ -139,7 +118,7 @@ async fn events_stream_states_and_progress_then_end() {
         .send()
         .await
         .unwrap();
-    let again = parse_events(&resp.text().await.unwrap());
+    let again = sse::parse_json(&resp.text().await.unwrap());
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].1["status"], "succeeded");
 }

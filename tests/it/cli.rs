@@ -5,7 +5,7 @@
 //! the registry and nowhere else, and progress: plain lines in CI logs, bars on a
 //! terminal (a real one, under tmux).
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

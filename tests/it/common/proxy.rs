@@ -90,7 +90,6 @@ pub struct Logged {
     /// Path and query.
     pub path: String,
     pub range: Option<String>,
-    pub authorization: bool,
     /// The status sent to the client (0 when the upstream could not be reached).
     pub status: u16,
     pub fault: Option<&'static str>,
@@ -164,19 +163,6 @@ impl FaultProxy {
             .collect()
     }
 
-    /// Every logged `GET` of any blob, as (digest, entry).
-    pub fn all_blob_gets(&self) -> Vec<(String, Logged)> {
-        self.log()
-            .into_iter()
-            .filter(|l| l.method == "GET")
-            .filter_map(|l| {
-                let (_, d) = l.path.split_once("/blobs/")?;
-                let d = d.split('?').next()?.to_owned();
-                Some((d, l))
-            })
-            .collect()
-    }
-
     /// The log, one line per request, for failure messages.
     pub fn log_text(&self) -> String {
         let log = self.log();
@@ -226,7 +212,6 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let authorization = req.headers().contains_key(header::AUTHORIZATION);
     let fault = {
         let mut rules = st.rules.lock().unwrap();
         rules
@@ -244,7 +229,6 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
         method: method.clone(),
         path: path.clone(),
         range: range.clone(),
-        authorization,
         status,
         fault: fault.as_ref().map(Fault::name),
     };

@@ -5,7 +5,7 @@
 //! digest, so `git diff HEAD~1` is what the last layer changed. Both are atomic like
 //! `rootfs`: a failed or cancelled pull leaves `dest` as it was.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

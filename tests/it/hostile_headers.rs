@@ -9,7 +9,7 @@
 //! headers) and gzipped as concatenated members, so the test itself never holds the
 //! 128 MiB either.
 
-mod common;
+use crate::common;
 
 use std::io::Write as _;
 use std::time::Duration;

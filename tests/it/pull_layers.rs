@@ -3,7 +3,7 @@
 //! groups, mtimes, xattrs), for OCI and Docker schema 2 manifests, gzip and zstd layers,
 //! and layers with whiteouts and opaque directories.
 
-mod common;
+use crate::common;
 
 use std::sync::LazyLock;
 

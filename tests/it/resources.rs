@@ -7,7 +7,7 @@
 //! the registry, one per digest request, kept for up to 3 minutes); 27 MiB of RSS before
 //! a 200 MiB build, 61 MiB after it.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

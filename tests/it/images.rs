@@ -3,7 +3,7 @@
 //! `--config`), and pulls from a multi-platform index (`platform: linux/arm64`, the
 //! daemon's own platform by default, `platform_not_found`).
 
-mod common;
+use crate::common;
 
 use std::sync::LazyLock;
 

@@ -5,7 +5,7 @@
 //! folder that merely looks like a staging folder stays, as do the user's files beside
 //! the dests.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

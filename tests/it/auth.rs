@@ -3,7 +3,7 @@
 //! that job only, never echoed, stored or logged), from `DOCKER_CONFIG`'s `auths`, or from
 //! a credential helper it names; wrong or missing ones fail with `unauthorized`.
 
-mod common;
+use crate::common;
 
 use std::sync::LazyLock;
 use std::time::Duration;

@@ -9,8 +9,6 @@
 //! the only double. Not for: assertions about a particular feature (those live in the
 //! test files).
 
-#![allow(dead_code, unused_imports)] // each test binary uses a part of the harness
-
 pub mod daemon;
 pub mod fixtures;
 pub mod image;
@@ -18,6 +16,7 @@ pub mod proxy;
 pub mod registry;
 pub mod resources;
 pub mod service;
+pub mod sse;
 pub mod token;
 pub mod tools;
 pub mod tree;
@@ -32,10 +31,10 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 pub use daemon::{Hoist, HoistConfig};
-pub use image::{Format, Image, ImageBuilder, Pushed, Rootfs};
+pub use image::{Format, Image, ImageBuilder, Pushed};
 pub use proxy::{Fault, FaultProxy, Rule};
 pub use registry::{Registry, RegistryAuth};
-pub use tree::{assert_same_tree, assert_same_tree_with, diff_trees};
+pub use tree::{assert_same_tree, diff_trees};
 pub use upload::TarEntry;
 
 /// The runtime the harness's own servers (proxy, token server) run on, apart from each
@@ -87,16 +86,6 @@ impl WorldBuilder {
 
     pub fn api_token(mut self, token: &str) -> Self {
         self.hoist.api_token = Some(token.into());
-        self
-    }
-
-    pub fn docker_config(mut self, config: Value) -> Self {
-        self.hoist.docker_config = Some(config);
-        self
-    }
-
-    pub fn path_script(mut self, name: &str, script: &str) -> Self {
-        self.hoist.path_scripts.push((name.into(), script.into()));
         self
     }
 
@@ -560,30 +549,4 @@ pub fn jobs_of(list: &Value) -> Vec<Value> {
         .or_else(|| list["jobs"].as_array())
         .cloned()
         .unwrap_or_else(|| panic!("GET /jobs answered neither an array nor {{jobs: []}}: {list}"))
-}
-
-/// A layer or platform item as a plain string: the value itself, or its `digest`, or
-/// `os/architecture[/variant]`.
-pub fn platform_string(v: &Value) -> String {
-    if let Some(s) = v.as_str() {
-        return s.to_owned();
-    }
-    let mut s = format!(
-        "{}/{}",
-        v["os"].as_str().unwrap_or("?"),
-        v["architecture"].as_str().unwrap_or("?")
-    );
-    if let Some(var) = v["variant"].as_str() {
-        s.push('/');
-        s.push_str(var);
-    }
-    s
-}
-
-/// The digest of a layer entry given either as a string or as `{ "digest": … }`.
-pub fn digest_string(v: &Value) -> String {
-    v.as_str()
-        .or_else(|| v["digest"].as_str())
-        .unwrap_or_else(|| panic!("layer entry without digest: {v}"))
-        .to_owned()
 }

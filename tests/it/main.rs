@@ -1,0 +1,25 @@
+//! hoist's integration tests: one test binary, so the harness in `common/` compiles once.
+//!
+//! Every module drives the real `hoist` binary (and the real tools) through
+//! [`common::World`] or one of its parts; the module names say the area they cover (see
+//! ARCHITECTURE.md, "Testing map"). A new area is a new module here; a new helper shared by
+//! several areas goes in `common/`.
+
+mod common;
+
+mod api_requests;
+mod auth;
+mod build;
+mod cache;
+mod cli;
+mod failures;
+mod harness;
+mod hostile_headers;
+mod images;
+mod jobs;
+mod layouts;
+mod leftovers;
+mod openapi;
+mod pull_layers;
+mod resources;
+mod service;
