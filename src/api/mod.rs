@@ -19,10 +19,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::jobs::Jobs;
 
@@ -35,19 +35,60 @@ pub struct AppState {
     pub last_request: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// One route: a method on a path template (axum's `{param}` syntax, which is also
+/// OpenAPI's), and the handler that answers it.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    handler: fn(MethodFilter) -> MethodRouter<AppState>,
+}
+
+/// Every route the daemon serves. [`router`] is built from this table and nothing else,
+/// so it cannot drift from it; the OpenAPI test checks it against `openapi.yaml` (every
+/// route documented, every documented path routed).
+pub static ROUTES: &[Route] = &[
+    route(Method::GET, "/healthz", |m| on(m, system::healthz)),
+    route(Method::GET, "/openapi.yaml", |m| on(m, system::openapi)),
+    route(Method::GET, "/metrics", |m| on(m, metrics::metrics)),
+    route(Method::POST, "/pulls", |m| on(m, pulls::create)),
+    route(Method::POST, "/builds", |m| on(m, builds::create)),
+    route(Method::GET, "/jobs", |m| on(m, jobs::list)),
+    route(Method::GET, "/jobs/{id}", |m| on(m, jobs::get)),
+    route(Method::DELETE, "/jobs/{id}", |m| on(m, jobs::cancel)),
+    route(Method::GET, "/jobs/{id}/events", |m| on(m, jobs::events)),
+    route(Method::GET, "/digest", |m| on(m, images::digest)),
+    route(Method::GET, "/inspect", |m| on(m, images::inspect)),
+    route(Method::GET, "/cache", |m| on(m, cache::stats)),
+    route(Method::DELETE, "/cache", |m| on(m, cache::purge)),
+];
+
+const fn route(
+    method: Method,
+    path: &'static str,
+    handler: fn(MethodFilter) -> MethodRouter<AppState>,
+) -> Route {
+    Route {
+        method,
+        path,
+        handler,
+    }
+}
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(system::healthz))
-        .route("/openapi.yaml", get(system::openapi))
-        .route("/metrics", get(metrics::metrics))
-        .route("/pulls", axum::routing::post(pulls::create))
-        .route("/builds", axum::routing::post(builds::create))
-        .route("/jobs", get(jobs::list))
-        .route("/jobs/{id}", get(jobs::get).delete(jobs::cancel))
-        .route("/jobs/{id}/events", get(jobs::events))
-        .route("/digest", get(images::digest))
-        .route("/inspect", get(images::inspect))
-        .route("/cache", get(cache::stats).delete(cache::purge))
+    let mut paths: Vec<&str> = ROUTES.iter().map(|r| r.path).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    let mut router = Router::new();
+    for path in paths {
+        let mut methods = MethodRouter::new();
+        for r in ROUTES.iter().filter(|r| r.path == path) {
+            let filter = MethodFilter::try_from(r.method.clone())
+                .unwrap_or_else(|e| panic!("{} {}: {e}", r.method, r.path));
+            methods = methods.merge((r.handler)(filter));
+        }
+        router = router.route(path, methods);
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -80,11 +121,8 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
         std::sync::atomic::Ordering::Relaxed,
     );
     if let Some(token) = &state.api_token {
-        let open = req.uri().path() == "/healthz"
-            && matches!(
-                *req.method(),
-                axum::http::Method::GET | axum::http::Method::HEAD
-            );
+        let open =
+            req.uri().path() == "/healthz" && matches!(*req.method(), Method::GET | Method::HEAD);
         let given = req
             .headers()
             .get(header::AUTHORIZATION)

@@ -1,0 +1,318 @@
+//! The answers that need no job and no registry, as a table: one request per row, the
+//! operation (or component response) its answer is checked against, its status, and its
+//! problem `code` or body.
+
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Client, Method};
+use serde_json::{Value, json};
+
+use super::daemon::{Daemon, send};
+use super::spec::Spec;
+
+/// What a row's answer must carry besides its status.
+pub enum Expect {
+    /// A problem with this `code`.
+    Code(&'static str),
+    /// This JSON body.
+    Body(Value),
+    /// A text body containing this.
+    Contains(&'static str),
+}
+
+/// One request, the operation (or, for the router's own answers, the component response)
+/// its answer is checked against, and the answer it must get.
+pub struct Row {
+    method: Method,
+    /// Path and query.
+    path: String,
+    /// `Content-Type` and body, for a POST.
+    body: Option<(&'static str, String)>,
+    header: Option<(&'static str, String)>,
+    /// The path template of the operation, or `#Name` for `components.responses.Name`.
+    answer_of: &'static str,
+    status: u16,
+    expect: Expect,
+}
+
+pub fn row(
+    method: Method,
+    path: &str,
+    answer_of: &'static str,
+    status: u16,
+    expect: Expect,
+) -> Row {
+    Row {
+        method,
+        path: path.to_string(),
+        body: None,
+        header: None,
+        answer_of,
+        status,
+        expect,
+    }
+}
+
+/// `GET path`, answered by the operation `template`.
+pub fn get(path: &str, template: &'static str, status: u16, expect: Expect) -> Row {
+    row(Method::GET, path, template, status, expect)
+}
+
+/// `POST path` of a JSON `body` that is refused with `status` and `code`.
+fn refused(path: &'static str, body: impl Into<String>, status: u16, code: &'static str) -> Row {
+    Row {
+        body: Some(("application/json", body.into())),
+        ..row(Method::POST, path, path, status, Expect::Code(code))
+    }
+}
+
+impl Row {
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Row {
+        self.header = Some((name, value.into()));
+        self
+    }
+
+    fn with_body(mut self, content_type: &'static str, body: &str) -> Row {
+        self.body = Some((content_type, body.to_string()));
+        self
+    }
+
+    /// Sends the row's request and checks the answer against the spec and the row.
+    pub async fn run(&self, spec: &mut Spec, http: &Client, d: &Daemon) {
+        let mut request = http.request(self.method.clone(), d.url(&self.path));
+        if let Some((content_type, body)) = &self.body {
+            if !content_type.is_empty() {
+                request = request.header(CONTENT_TYPE, *content_type);
+            }
+            request = request.body(body.clone());
+        }
+        if let Some((name, value)) = &self.header {
+            request = request.header(*name, value);
+        }
+        let a = send(request).await;
+        let what = format!(
+            "{} {} {}",
+            self.method,
+            self.path,
+            self.body.as_ref().map_or("", |(_, b)| b.as_str())
+        );
+        assert_eq!(a.status, self.status, "{what}: {}", a.text());
+        let got = match self.answer_of.strip_prefix('#') {
+            Some(component) => spec.check_component(component, &a),
+            None => spec.check(self.method.as_str(), self.answer_of, &a),
+        };
+        match &self.expect {
+            Expect::Code(code) => assert_eq!(got["code"], *code, "{what}: {got}"),
+            Expect::Body(body) => assert_eq!(&got, body, "{what}"),
+            Expect::Contains(text) => assert!(
+                got.as_str().is_some_and(|t| t.contains(text)),
+                "{what}: no {text:?} in {got}"
+            ),
+        }
+    }
+}
+
+/// The answers that need no job and no registry, as rows.
+pub fn rows(d: &Daemon) -> Vec<Row> {
+    use Expect::{Body, Code, Contains};
+    let roots = d.root().display().to_string();
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let mut rows = vec![
+        // System.
+        get("/healthz", "/healthz", 200, Body(json!({"status": "ok"}))),
+        get(
+            "/metrics",
+            "/metrics",
+            200,
+            Contains("# TYPE hoist_cache_bytes gauge"),
+        ),
+        row(
+            Method::DELETE,
+            "/cache",
+            "/cache",
+            200,
+            Body(json!({"removed_blobs": 0, "freed_bytes": 0})),
+        ),
+        // The router's own answers.
+        get("/nope", "#NotFound", 404, Code("not_found")),
+        row(
+            Method::PUT,
+            "/jobs",
+            "#MethodNotAllowed",
+            405,
+            Code("method_not_allowed"),
+        ),
+        row(
+            Method::POST,
+            "/healthz",
+            "#MethodNotAllowed",
+            405,
+            Code("method_not_allowed"),
+        ),
+        // Jobs that do not exist.
+        get("/jobs/nope", "/jobs/{id}", 404, Code("job_not_found")),
+        get(
+            "/jobs/nope?wait=0.2",
+            "/jobs/{id}",
+            404,
+            Code("job_not_found"),
+        ),
+        row(
+            Method::DELETE,
+            "/jobs/nope",
+            "/jobs/{id}",
+            404,
+            Code("job_not_found"),
+        ),
+        get(
+            "/jobs/nope/events",
+            "/jobs/{id}/events",
+            404,
+            Code("job_not_found"),
+        ),
+        // The body is JSON whatever its Content-Type says (`curl -d` sends a form type).
+        refused(
+            "/pulls",
+            r#"{"image": "alpine", "dest": "../a"}"#,
+            400,
+            "invalid_dest",
+        )
+        .with_body(
+            "application/x-www-form-urlencoded",
+            r#"{"image": "alpine", "dest": "../a"}"#,
+        ),
+    ];
+    // Jobs, none yet, and bad queries.
+    for query in ["", "?status=queued&kind=pull&limit=5", "?limit=0"] {
+        rows.push(get(&format!("/jobs{query}"), "/jobs", 200, Body(json!([]))));
+    }
+    for query in [
+        "?status=done",
+        "?kind=push",
+        "?limit=-1",
+        "?limit=x",
+        "?colour=blue",
+    ] {
+        rows.push(get(
+            &format!("/jobs{query}"),
+            "/jobs",
+            400,
+            Code("invalid_query"),
+        ));
+    }
+    for query in ["?wait=-1", "?wait=soon", "?wait=1&colour=blue"] {
+        let path = format!("/jobs/nope{query}");
+        rows.push(get(&path, "/jobs/{id}", 400, Code("invalid_query")));
+    }
+    // Pulls refused before they become jobs.
+    for (body, status, code) in [
+        ("{not json".to_string(), 400, "invalid_json"),
+        (r#"{"image": "alpine", "dest": "a", "colour": "blue"}"#.into(), 400, "invalid_request"),
+        (r#"{"image": "alpine"}"#.into(), 400, "invalid_request"),
+        (r#"{"image": "alpine", "dest": "a", "force": "yes"}"#.into(), 400, "invalid_request"),
+        (
+            r#"{"image": "alpine", "dest": "a", "auth": {"username": "u", "password": "p", "x": 1}}"#
+                .into(),
+            400,
+            "invalid_request",
+        ),
+        (r#"{"image": "Not A Reference!", "dest": "a"}"#.into(), 400, "invalid_reference"),
+        (r#"{"image": "alpine", "dest": "a", "platform": "linux"}"#.into(), 400, "invalid_platform"),
+        (r#"{"image": "alpine", "dest": "../a"}"#.into(), 400, "invalid_dest"),
+        (r#"{"image": "alpine", "dest": "a/../../b"}"#.into(), 400, "invalid_dest"),
+        (r#"{"image": "alpine", "dest": ""}"#.into(), 400, "invalid_dest"),
+        (r#"{"image": "alpine", "dest": "a", "layout": "tarball"}"#.into(), 400, "invalid_request"),
+        (r#"{"image": "alpine", "dest": "/etc/hoist-test"}"#.into(), 403, "dest_outside_roots"),
+        (format!(r#"{{"image": "alpine", "dest": "{roots}"}}"#), 403, "dest_outside_roots"),
+        (r#"{"image": "alpine", "dest": "exists"}"#.into(), 409, "dest_exists"),
+    ] {
+        rows.push(refused("/pulls", body, status, code));
+    }
+    // Builds refused before they become jobs.
+    let target = "127.0.0.1:1/x:y";
+    let build = |fields: &str| format!(r#"{{"source": "src", "target": "{target}"{fields}}}"#);
+    let source = |source: &str| format!(r#"{{"source": "{source}", "target": "{target}"}}"#);
+    for (body, status, code) in [
+        ("{not json".to_string(), 400, "invalid_json"),
+        (build(r#", "colour": "blue""#), 400, "invalid_request"),
+        (r#"{"source": "src"}"#.into(), 400, "invalid_request"),
+        (
+            build(r#", "config": {"entry": []}"#),
+            400,
+            "invalid_request",
+        ),
+        (build(r#", "compression": "lz4""#), 400, "invalid_request"),
+        (
+            r#"{"source": "src", "target": "Not A Reference"}"#.into(),
+            400,
+            "invalid_reference",
+        ),
+        (
+            format!(r#"{{"source": "src", "target": "127.0.0.1:1/x@{digest}"}}"#),
+            400,
+            "invalid_reference",
+        ),
+        (
+            build(r#", "base": "Not A Reference""#),
+            400,
+            "invalid_reference",
+        ),
+        (build(r#", "platform": "linux""#), 400, "invalid_platform"),
+        (source("../src"), 400, "invalid_source"),
+        (source(""), 400, "invalid_source"),
+        (source("missing"), 400, "invalid_source"),
+        (source("file"), 400, "invalid_source"),
+        (
+            build(r#", "config": {"env": ["NOEQ"]}"#),
+            400,
+            "invalid_config",
+        ),
+        (
+            build(r#", "config": {"exposed_ports": ["http"]}"#),
+            400,
+            "invalid_config",
+        ),
+        (source("/etc"), 403, "source_outside_roots"),
+        (source(&roots), 403, "source_outside_roots"),
+    ] {
+        rows.push(refused("/builds", body, status, code));
+    }
+    // Images, without a registry.
+    for (endpoint, query, status, code) in [
+        ("/digest", "", 400, "invalid_reference"),
+        ("/digest", "?image=", 400, "invalid_reference"),
+        ("/digest", "?image=alpine&colour=blue", 400, "invalid_query"),
+        (
+            "/digest",
+            "?image=alpine&platform=linux",
+            400,
+            "invalid_platform",
+        ),
+        ("/inspect", "", 400, "invalid_reference"),
+        (
+            "/inspect",
+            "?image=Not%20A%20Reference",
+            400,
+            "invalid_reference",
+        ),
+        (
+            "/digest",
+            "?image=127.0.0.1:1/x:y",
+            502,
+            "registry_unreachable",
+        ),
+        (
+            "/inspect",
+            "?image=127.0.0.1:1/x:y",
+            502,
+            "registry_unreachable",
+        ),
+    ] {
+        rows.push(get(
+            &format!("{endpoint}{query}"),
+            endpoint,
+            status,
+            Code(code),
+        ));
+    }
+    rows
+}
