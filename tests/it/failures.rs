@@ -12,8 +12,9 @@ use crate::common;
 use std::path::Path;
 use std::sync::LazyLock;
 
+use common::hostile_tar::tar;
 use common::tree::{snapshot, snapshot_diff};
-use common::upload::{self, tar};
+use common::upload;
 use common::{Fault, Format, Image, Rule, TarEntry, World, fixtures};
 use serde_json::json;
 

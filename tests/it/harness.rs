@@ -11,9 +11,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::hostile_tar::{self, TarEntry};
 use common::image;
 use common::tree::{Options, diff_trees};
-use common::upload::{self, TarEntry};
+use common::upload;
 use common::{Fault, FaultProxy, Format, Registry, RegistryAuth, Rule, fixtures, tools};
 
 fn tempdir() -> tempfile::TempDir {
@@ -214,7 +215,7 @@ async fn hand_made_layers_go_through_the_upload_protocol_byte_for_byte() {
     let dir = tempdir();
     let registry = Registry::start(dir.path(), RegistryAuth::Open);
     let long = format!("{}deep", "../".repeat(40));
-    let layer = upload::tar(&[
+    let layer = hostile_tar::tar(&[
         TarEntry::file("../escape", b"x"),
         TarEntry::file("/abs/name", b"y"),
         TarEntry::symlink("link", "/etc"),

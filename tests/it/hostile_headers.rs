@@ -5,8 +5,8 @@
 //! measured from `/proc/PID/status`) and without a huge job row. A moderately long legal
 //! name (a 4 KiB PAX path) must still be applied, as umoci and Go's archive/tar apply it.
 //!
-//! The layers are written here as raw 512-byte tar blocks (no tar library writes such
-//! headers) and gzipped as concatenated members, so the test itself never holds the
+//! The layers are written as raw 512-byte tar blocks (`common::hostile_tar`: no tar
+//! library writes such headers) and gzipped as concatenated members, so the test itself never holds the
 //! 128 MiB either.
 
 use crate::common;
@@ -15,6 +15,8 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use common::World;
+use common::hostile_tar::{Header, padding, pax_record};
+use common::resources::daemon_pid;
 use common::upload::{host_arch, put_manifest, upload_blob};
 use serde_json::json;
 use sha2::Digest as _;
@@ -33,43 +35,18 @@ enum Piece {
     Repeat(u8, u64),
 }
 
-/// One 512-byte ustar header.
+/// One 512-byte POSIX ustar header, mode 0644, mtime 2020-09-13.
 fn header(name: &[u8], typeflag: u8, size: u64, link: &[u8]) -> Vec<u8> {
-    let mut h = vec![0u8; 512];
-    h[..name.len()].copy_from_slice(name);
-    octal(&mut h[100..108], 0o644);
-    octal(&mut h[108..116], 0);
-    octal(&mut h[116..124], 0);
-    octal(&mut h[124..136], size);
-    octal(&mut h[136..148], 1_600_000_000);
-    h[156] = typeflag;
-    h[157..157 + link.len()].copy_from_slice(link);
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].fill(b' ');
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    h
-}
-
-fn octal(field: &mut [u8], value: u64) {
-    let width = field.len() - 1;
-    field[..width].copy_from_slice(format!("{value:0width$o}").as_bytes());
-}
-
-/// Zeros up to the next 512-byte boundary after `len` bytes of data.
-fn padding(len: u64) -> Piece {
-    Piece::Bytes(vec![0; ((512 - len % 512) % 512) as usize])
-}
-
-/// One PAX record, `"<len> <key>=<value>\n"`, with its length prefix counted.
-fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
-    let rest = key.len() + value.len() + 3;
-    let mut len = rest + 1;
-    while len != rest + len.to_string().len() {
-        len = rest + len.to_string().len();
+    Header {
+        name,
+        typeflag,
+        mode: 0o644,
+        size,
+        mtime: 1_600_000_000,
+        link,
+        gnu: false,
     }
-    [format!("{len} ").as_bytes(), key, b"=", value, b"\n"].concat()
+    .bytes()
 }
 
 /// A `x` header holding `records`, then the member `member` (a full header).
@@ -78,7 +55,7 @@ fn pax_then(records: &[u8], member: Vec<u8>) -> Vec<Piece> {
     vec![
         Piece::Bytes(header(b"PaxHeaders/member", b'x', n, b"")),
         Piece::Bytes(records.to_vec()),
-        padding(n),
+        Piece::Bytes(padding(n)),
         Piece::Bytes(member),
         Piece::Bytes(vec![0; 1024]),
     ]
@@ -180,21 +157,6 @@ async fn push_layer(world: &World, repo: &str, pieces: &[Piece]) -> String {
     world.image(&format!("{repo}:1"))
 }
 
-/// The pid of the world's `hoist serve`: the process whose environment names its address.
-fn daemon_pid(world: &World) -> u32 {
-    let needle = format!("HOIST_LISTEN={}\0", world.hoist.addr);
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle.as_bytes()))
-                && std::fs::read_link(format!("/proc/{pid}/exe"))
-                    .is_ok_and(|exe| exe.file_name().is_some_and(|n| n == "hoist"))
-        })
-        .expect("the daemon's process")
-}
-
 /// A `Vm…:` line of `/proc/PID/status`, in bytes.
 fn vm(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -224,7 +186,7 @@ struct Measured {
 /// Pulls `image` into `dest`, measuring the daemon's peak RSS growth (the peak is reset
 /// first through `/proc/PID/clear_refs`) and the final job row's size.
 async fn measured_pull(world: &World, image: &str, dest: &str) -> Measured {
-    let pid = daemon_pid(world);
+    let pid = daemon_pid(&world.hoist);
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM");
     let before = vm(pid, "VmRSS:");
     let id = world
@@ -378,7 +340,7 @@ async fn four_kib_pax_path_is_still_applied() {
     let n = records.len() as u64;
     pieces.push(Piece::Bytes(header(b"PaxHeaders/member", b'x', n, b"")));
     pieces.push(Piece::Bytes(records));
-    pieces.push(padding(n));
+    pieces.push(Piece::Bytes(padding(n)));
     pieces.push(Piece::Bytes(header(
         b"placeholder",
         b'0',
@@ -386,7 +348,7 @@ async fn four_kib_pax_path_is_still_applied() {
         b"",
     )));
     pieces.push(Piece::Bytes(data.to_vec()));
-    pieces.push(padding(data.len() as u64));
+    pieces.push(Piece::Bytes(padding(data.len() as u64)));
     pieces.push(Piece::Bytes(vec![0; 1024]));
     let image = push_layer(&world, "headers/deep", &pieces).await;
     let m = measured_pull(&world, &image, "deep").await;

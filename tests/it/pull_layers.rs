@@ -8,7 +8,7 @@ use crate::common;
 use std::sync::LazyLock;
 
 use common::image::Unpacked;
-use common::{Format, Image, World, assert_same_tree, fixtures, upload};
+use common::{Format, Image, World, assert_same_tree, fixtures, hostile_tar, upload};
 use serde_json::json;
 
 static FEATURES: LazyLock<Image> = LazyLock::new(|| fixtures::features("plain"));
@@ -123,7 +123,7 @@ async fn hand_made_layers_apply_in_order_with_whiteouts_and_opaque_markers() {
     let world = World::start().await;
     // every directory has its own entry, so its mtime is deterministic and compared
     let image = ImageBuilder::new()
-        .raw_layer(&upload::tar(&[
+        .raw_layer(&hostile_tar::tar(&[
             TarEntry::dir("."),
             TarEntry::dir("a"),
             TarEntry::file("a/one", b"1"),
@@ -131,13 +131,13 @@ async fn hand_made_layers_apply_in_order_with_whiteouts_and_opaque_markers() {
             TarEntry::file("a/sub/two", b"2"),
             TarEntry::file("keep", b"keep"),
         ]))
-        .raw_layer(&upload::tar(&[
+        .raw_layer(&hostile_tar::tar(&[
             TarEntry::dir("a"),
             TarEntry::opaque("a"),
             TarEntry::file("a/three", b"3"),
             TarEntry::whiteout("keep"),
         ]))
-        .raw_layer(&upload::tar(&[TarEntry::file("keep", b"back again")]))
+        .raw_layer(&hostile_tar::tar(&[TarEntry::file("keep", b"back again")]))
         .build();
     world.push(&image, "hand/made:1", Format::Oci);
     let job = world.pull_ok(&world.image("hand/made:1"), "handmade").await;

@@ -11,10 +11,11 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
+use common::hostile_tar::tar;
 use common::resources::{
     connections_to, daemon_pid, fd_count, fd_targets, rss_kib, settles_to, write_random_file,
 };
-use common::{Job, TarEntry, World, upload::tar};
+use common::{Job, TarEntry, World};
 use futures_util::future::join_all;
 use serde_json::json;
 

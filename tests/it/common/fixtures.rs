@@ -6,9 +6,9 @@
 
 use std::sync::LazyLock;
 
+use super::hostile_tar::{TarEntry, tar};
 use super::image::{self, Image, ImageBuilder, PlatformImage, Pushed};
 use super::registry::Registry;
-use super::upload::{TarEntry, tar};
 
 /// A name longer than the 100 bytes of a ustar name field (umoci writes a PAX header).
 pub const LONG_NAME: &str = "long/a-file-name-that-is-well-over-one-hundred-bytes-long-so-that-the-tar-writer-needs-pax-or-gnu-headers-for-it.txt";

@@ -11,6 +11,7 @@
 
 pub mod daemon;
 pub mod fixtures;
+pub mod hostile_tar;
 pub mod image;
 pub mod proxy;
 pub mod registry;
@@ -31,11 +32,11 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 pub use daemon::{Hoist, HoistConfig};
+pub use hostile_tar::TarEntry;
 pub use image::{Format, Image, ImageBuilder, Pushed};
 pub use proxy::{Fault, FaultProxy, Rule};
 pub use registry::{Registry, RegistryAuth};
 pub use tree::{assert_same_tree, diff_trees};
-pub use upload::TarEntry;
 
 /// The runtime the harness's own servers (proxy, token server) run on, apart from each
 /// test's runtime, so a test that blocks on a tool (umoci, skopeo) never stalls them and
