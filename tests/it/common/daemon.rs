@@ -1,18 +1,18 @@
-//! The real `hoist serve` binary, started with its settings in the environment and a
-//! fresh data dir, cache dir, roots and `DOCKER_CONFIG` under the test's temp dir.
+//! The daemon's folders and the ordinary TCP daemon of a [`super::World`]: the real
+//! `hoist serve` binary, started with its settings in the environment and a fresh data
+//! dir, cache dir, roots and `DOCKER_CONFIG` under the test's temp dir.
 //!
-//! The daemon's environment is cleared first, so nothing of the host (proxies, a real
-//! `~/.docker/config.json`, `HOIST_*` variables) reaches it. Restarting keeps the data dir
-//! and the port.
+//! The launcher itself is [`Service`] (the harness has one): [`Hoist`] is its direct,
+//! loopback-TCP case. The daemon's environment is cleared first, so nothing of the host
+//! (proxies, a real `~/.docker/config.json`, `HOIST_*` variables) reaches it. Restarting
+//! keeps the data dir and the port.
 
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::tools;
+use super::service::{Activation, Endpoint, Service, ServiceSpec};
 
 /// What a test may choose about the daemon; the rest is fixed by the harness.
 #[derive(Clone, Debug, Default)]
@@ -93,6 +93,8 @@ impl DaemonDirs {
     }
 }
 
+/// `hoist serve` on a loopback TCP port, started directly: the [`Service`] the API tests
+/// talk to (through [`super::World`]), with the folders they look into.
 pub struct Hoist {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
@@ -100,137 +102,66 @@ pub struct Hoist {
     pub roots: Vec<PathBuf>,
     pub docker_config_dir: PathBuf,
     pub api_token: Option<String>,
-    log: PathBuf,
-    env: Vec<(String, String)>,
-    child: Option<Child>,
+    service: Service,
 }
 
 impl Hoist {
-    /// Lays out the daemon's folders under `dir` and starts it.
+    /// Lays out the daemon's folders under `dir` and starts it, with `dir/bin` first on
+    /// its PATH (where a test puts a credential helper).
     pub fn start(dir: &Path, config: &HoistConfig) -> Hoist {
-        let dirs = DaemonDirs::create(dir);
-        // first on the daemon's PATH: where a test puts a credential helper
         let bin = dir.join("bin");
         fs::create_dir_all(&bin).expect("daemon dirs");
-        let port = tools::free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut env = vec![("HOIST_LISTEN".to_owned(), addr.to_string())];
-        env.extend(dirs.env(Some(&bin)));
+        let mut spec = ServiceSpec::new(Endpoint::free_tcp(), Activation::Direct);
+        spec.path_first = Some(bin);
         if let Some(w) = config.workers {
-            env.push(("HOIST_WORKERS".into(), w.to_string()));
+            spec = spec.env("HOIST_WORKERS", &w.to_string());
         }
         if let Some(m) = config.cache_max_bytes {
-            env.push(("HOIST_CACHE_MAX_BYTES".into(), m.to_string()));
+            spec = spec.env("HOIST_CACHE_MAX_BYTES", &m.to_string());
         }
         if let Some(t) = &config.api_token {
-            env.push(("HOIST_API_TOKEN".into(), t.clone()));
+            spec = spec.env("HOIST_API_TOKEN", t);
         }
-        env.extend(config.extra_env.iter().cloned());
-        let DaemonDirs {
-            data_dir,
-            cache_dir,
-            roots,
-            docker_config_dir,
-            ..
-        } = dirs;
-        let mut hoist = Hoist {
-            addr,
-            data_dir,
-            cache_dir,
-            roots,
-            docker_config_dir,
+        for (k, v) in &config.extra_env {
+            spec = spec.env(k, v);
+        }
+        let service = Service::start(dir, spec);
+        let dirs = DaemonDirs::create(dir);
+        Hoist {
+            addr: service.tcp_addr(),
+            data_dir: dirs.data_dir,
+            cache_dir: dirs.cache_dir,
+            roots: dirs.roots,
+            docker_config_dir: dirs.docker_config_dir,
             api_token: config.api_token.clone(),
-            log: dir.join("hoist.log"),
-            env,
-            child: None,
-        };
-        hoist.spawn();
-        hoist
-    }
-
-    fn spawn(&mut self) {
-        assert!(self.child.is_none(), "hoist is already running");
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("hoist log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hoist"));
-        cmd.arg("serve")
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        let mut child = tools::spawn_child(cmd);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if tools::http_status(self.addr, "/healthz") == Some(200) {
-                self.child = Some(child);
-                return;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "`hoist serve` exited with {status} before GET /healthz answered 200 on {}\n\
-                     --- hoist log (last 40 lines)\n{}",
-                    self.addr,
-                    self.log_tail(40)
-                );
-            }
-            if Instant::now() > deadline {
-                tools::kill(&mut child);
-                panic!(
-                    "`hoist serve` did not answer GET /healthz on {} within 30s\n\
-                     --- hoist log (last 40 lines)\n{}",
-                    self.addr,
-                    self.log_tail(40)
-                );
-            }
-            thread::sleep(Duration::from_millis(25));
+            service,
         }
     }
 
     /// SIGTERM, then SIGKILL if it has not exited after `grace`. True when it exited by
     /// itself.
     pub fn stop(&mut self, grace: Duration) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return true;
-        };
-        tools::terminate(&child);
-        let clean = tools::wait_exit(&mut child, grace);
-        tools::kill(&mut child);
-        clean
+        self.service.stop(grace).is_some()
     }
 
     /// SIGKILL: a crash, as far as the daemon can tell.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            tools::kill(&mut child);
-        }
+        self.service.kill();
     }
 
     /// Stops (gracefully, 20 s at most) and starts again with the same data and port.
     pub fn restart(&mut self) {
         self.stop(Duration::from_secs(20));
-        self.spawn();
+        self.service.restart();
+        self.addr = self.service.tcp_addr();
     }
 
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    pub fn log_tail(&self, lines: usize) -> String {
-        tools::tail(&self.log, lines)
-    }
-
     /// The whole daemon log (to check that secrets never reach it).
     pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Hoist {
-    fn drop(&mut self) {
-        self.kill();
+        self.service.log_text()
     }
 }

@@ -428,9 +428,9 @@ impl World {
 impl Drop for World {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            // the daemon's log is printed by its Service
             eprintln!(
-                "--- hoist log (last 60 lines)\n{}\n--- registry log (last 20 lines)\n{}",
-                self.hoist.log_tail(60),
+                "--- registry log (last 20 lines)\n{}",
                 self.registry.log_tail(20)
             );
             if let Some(p) = &self.proxy {

@@ -4,8 +4,9 @@
 //! HTTP/1.1 client that speaks over TCP or a Unix socket (reqwest speaks no Unix
 //! sockets), so the same assertions run on either transport.
 //!
-//! Not for: the ordinary TCP daemon of a [`super::World`] (see `daemon`); what a test
-//! asserts about the service (see `tests/service.rs`, `tests/cli.rs`).
+//! [`Service`] is the harness's one daemon launcher: the ordinary TCP daemon of a
+//! [`super::World`] (`daemon::Hoist`) is a direct one on a loopback port. Not for: what a
+//! test asserts about the service (see the `service` and `cli` test modules).
 
 use std::fmt;
 use std::fs;
@@ -337,6 +338,8 @@ pub struct ServiceSpec {
     pub notify: bool,
     /// Extra environment (after the harness's own, so it may override it).
     pub env: Vec<(String, String)>,
+    /// A folder to put first on the daemon's PATH.
+    pub path_first: Option<PathBuf>,
 }
 
 impl ServiceSpec {
@@ -346,6 +349,7 @@ impl ServiceSpec {
             activation,
             notify: false,
             env: Vec::new(),
+            path_first: None,
         }
     }
 
@@ -366,7 +370,7 @@ impl Service {
     /// `systemd-socket-activate` listens (hoist itself starts on the first connection).
     pub fn start(dir: &Path, spec: ServiceSpec) -> Service {
         let dirs = DaemonDirs::create(dir);
-        let mut env = dirs.env(None);
+        let mut env = dirs.env(spec.path_first.as_deref());
         match spec.activation {
             Activation::Direct => {
                 env.push(("HOIST_LISTEN".into(), spec.endpoint.listen_value()));
@@ -514,6 +518,21 @@ impl Service {
                 self.log_text()
             );
             thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The TCP address of a daemon on a TCP endpoint.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        match &self.endpoint {
+            Endpoint::Tcp(addr) => *addr,
+            Endpoint::Unix(path) => panic!("the daemon listens on {path:?}, not on TCP"),
+        }
+    }
+
+    /// SIGKILL: a crash, as far as the daemon can tell.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            tools::kill(&mut child);
         }
     }
 

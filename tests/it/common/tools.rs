@@ -14,7 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::LazyLock;
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Each tool the harness runs, with the Debian package that ships it.
 pub const TOOLS: &[(&str, &str)] = &[
@@ -154,20 +154,6 @@ pub fn spawn_child(mut cmd: Command) -> Child {
 pub fn terminate(child: &Child) {
     let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("child pid");
     let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-}
-
-/// Waits for `child` to exit for at most `timeout`; true when it did.
-pub fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(25));
-    }
 }
 
 /// Kills and reaps a child; harmless when it already ended.
