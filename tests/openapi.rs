@@ -861,6 +861,21 @@ async fn daemon_answers_match_the_spec() {
     for (body, status, code) in [
         ("{not json", 400, "invalid_json"),
         (
+            r#"{"image": "alpine", "dest": "a", "dest": "b"}"#,
+            400,
+            "duplicate_key",
+        ),
+        (
+            r#"{"image": "alpine", "dest": "a\u0000b"}"#,
+            400,
+            "invalid_dest",
+        ),
+        (
+            r#"{"image": "alpine", "dest": "a", "platform": "linux/../.."}"#,
+            400,
+            "invalid_platform",
+        ),
+        (
             r#"{"image": "alpine", "dest": "a", "colour": "blue"}"#,
             400,
             "invalid_request",
@@ -922,15 +937,30 @@ async fn daemon_answers_match_the_spec() {
         assert_eq!(a.status, status, "{body}: {}", a.text());
         assert_eq!(spec.check("POST", "/pulls", &a)["code"], code, "{body}");
     }
-    // The body is JSON whatever its Content-Type says (`curl -d` sends a form type).
+    // A body is JSON when it says so or says nothing; a form or text body (which a web
+    // page can send across sites) is a 415.
     let a = send(
         http.post(d.url("/pulls"))
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(r#"{"image": "alpine", "dest": "../a"}"#),
     )
     .await;
     assert_eq!(a.status, 400, "{}", a.text());
     assert_eq!(spec.check("POST", "/pulls", &a)["code"], "invalid_dest");
+    for endpoint in ["/pulls", "/builds"] {
+        for content_type in ["application/x-www-form-urlencoded", "text/plain"] {
+            let a = send(
+                http.post(d.url(endpoint))
+                    .header(CONTENT_TYPE, content_type)
+                    .body(r#"{"image": "alpine", "dest": "a"}"#),
+            )
+            .await;
+            assert_eq!(a.status, 415, "{endpoint} {content_type}: {}", a.text());
+            assert_eq!(
+                spec.check("POST", endpoint, &a)["code"],
+                "unsupported_media_type"
+            );
+        }
+    }
 
     // Builds refused before they become jobs.
     std::fs::create_dir_all(d.roots().join("src")).unwrap();
@@ -939,6 +969,12 @@ async fn daemon_answers_match_the_spec() {
     let digest = format!("sha256:{}", "ab".repeat(32));
     for (body, status, code) in [
         ("{not json".to_string(), 400, "invalid_json"),
+        (
+            r#"{"source": "src", "target": "127.0.0.1:1/x:y", "config": {"env": [], "env": []}}"#
+                .into(),
+            400,
+            "duplicate_key",
+        ),
         (
             r#"{"source": "src", "target": "127.0.0.1:1/x:y", "colour": "blue"}"#.into(),
             400,
@@ -1017,6 +1053,42 @@ async fn daemon_answers_match_the_spec() {
         );
     }
 
+    // The answers that come before any endpoint.
+    let port = d.base.rsplit(':').next().unwrap().to_string();
+    for (name, value, status, component, code) in [
+        (
+            "origin",
+            "http://evil.example".to_string(),
+            403,
+            "CrossSiteRequest",
+            "cross_site_request",
+        ),
+        (
+            "sec-fetch-site",
+            "cross-site".to_string(),
+            403,
+            "CrossSiteRequest",
+            "cross_site_request",
+        ),
+        (
+            "host",
+            format!("rebound.example:{port}"),
+            421,
+            "MisdirectedRequest",
+            "misdirected_request",
+        ),
+    ] {
+        let a = send(http.get(d.url("/jobs")).header(name, &value)).await;
+        assert_eq!(a.status, status, "{name}: {value}: {}", a.text());
+        assert_eq!(spec.check_component(component, &a)["code"], code);
+    }
+    let a = send(http.get(d.url(&format!("/jobs?kind={}", "x".repeat(9000))))).await;
+    assert_eq!(a.status, 414, "{}", a.text());
+    assert_eq!(
+        spec.check_component("UriTooLong", &a)["code"],
+        "uri_too_long"
+    );
+
     // Images, without a registry.
     for (endpoint, query, code) in [
         ("/digest", "", "invalid_reference"),
@@ -1032,6 +1104,11 @@ async fn daemon_answers_match_the_spec() {
             "/inspect",
             "?image=Not%20A%20Reference",
             "invalid_reference",
+        ),
+        (
+            "/inspect",
+            "?image=alpine&platform=linux/../..",
+            "invalid_platform",
         ),
     ] {
         let a = send(http.get(d.url(&format!("{endpoint}{query}")))).await;
