@@ -230,12 +230,44 @@ impl Spec {
             if events.is_empty() {
                 return Err(format!("{what}: the stream carried no event"));
             }
-            for (i, event) in events.iter().enumerate() {
-                self.validate(item, event, &format!("{what}: event {i}"))?;
+            let mut parsed = Vec::new();
+            for (i, (name, data)) in events.into_iter().enumerate() {
+                let what = format!("{what}: event {i}");
+                // As sent: `data` is text (OpenAPI 3.2's shape for server-sent events)…
+                let raw = json!({ "event": name, "data": data });
+                self.validate(item, &raw, &what)?;
+                // …holding a JSON document of the branch's `contentSchema`.
+                let data: Value = serde_json::from_str(&data)
+                    .map_err(|e| format!("{what}: data is not JSON ({e}): {data:?}"))?;
+                let content = self
+                    .content_schema(item, &name)?
+                    .ok_or_else(|| format!("{what}: no contentSchema for event {name:?}"))?;
+                self.validate(content, &data, &what)?;
+                parsed.push(json!({ "event": name, "data": data }));
             }
-            return Ok(Value::Array(events));
+            return Ok(Value::Array(parsed));
         }
         Ok(Value::String(text))
+    }
+}
+
+impl Spec {
+    /// The `contentSchema` of `data` in the branch of an event item schema (a `oneOf` of
+    /// `{event: {const}, data: {contentSchema}}`) for events named `name`.
+    fn content_schema<'a>(
+        &'a self,
+        item: &'a Value,
+        name: &str,
+    ) -> Result<Option<&'a Value>, String> {
+        let item = self.resolve(item)?;
+        let branches = item["oneOf"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Ok(branches
+            .iter()
+            .find(|b| b["properties"]["event"]["const"] == name)
+            .and_then(|b| b["properties"]["data"].get("contentSchema")))
     }
 }
 
@@ -255,8 +287,9 @@ fn essence(content_type: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// Server-sent events as `[{event, data}]`, `data` parsed as JSON; comments skipped.
-fn parse_sse(text: &str) -> Result<Vec<Value>, String> {
+/// Server-sent events as `(event, data)`, `data` as sent (its lines joined); comments
+/// skipped.
+fn parse_sse(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut events = Vec::new();
     for block in text.replace("\r\n", "\n").split("\n\n") {
         let (mut name, mut data) = (None, Vec::new());
@@ -272,9 +305,7 @@ fn parse_sse(text: &str) -> Result<Vec<Value>, String> {
         if data.is_empty() && name.is_none() {
             continue; // a keep-alive comment
         }
-        let data: Value = serde_json::from_str(&data.join("\n"))
-            .map_err(|e| format!("event data is not JSON ({e}): {block:?}"))?;
-        events.push(json!({ "event": name.unwrap_or_else(|| "message".into()), "data": data }));
+        events.push((name.unwrap_or_else(|| "message".into()), data.join("\n")));
     }
     Ok(events)
 }
