@@ -97,49 +97,56 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
             .unwrap_or(0),
         std::sync::atomic::Ordering::Relaxed,
     );
-    if let Err(problem) = check(&state, &req) {
-        return problem;
+    if let Some(refused) = refusal(&state, &req) {
+        return refused;
     }
     next.run(req).await
 }
 
-fn check(state: &AppState, req: &Request) -> Result<(), Response> {
+/// The answer refusing `req`, if something in it is wrong (the first thing, in order).
+fn refusal(state: &AppState, req: &Request) -> Option<Response> {
     let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if target > MAX_URI_BYTES {
-        return Err(ApiError::new(
-            StatusCode::URI_TOO_LONG,
-            "uri_too_long",
-            format!(
-                "the request target is {target} bytes, more than {MAX_URI_BYTES}; \
+        return Some(
+            ApiError::new(
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                format!(
+                    "the request target is {target} bytes, more than {MAX_URI_BYTES}; \
                  hoist's query strings are short (an image reference, a platform)"
-            ),
-        )
-        .into_response());
+                ),
+            )
+            .into_response(),
+        );
     }
     let authority = requested_authority(req);
     if let (Some(hosts), Some(authority)) = (&state.hosts, &authority) {
         if !hosts.allows(host_of(authority)) {
-            return Err(ApiError::new(
-                StatusCode::MISDIRECTED_REQUEST,
-                "misdirected_request",
-                format!(
-                    "this daemon does not answer to the host {authority:?}; use its listen \
+            return Some(
+                ApiError::new(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "misdirected_request",
+                    format!(
+                        "this daemon does not answer to the host {authority:?}; use its listen \
                      address or localhost, or add the name to HOIST_ALLOWED_HOSTS"
-                ),
-            )
-            .into_response());
+                    ),
+                )
+                .into_response(),
+            );
         }
     }
     if let Some(why) = cross_site(req.headers(), authority.as_deref()) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "cross_site_request",
-            format!(
-                "{why}: a web page may not drive this daemon; send the request from a \
+        return Some(
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_site_request",
+                format!(
+                    "{why}: a web page may not drive this daemon; send the request from a \
                  program (curl, the hoist CLI) instead"
-            ),
-        )
-        .into_response());
+                ),
+            )
+            .into_response(),
+        );
     }
     if let Some(token) = &state.api_token {
         let open =
@@ -155,10 +162,10 @@ fn check(state: &AppState, req: &Request) -> Result<(), Response> {
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer realm=\"hoist\""),
             );
-            return Err(resp);
+            return Some(resp);
         }
     }
-    Ok(())
+    None
 }
 
 /// Why the request looks sent by a browser on behalf of another site, if it does.
