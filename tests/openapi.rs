@@ -221,21 +221,52 @@ impl Spec {
         }
         let text = String::from_utf8(a.body.clone())
             .map_err(|_| format!("{what}: {wanted} body is not UTF-8"))?;
-        self.validate(schema, &Value::String(text.clone()), what)?;
         if wanted == "text/event-stream" {
-            let item = media
-                .get("x-itemSchema")
-                .ok_or_else(|| format!("{what}: the spec gives no x-itemSchema for events"))?;
+            // Open API 3.1: the schema of an event stream describes each event.
+            let item = schema;
             let events = parse_sse(&text).map_err(|e| format!("{what}: {e}"))?;
             if events.is_empty() {
                 return Err(format!("{what}: the stream carried no event"));
             }
-            for (i, event) in events.iter().enumerate() {
-                self.validate(item, event, &format!("{what}: event {i}"))?;
+            let mut parsed = Vec::new();
+            for (i, (name, data)) in events.into_iter().enumerate() {
+                let what = format!("{what}: event {i}");
+                // As sent: `data` is text (OpenAPI 3.2's shape for server-sent events)…
+                let raw = json!({ "event": name, "data": data });
+                self.validate(item, &raw, &what)?;
+                // …holding a JSON document of the branch's `contentSchema`.
+                let data: Value = serde_json::from_str(&data)
+                    .map_err(|e| format!("{what}: data is not JSON ({e}): {data:?}"))?;
+                let content = self
+                    .content_schema(item, &name)?
+                    .ok_or_else(|| format!("{what}: no contentSchema for event {name:?}"))?;
+                self.validate(content, &data, &what)?;
+                parsed.push(json!({ "event": name, "data": data }));
             }
-            return Ok(Value::Array(events));
+            return Ok(Value::Array(parsed));
         }
+        self.validate(schema, &Value::String(text.clone()), what)?;
         Ok(Value::String(text))
+    }
+}
+
+impl Spec {
+    /// The `contentSchema` of `data` in the branch of an event item schema (a `oneOf` of
+    /// `{event: {const}, data: {contentSchema}}`) for events named `name`.
+    fn content_schema<'a>(
+        &'a self,
+        item: &'a Value,
+        name: &str,
+    ) -> Result<Option<&'a Value>, String> {
+        let item = self.resolve(item)?;
+        let branches = item["oneOf"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Ok(branches
+            .iter()
+            .find(|b| b["properties"]["event"]["const"] == name)
+            .and_then(|b| b["properties"]["data"].get("contentSchema")))
     }
 }
 
@@ -255,8 +286,9 @@ fn essence(content_type: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// Server-sent events as `[{event, data}]`, `data` parsed as JSON; comments skipped.
-fn parse_sse(text: &str) -> Result<Vec<Value>, String> {
+/// Server-sent events as `(event, data)`, `data` as sent (its lines joined); comments
+/// skipped.
+fn parse_sse(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut events = Vec::new();
     for block in text.replace("\r\n", "\n").split("\n\n") {
         let (mut name, mut data) = (None, Vec::new());
@@ -272,9 +304,7 @@ fn parse_sse(text: &str) -> Result<Vec<Value>, String> {
         if data.is_empty() && name.is_none() {
             continue; // a keep-alive comment
         }
-        let data: Value = serde_json::from_str(&data.join("\n"))
-            .map_err(|e| format!("event data is not JSON ({e}): {block:?}"))?;
-        events.push(json!({ "event": name.unwrap_or_else(|| "message".into()), "data": data }));
+        events.push((name.unwrap_or_else(|| "message".into()), data.join("\n")));
     }
     Ok(events)
 }
@@ -861,6 +891,21 @@ async fn daemon_answers_match_the_spec() {
     for (body, status, code) in [
         ("{not json", 400, "invalid_json"),
         (
+            r#"{"image": "alpine", "dest": "a", "dest": "b"}"#,
+            400,
+            "duplicate_key",
+        ),
+        (
+            r#"{"image": "alpine", "dest": "a\u0000b"}"#,
+            400,
+            "invalid_dest",
+        ),
+        (
+            r#"{"image": "alpine", "dest": "a", "platform": "linux/../.."}"#,
+            400,
+            "invalid_platform",
+        ),
+        (
             r#"{"image": "alpine", "dest": "a", "colour": "blue"}"#,
             400,
             "invalid_request",
@@ -922,15 +967,30 @@ async fn daemon_answers_match_the_spec() {
         assert_eq!(a.status, status, "{body}: {}", a.text());
         assert_eq!(spec.check("POST", "/pulls", &a)["code"], code, "{body}");
     }
-    // The body is JSON whatever its Content-Type says (`curl -d` sends a form type).
+    // A body is JSON when it says so or says nothing; a form or text body (which a web
+    // page can send across sites) is a 415.
     let a = send(
         http.post(d.url("/pulls"))
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(r#"{"image": "alpine", "dest": "../a"}"#),
     )
     .await;
     assert_eq!(a.status, 400, "{}", a.text());
     assert_eq!(spec.check("POST", "/pulls", &a)["code"], "invalid_dest");
+    for endpoint in ["/pulls", "/builds"] {
+        for content_type in ["application/x-www-form-urlencoded", "text/plain"] {
+            let a = send(
+                http.post(d.url(endpoint))
+                    .header(CONTENT_TYPE, content_type)
+                    .body(r#"{"image": "alpine", "dest": "a"}"#),
+            )
+            .await;
+            assert_eq!(a.status, 415, "{endpoint} {content_type}: {}", a.text());
+            assert_eq!(
+                spec.check("POST", endpoint, &a)["code"],
+                "unsupported_media_type"
+            );
+        }
+    }
 
     // Builds refused before they become jobs.
     std::fs::create_dir_all(d.roots().join("src")).unwrap();
@@ -939,6 +999,12 @@ async fn daemon_answers_match_the_spec() {
     let digest = format!("sha256:{}", "ab".repeat(32));
     for (body, status, code) in [
         ("{not json".to_string(), 400, "invalid_json"),
+        (
+            r#"{"source": "src", "target": "127.0.0.1:1/x:y", "config": {"env": [], "env": []}}"#
+                .into(),
+            400,
+            "duplicate_key",
+        ),
         (
             r#"{"source": "src", "target": "127.0.0.1:1/x:y", "colour": "blue"}"#.into(),
             400,
@@ -1017,6 +1083,42 @@ async fn daemon_answers_match_the_spec() {
         );
     }
 
+    // The answers that come before any endpoint.
+    let port = d.base.rsplit(':').next().unwrap().to_string();
+    for (name, value, status, component, code) in [
+        (
+            "origin",
+            "http://evil.example".to_string(),
+            403,
+            "CrossSiteRequest",
+            "cross_site_request",
+        ),
+        (
+            "sec-fetch-site",
+            "cross-site".to_string(),
+            403,
+            "CrossSiteRequest",
+            "cross_site_request",
+        ),
+        (
+            "host",
+            format!("rebound.example:{port}"),
+            421,
+            "MisdirectedRequest",
+            "misdirected_request",
+        ),
+    ] {
+        let a = send(http.get(d.url("/jobs")).header(name, &value)).await;
+        assert_eq!(a.status, status, "{name}: {value}: {}", a.text());
+        assert_eq!(spec.check_component(component, &a)["code"], code);
+    }
+    let a = send(http.get(d.url(&format!("/jobs?kind={}", "x".repeat(9000))))).await;
+    assert_eq!(a.status, 414, "{}", a.text());
+    assert_eq!(
+        spec.check_component("UriTooLong", &a)["code"],
+        "uri_too_long"
+    );
+
     // Images, without a registry.
     for (endpoint, query, code) in [
         ("/digest", "", "invalid_reference"),
@@ -1032,6 +1134,11 @@ async fn daemon_answers_match_the_spec() {
             "/inspect",
             "?image=Not%20A%20Reference",
             "invalid_reference",
+        ),
+        (
+            "/inspect",
+            "?image=alpine&platform=linux/../..",
+            "invalid_platform",
         ),
     ] {
         let a = send(http.get(d.url(&format!("{endpoint}{query}")))).await;
