@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// bearer token every request but GET /healthz must carry
     #[arg(long, env = "HOIST_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// ','-separated host names (or addresses) the API answers to besides the listen
+    /// address, localhost and loopback addresses (the `Host` header; DNS rebinding)
+    #[arg(long, env = "HOIST_ALLOWED_HOSTS", default_value = "")]
+    pub allowed_hosts: String,
     /// exit after this many idle seconds (for socket activation)
     #[arg(long, env = "HOIST_IDLE_EXIT")]
     pub idle_exit: Option<u64>,
@@ -104,6 +108,8 @@ pub struct Config {
     pub cache_max_bytes: Option<u64>,
     pub insecure_registries: Vec<String>,
     pub api_token: Option<String>,
+    /// Extra names a request's `Host` may give, lower case, without a trailing dot.
+    pub allowed_hosts: Vec<String>,
     pub docker_config_dir: Option<PathBuf>,
     pub idle_exit: Option<Duration>,
     pub log_format: LogFormat,
@@ -150,6 +156,26 @@ impl Config {
             .filter(|s| !s.is_empty())
             .map(str::to_ascii_lowercase)
             .collect();
+        let allowed_hosts = args
+            .allowed_hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|h| {
+                let h = h.trim_end_matches('.').to_ascii_lowercase();
+                let valid = !h.is_empty()
+                    && h.bytes().all(|b| {
+                        b.is_ascii_alphanumeric()
+                            || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']')
+                    });
+                match valid {
+                    true => Ok(h),
+                    false => Err(ConfigError::Invalid(format!(
+                        "HOIST_ALLOWED_HOSTS entry {h:?} is not a host name or address"
+                    ))),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let docker_config_dir = crate::registry::RegistryConfig::default_docker_config_dir();
         Ok(Config {
             listen: args.listen,
@@ -160,6 +186,7 @@ impl Config {
             cache_max_bytes: args.cache_max_bytes,
             insecure_registries,
             api_token: args.api_token.filter(|t| !t.is_empty()),
+            allowed_hosts,
             docker_config_dir,
             idle_exit: args.idle_exit.filter(|s| *s > 0).map(Duration::from_secs),
             log_format: args.log_format,
@@ -198,6 +225,8 @@ pub enum PathError {
     Empty(String),
     #[error("path {0:?} contains '..'; give a path inside one of HOIST_ROOTS")]
     DotDot(String),
+    #[error("path {0:?} contains a NUL or another control character")]
+    Control(String),
     #[error("path {path:?} is outside the allowed roots ({roots}); set HOIST_ROOTS to allow it")]
     OutsideRoots { path: String, roots: String },
     #[error("path {0:?} is a root folder itself; name a folder inside it")]
@@ -208,7 +237,7 @@ impl PathError {
     pub fn code(&self) -> &'static str {
         match self {
             PathError::OutsideRoots { .. } | PathError::IsRoot(_) => "dest_outside_roots",
-            PathError::Empty(_) | PathError::DotDot(_) => "invalid_dest",
+            PathError::Empty(_) | PathError::DotDot(_) | PathError::Control(_) => "invalid_dest",
         }
     }
 }
@@ -219,6 +248,11 @@ impl PathError {
 pub fn resolve_in_roots(roots: &[PathBuf], requested: &str) -> Result<PathBuf, PathError> {
     if requested.trim().is_empty() {
         return Err(PathError::Empty(requested.to_string()));
+    }
+    // No file name the kernel takes has a NUL (the path would be cut short there), and
+    // control characters in names only serve to confuse the people reading logs and listings.
+    if requested.chars().any(char::is_control) {
+        return Err(PathError::Control(requested.to_string()));
     }
     let p = Path::new(requested);
     if p.components().any(|c| c == Component::ParentDir) {
@@ -331,6 +365,17 @@ mod tests {
                 .code(),
             "invalid_dest"
         );
+    }
+
+    #[test]
+    fn nul_and_control_characters_are_refused() {
+        for bad in ["a\0b", "/srv/a/x\0", "a\nb", "a\u{7f}"] {
+            assert_eq!(
+                resolve_in_roots(&roots(), bad).unwrap_err().code(),
+                "invalid_dest",
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

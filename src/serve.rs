@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AppState, router};
+use crate::api::{AllowedHosts, AppState, ProblemListener, router};
 use crate::config::{Config, Listen, LogFormat};
 use crate::jobs::{JobEnv, JobEvent, Jobs};
 use crate::registry::{RegistryClient, RegistryConfig};
@@ -96,6 +96,20 @@ pub fn init_logging(format: LogFormat) {
 enum Listener {
     Tcp(tokio::net::TcpListener),
     Unix(tokio::net::UnixListener),
+}
+
+impl Listener {
+    /// The `Host` names requests may give: a TCP socket's own address (an inherited one's
+    /// too) and the configured names; none checked on a Unix socket.
+    fn allowed_hosts(&self, config: &Config) -> anyhow::Result<Option<Arc<AllowedHosts>>> {
+        Ok(match self {
+            Listener::Tcp(l) => Some(Arc::new(AllowedHosts::new(
+                &[l.local_addr()?],
+                &config.allowed_hosts,
+            ))),
+            Listener::Unix(_) => None,
+        })
+    }
 }
 
 /// The socket systemd passed (LISTEN_FDS/LISTEN_PID), else `config.listen`.
@@ -202,6 +216,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let app = router(AppState {
         jobs: jobs.clone(),
         api_token: config.api_token.as_deref().map(Arc::from),
+        hosts: listener.allowed_hosts(&config)?,
         last_request: last_request.clone(),
     });
 
@@ -224,8 +239,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = stop.clone().cancelled_owned();
     let server = async {
         match listener {
-            Listener::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
-            Listener::Unix(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+            Listener::Tcp(l) => {
+                axum::serve(ProblemListener(l), app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Listener::Unix(l) => {
+                axum::serve(ProblemListener(l), app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
         }
     };
     let stopping = async {

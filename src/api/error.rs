@@ -38,23 +38,24 @@ impl ApiError {
             detail.to_string(),
         )
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let title = self
-            .status
-            .canonical_reason()
-            .unwrap_or("Error")
-            .to_string();
-        let body = json!({
+    /// The problem document (RFC 9457) of this error.
+    pub fn body(&self) -> String {
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        json!({
             "type": format!("urn:hoist:problem:{}", self.code),
             "title": title,
             "status": self.status.as_u16(),
             "detail": self.detail,
             "code": self.code,
-        });
-        let mut resp = (self.status, body.to_string()).into_response();
+        })
+        .to_string()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, self.body()).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),

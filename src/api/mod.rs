@@ -7,21 +7,24 @@ mod builds;
 mod cache;
 mod error;
 mod extract;
+mod guard;
 mod images;
 mod jobs;
 mod metrics;
 mod pulls;
 mod system;
+mod wire;
 
 pub use error::ApiError;
+pub use guard::AllowedHosts;
+pub use wire::ProblemListener;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::Request;
+use axum::http::{Method, StatusCode};
+use axum::middleware;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::jobs::Jobs;
@@ -31,6 +34,9 @@ use crate::jobs::Jobs;
 pub struct AppState {
     pub jobs: Jobs,
     pub api_token: Option<Arc<str>>,
+    /// The `Host` names answered to; `None` on a Unix socket, which no browser can reach
+    /// (and where `Host` names no address: curl sends `localhost`, the CLI too).
+    pub hosts: Option<Arc<AllowedHosts>>,
     /// Seconds since the epoch of the last request (for idle exit).
     pub last_request: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -91,7 +97,7 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .with_state(state)
 }
 
@@ -109,44 +115,4 @@ async fn method_not_allowed(req: Request) -> ApiError {
         "method_not_allowed",
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )
-}
-
-/// Bearer-token check (when `HOIST_API_TOKEN` is set) and idle bookkeeping.
-async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    state.last_request.store(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    if let Some(token) = &state.api_token {
-        let open =
-            req.uri().path() == "/healthz" && matches!(*req.method(), Method::GET | Method::HEAD);
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        if !open && !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            let mut resp = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "this daemon needs Authorization: Bearer <HOIST_API_TOKEN>",
-            )
-            .into_response();
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer realm=\"hoist\""),
-            );
-            return resp;
-        }
-    }
-    next.run(req).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -52,7 +52,7 @@ pub struct PullRequest {
 pub enum RequestError {
     #[error(transparent)]
     Reference(#[from] ReferenceError),
-    #[error("invalid platform {value:?}: {reason}")]
+    #[error("{reason}")]
     Platform { value: String, reason: String },
     #[error(transparent)]
     Path(#[from] PathError),

@@ -122,6 +122,11 @@ impl FromStr for Platform {
                     "parts may only contain letters, digits, '.', '_' and '-'",
                 ));
             }
+            // A platform names folders and files in places (layouts, caches of callers):
+            // `.`, `..` or a hidden name must never be one of its parts.
+            if !p.as_bytes()[0].is_ascii_alphanumeric() {
+                return Err(err("each part must start with a letter or a digit"));
+            }
         }
         let lower = |p: &str| p.to_ascii_lowercase();
         let arch = lower(parts[1]);
@@ -183,6 +188,12 @@ mod tests {
             "linux/amd64/v8/x",
             "linux/am d64",
             "linux//v7",
+            "linux/../..",
+            "../amd64",
+            "linux/amd64/..",
+            "linux/./v8",
+            "linux/.hidden",
+            "linux/-arm",
         ] {
             let e = bad.parse::<Platform>().expect_err(bad);
             assert!(e.contains(&format!("{bad:?}")), "{e}");

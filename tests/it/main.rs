@@ -13,6 +13,7 @@ mod build;
 mod cache;
 mod cli;
 mod failures;
+mod forgery;
 mod harness;
 mod hostile_headers;
 mod images;

@@ -169,18 +169,47 @@ pub fn rows(d: &Daemon) -> Vec<Row> {
             404,
             Code("job_not_found"),
         ),
-        // The body is JSON whatever its Content-Type says (`curl -d` sends a form type).
-        refused(
-            "/pulls",
-            r#"{"image": "alpine", "dest": "../a"}"#,
-            400,
-            "invalid_dest",
+        // A body is JSON when it says so or says nothing; a form or text body (which a web
+        // page can send across sites) is a 415.
+        refused("/pulls", "", 400, "invalid_dest")
+            .with_body("", r#"{"image": "alpine", "dest": "../a"}"#),
+        // The answers that come before any endpoint.
+        get(
+            "/jobs",
+            "#CrossSiteRequest",
+            403,
+            Code("cross_site_request"),
         )
-        .with_body(
-            "application/x-www-form-urlencoded",
-            r#"{"image": "alpine", "dest": "../a"}"#,
+        .with_header("origin", "http://evil.example"),
+        get(
+            "/jobs",
+            "#CrossSiteRequest",
+            403,
+            Code("cross_site_request"),
+        )
+        .with_header("sec-fetch-site", "cross-site"),
+        get(
+            "/jobs",
+            "#MisdirectedRequest",
+            421,
+            Code("misdirected_request"),
+        )
+        .with_header("host", format!("rebound.example:{}", d.hoist.addr.port())),
+        get(
+            &format!("/jobs?kind={}", "x".repeat(9000)),
+            "#UriTooLong",
+            414,
+            Code("uri_too_long"),
         ),
     ];
+    for endpoint in ["/pulls", "/builds"] {
+        for content_type in ["application/x-www-form-urlencoded", "text/plain"] {
+            rows.push(
+                refused(endpoint, "", 415, "unsupported_media_type")
+                    .with_body(content_type, r#"{"image": "alpine", "dest": "a"}"#),
+            );
+        }
+    }
     // Jobs, none yet, and bad queries.
     for query in ["", "?status=queued&kind=pull&limit=5", "?limit=0"] {
         rows.push(get(&format!("/jobs{query}"), "/jobs", 200, Body(json!([]))));
@@ -206,6 +235,13 @@ pub fn rows(d: &Daemon) -> Vec<Row> {
     // Pulls refused before they become jobs.
     for (body, status, code) in [
         ("{not json".to_string(), 400, "invalid_json"),
+        (r#"{"image": "alpine", "dest": "a", "dest": "b"}"#.into(), 400, "duplicate_key"),
+        (r#"{"image": "alpine", "dest": "a\u0000b"}"#.into(), 400, "invalid_dest"),
+        (
+            r#"{"image": "alpine", "dest": "a", "platform": "linux/../.."}"#.into(),
+            400,
+            "invalid_platform",
+        ),
         (r#"{"image": "alpine", "dest": "a", "colour": "blue"}"#.into(), 400, "invalid_request"),
         (r#"{"image": "alpine"}"#.into(), 400, "invalid_request"),
         (r#"{"image": "alpine", "dest": "a", "force": "yes"}"#.into(), 400, "invalid_request"),
@@ -233,6 +269,11 @@ pub fn rows(d: &Daemon) -> Vec<Row> {
     let source = |source: &str| format!(r#"{{"source": "{source}", "target": "{target}"}}"#);
     for (body, status, code) in [
         ("{not json".to_string(), 400, "invalid_json"),
+        (
+            build(r#", "config": {"env": [], "env": []}"#),
+            400,
+            "duplicate_key",
+        ),
         (build(r#", "colour": "blue""#), 400, "invalid_request"),
         (r#"{"source": "src"}"#.into(), 400, "invalid_request"),
         (

@@ -210,29 +210,52 @@ impl Spec {
         }
         let text = String::from_utf8(a.body.clone())
             .map_err(|_| format!("{what}: {wanted} body is not UTF-8"))?;
-        self.validate(schema, &Value::String(text.clone()), what)?;
         if wanted == "text/event-stream" {
-            let item = media
-                .get("x-itemSchema")
-                .ok_or_else(|| format!("{what}: the spec gives no x-itemSchema for events"))?;
-            let events: Vec<Value> = sse::parse(&text)
-                .map_err(|e| format!("{what}: {e}"))?
-                .into_iter()
-                .map(|(name, data)| {
-                    let data: Value = serde_json::from_str(&data)
-                        .map_err(|e| format!("event data is not JSON ({e}): {data:?}"))?;
-                    Ok(json!({ "event": name, "data": data }))
-                })
-                .collect::<Result<_, String>>()?;
+            // Open API 3.1: the schema of an event stream describes each event.
+            let item = schema;
+            let events = sse::parse(&text).map_err(|e| format!("{what}: {e}"))?;
             if events.is_empty() {
                 return Err(format!("{what}: the stream carried no event"));
             }
-            for (i, event) in events.iter().enumerate() {
-                self.validate(item, event, &format!("{what}: event {i}"))?;
+            let mut parsed = Vec::new();
+            for (i, (name, data)) in events.into_iter().enumerate() {
+                let what = format!("{what}: event {i}");
+                // As sent: `data` is text (OpenAPI 3.2's shape for server-sent events)…
+                let raw = json!({ "event": name, "data": data });
+                self.validate(item, &raw, &what)?;
+                // …holding a JSON document of the branch's `contentSchema`.
+                let data: Value = serde_json::from_str(&data)
+                    .map_err(|e| format!("{what}: data is not JSON ({e}): {data:?}"))?;
+                let content = self
+                    .content_schema(item, &name)?
+                    .ok_or_else(|| format!("{what}: no contentSchema for event {name:?}"))?;
+                self.validate(content, &data, &what)?;
+                parsed.push(json!({ "event": name, "data": data }));
             }
-            return Ok(Value::Array(events));
+            return Ok(Value::Array(parsed));
         }
+        self.validate(schema, &Value::String(text.clone()), what)?;
         Ok(Value::String(text))
+    }
+}
+
+impl Spec {
+    /// The `contentSchema` of `data` in the branch of an event item schema (a `oneOf` of
+    /// `{event: {const}, data: {contentSchema}}`) for events named `name`.
+    fn content_schema<'a>(
+        &'a self,
+        item: &'a Value,
+        name: &str,
+    ) -> Result<Option<&'a Value>, String> {
+        let item = self.resolve(item)?;
+        let branches = item["oneOf"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Ok(branches
+            .iter()
+            .find(|b| b["properties"]["event"]["const"] == name)
+            .and_then(|b| b["properties"]["data"].get("contentSchema")))
     }
 }
 
