@@ -204,8 +204,8 @@ pub enum PathError {
     IsRoot(String),
 }
 
-impl PathError {
-    pub fn code(&self) -> &'static str {
+impl crate::error::ErrorCode for PathError {
+    fn code(&self) -> &'static str {
         match self {
             PathError::OutsideRoots { .. } | PathError::IsRoot(_) => "dest_outside_roots",
             PathError::Empty(_) | PathError::DotDot(_) => "invalid_dest",
@@ -282,6 +282,7 @@ fn canonicalize_existing_prefix(p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     fn roots() -> Vec<PathBuf> {
         vec![PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]

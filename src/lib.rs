@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod digest;
+pub(crate) mod error;
 pub mod image;
 pub mod jobs;
 pub mod oci;

@@ -16,6 +16,7 @@
 //! `.git` (at any depth), and the contents of a folder that is itself a git repository
 //! (committed as a submodule link). Not for: applying layers (see `unpack::Tree`).
 
+use crate::error::FromIo;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

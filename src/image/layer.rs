@@ -7,6 +7,7 @@
 //! a runtime needs (see `tar`), and the gzip header carries no time or name.
 //! Not for: putting the blob in the cache or pushing it (the caller moves the file).
 
+use crate::error::FromIo;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;

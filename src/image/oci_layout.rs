@@ -7,6 +7,7 @@
 //! config) are written from bytes. Not for: reading layouts, or indexes of several
 //! images (one pull, one manifest).
 
+use crate::error::FromIo;
 use std::io;
 use std::path::{Path, PathBuf};
 

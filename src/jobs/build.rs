@@ -16,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::JobEnv;
 use super::cancel::cancellable;
-use super::errors::io_error;
 use super::fetch::{Fetcher, PrivateDir};
 use super::model::{JobError, now_rfc3339};
 use super::progress::Tracker;
 use super::request::{BuildSpec, epoch_rfc3339};
+use crate::error::FromIo;
 use crate::image::{BaseImage, ImageParts, LayerOptions, assemble, build_layer};
 use crate::oci::Descriptor;
 use crate::registry::{
@@ -86,8 +86,7 @@ pub async fn run(
         },
         cancel,
     )
-    .await
-    .map_err(|e| JobError::new(e.code(), e.to_string()))?;
+    .await?;
 
     let created = match spec.source_date_epoch {
         Some(epoch) => epoch_rfc3339(epoch).ok_or_else(|| {
@@ -214,7 +213,7 @@ impl OpenBlob for Opener<'_> {
 async fn open(path: &Path) -> Result<tokio::fs::File, JobError> {
     tokio::fs::File::open(path)
         .await
-        .map_err(|e| io_error(format!("opening {}", path.display()), e))
+        .map_err(JobError::io(path))
 }
 
 /// A cached blob's file, read while its pin keeps it from eviction and purge.

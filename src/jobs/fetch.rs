@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::JobEnv;
-use super::errors::io_error;
 use super::model::JobError;
 use super::progress::Tracker;
+use crate::error::FromIo;
 use crate::oci::Descriptor;
 use crate::registry::{Credentials, Reference};
 use crate::store::{Acquired, BlobGuard, BlobWriter};
@@ -120,7 +120,7 @@ impl PrivateDir {
         let _ = tokio::fs::remove_dir_all(&path).await;
         tokio::fs::create_dir_all(&path)
             .await
-            .map_err(|e| io_error(format!("creating {}", path.display()), e))?;
+            .map_err(JobError::io(&path))?;
         Ok(PrivateDir { path })
     }
 

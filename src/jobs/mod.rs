@@ -63,8 +63,8 @@ pub enum JobsError {
     Db(#[from] sqlx::Error),
 }
 
-impl JobsError {
-    pub fn code(&self) -> &'static str {
+impl crate::error::ErrorCode for JobsError {
+    fn code(&self) -> &'static str {
         match self {
             JobsError::Request(e) => e.code(),
             JobsError::NotFound(_) => "job_not_found",

@@ -13,13 +13,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::JobEnv;
 use super::cancel::cancellable;
-use super::errors::io_error;
 use super::fetch::{Fetcher, PrivateDir};
 use super::model::JobError;
 use super::progress::Tracker;
 use super::request::{CacheMode, Layout, PullSpec};
 use super::scratch::Scratch;
-use crate::image::{GitHistory, ImageError, LayerCommit, OciLayout};
+use crate::error::FromIo;
+use crate::image::{GitHistory, LayerCommit, OciLayout};
 use crate::oci::{Compression, Descriptor};
 use crate::registry::{Credentials, ManifestKind, ResolvedImage};
 use crate::store::BlobGuard;
@@ -144,7 +144,7 @@ async fn fill(
                 tracker.layer_state(index, "extracting");
                 let file = tokio::fs::File::open(blob.path())
                     .await
-                    .map_err(|e| io_error(format!("opening blob {}", layer.digest), e))?;
+                    .map_err(JobError::io(blob.path()))?;
                 tree.apply_layer(file, compression, cancel).await?;
                 if let Some(git) = &history {
                     let (created, created_by) = created.get(index).cloned().unwrap_or_default();
@@ -165,20 +165,14 @@ async fn fill(
             }
         }
         Layout::Oci => {
-            let layout = OciLayout::create(tree_path).await.map_err(image_error)?;
+            let layout = OciLayout::create(tree_path).await?;
             for (index, layer) in layers.iter().enumerate() {
                 let blob = next_blob(&mut blobs, cancel).await?;
                 tracker.set_phase("writing");
-                layout
-                    .add_blob(&layer.digest, blob.path())
-                    .await
-                    .map_err(image_error)?;
+                layout.add_blob(&layer.digest, blob.path()).await?;
                 tracker.layer_done(index, "done");
             }
-            layout
-                .add_document(&image.config)
-                .await
-                .map_err(image_error)?;
+            layout.add_document(&image.config).await?;
             let ManifestKind::Image { config, .. } = &image.manifest.kind else {
                 return Err(JobError::new(
                     "unsupported_manifest",
@@ -192,12 +186,10 @@ async fn fill(
                     config,
                     layers,
                 )
-                .await
-                .map_err(image_error)?;
+                .await?;
             layout
                 .finish(&manifest, Some(&image.platform), Some(&spec.reference))
-                .await
-                .map_err(image_error)?;
+                .await?;
         }
     }
     Ok(())
@@ -213,13 +205,9 @@ async fn next_blob(
         None => return Err(JobError::new("internal_error", "layer download stopped")),
     };
     if cancel.is_cancelled() {
-        return Err(JobError::new("cancelled", "cancelled"));
+        return Err(JobError::cancelled());
     }
     Ok(blob)
-}
-
-fn image_error(e: ImageError) -> JobError {
-    JobError::new(e.code(), e.to_string())
 }
 
 /// `(created, created_by)` of each layer, from the config's history entries that are not
@@ -263,16 +251,16 @@ impl GitDir {
         // A leftover of this job's own earlier run (recorded, so ours), as `Staging::create`
         // does for the tree.
         remove_scratch(&path).await?;
-        let history = GitHistory::init(tree, &path).await.map_err(image_error)?;
+        let history = GitHistory::init(tree, &path).await?;
         Ok(GitDir { history })
     }
 
     async fn commit(&self, layer: LayerCommit<'_>) -> Result<(), JobError> {
-        self.history.commit_layer(layer).await.map_err(image_error)
+        Ok(self.history.commit_layer(layer).await?)
     }
 
     /// Moves the repository into the tree.
     async fn finish(self) -> Result<(), JobError> {
-        self.history.finish().await.map_err(image_error)
+        Ok(self.history.finish().await?)
     }
 }

@@ -98,11 +98,9 @@ impl Jobs {
         self.lock_secrets().remove(id);
         let (status, result, error) = match outcome {
             Ok(result) => (JobStatus::Succeeded, Some(result), None),
-            Err(_) if cancel.is_cancelled() => (
-                JobStatus::Cancelled,
-                None,
-                Some(JobError::new("cancelled", "cancelled by request")),
-            ),
+            Err(_) if cancel.is_cancelled() => {
+                (JobStatus::Cancelled, None, Some(JobError::cancelled()))
+            }
             Err(e) => (JobStatus::Failed, None, Some(e)),
         };
         table::finish(&self.inner.db, id, status, result.as_ref(), error.as_ref()).await?;
@@ -136,9 +134,7 @@ async fn run_body(
         JobKind::Pull => {
             let request: PullRequest = serde_json::from_value(job.request.clone())
                 .map_err(|e| JobError::new("invalid_request", format!("stored request: {e}")))?;
-            let spec = request
-                .validate(&env.config.roots)
-                .map_err(|e| JobError::new(e.code(), e.to_string()))?;
+            let spec = request.validate(&env.config.roots)?;
             pull::run(
                 &env,
                 &job.id,
@@ -153,9 +149,7 @@ async fn run_body(
         JobKind::Build => {
             let request: BuildRequest = serde_json::from_value(job.request.clone())
                 .map_err(|e| JobError::new("invalid_request", format!("stored request: {e}")))?;
-            let spec = request
-                .validate(&env.config.roots)
-                .map_err(|e| JobError::new(e.code(), e.to_string()))?;
+            let spec = request.validate(&env.config.roots)?;
             let auth = build::BuildAuth {
                 target: secrets.auth,
                 base: secrets.base_auth,

@@ -15,6 +15,7 @@ mod writer;
 
 pub use writer::BlobWriter;
 
+use crate::error::FromIo;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,8 +50,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
 }
 
-impl StoreError {
-    pub fn code(&self) -> &'static str {
+impl crate::error::ErrorCode for StoreError {
+    fn code(&self) -> &'static str {
         match self {
             StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. } => {
                 "digest_mismatch"
@@ -58,6 +59,12 @@ impl StoreError {
             StoreError::Io { .. } => "io_error",
             StoreError::Db(_) => "internal_error",
         }
+    }
+}
+
+impl crate::error::FromIo for StoreError {
+    fn from_io(path: PathBuf, source: std::io::Error) -> Self {
+        StoreError::Io { path, source }
     }
 }
 
@@ -296,7 +303,7 @@ impl Store {
             Ok(meta) if meta.is_file() && meta.len() == size => Ok(Some(size)),
             Ok(_) => Ok(None),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(writer::io_error(&path, source)),
+            Err(source) => Err(StoreError::io(&path)(source)),
         }
     }
 
@@ -311,7 +318,7 @@ impl Store {
             Acquired::Ready(guard) => Ok(guard),
             Acquired::Fetch(mut writer) => {
                 if let Err(source) = writer.write_all(bytes).await {
-                    return Err(writer::io_error(&self.blob_path(digest), source));
+                    return Err(StoreError::io(self.blob_path(digest))(source));
                 }
                 writer.commit().await
             }

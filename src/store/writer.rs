@@ -19,6 +19,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::state::{Counters, Shared, Slot};
 use super::{BlobGuard, Store, StoreError, table};
 use crate::digest::{Digest, HashingWriter};
+use crate::error::FromIo;
 
 /// An `AsyncWrite` into a temporary file, hashing as it goes.
 pub struct BlobWriter {
@@ -46,7 +47,7 @@ impl BlobWriter {
     ) -> Result<BlobWriter, StoreError> {
         tokio::fs::create_dir_all(dir)
             .await
-            .map_err(|source| io_error(dir, source))?;
+            .map_err(StoreError::io(dir))?;
         let temp = dir.join(format!(".{}", temp_name(digest)));
         let target = Target::Standalone {
             dir: dir.to_path_buf(),
@@ -76,7 +77,7 @@ impl BlobWriter {
             .create_new(true)
             .open(&path)
             .await
-            .map_err(|source| io_error(&path, source))?;
+            .map_err(StoreError::io(&path))?;
         Ok(BlobWriter {
             out: HashingWriter::new(file, digest.algorithm()),
             temp: TempFile { path, armed: true },
@@ -114,7 +115,7 @@ impl BlobWriter {
         .await;
         drop(file);
         if let Err(source) = synced {
-            let err = io_error(&temp.path, source);
+            let err = StoreError::io(&temp.path)(source);
             temp.remove().await;
             return Err(err);
         }
@@ -219,22 +220,15 @@ async fn publish(temp: TempFile, path: &Path) -> Result<(), StoreError> {
     let parent = path.parent().unwrap_or(Path::new("."));
     if let Err(source) = tokio::fs::create_dir_all(parent).await {
         temp.remove().await;
-        return Err(io_error(parent, source));
+        return Err(StoreError::io(parent)(source));
     }
     if let Err(source) = tokio::fs::rename(&temp.path, path).await {
         temp.remove().await;
-        return Err(io_error(path, source));
+        return Err(StoreError::io(path)(source));
     }
     temp.disarm();
     let synced = async { File::open(parent).await?.sync_all().await }.await;
-    synced.map_err(|source| io_error(parent, source))
-}
-
-pub(super) fn io_error(path: &Path, source: io::Error) -> StoreError {
-    StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    synced.map_err(StoreError::io(parent))
 }
 
 /// Removes a file whose removal failing changes nothing for the caller (the next

@@ -57,14 +57,20 @@ pub enum UnpackError {
     Cancelled,
 }
 
-impl UnpackError {
-    pub fn code(&self) -> &'static str {
+impl crate::error::ErrorCode for UnpackError {
+    fn code(&self) -> &'static str {
         match self {
             UnpackError::Io { .. } => "io_error",
             UnpackError::BadEntry { .. } => "invalid_layer",
             UnpackError::DestExists(_) => "dest_exists",
-            UnpackError::Cancelled => "cancelled",
+            UnpackError::Cancelled => crate::error::CANCELLED,
         }
+    }
+}
+
+impl crate::error::FromIo for UnpackError {
+    fn from_io(path: PathBuf, source: std::io::Error) -> Self {
+        UnpackError::Io { path, source }
     }
 }
 

@@ -17,6 +17,7 @@ use rustix::io::Errno;
 
 use super::UnpackError;
 use super::fsops::remove_tree;
+use crate::error::FromIo;
 
 const PREFIX: &str = ".hoist-staging-";
 
@@ -29,15 +30,8 @@ pub struct Staging {
     armed: bool,
 }
 
-fn io_error(path: &Path) -> impl Fn(io::Error) -> UnpackError + '_ {
-    move |source| UnpackError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 fn invalid(path: &Path, what: &str) -> UnpackError {
-    io_error(path)(io::Error::new(
+    UnpackError::io(path)(io::Error::new(
         io::ErrorKind::InvalidInput,
         what.to_string(),
     ))
@@ -52,7 +46,7 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(io::Error::other)
         .and_then(|r| r)
-        .map_err(io_error(path))
+        .map_err(UnpackError::io(path))
 }
 
 impl Staging {
@@ -219,6 +213,7 @@ pub async fn remove_scratch(path: &Path) -> Result<(), UnpackError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     async fn staged(dest: &Path, tag: &str, file: &str) -> Staging {
         let staging = Staging::create(dest, tag).await.unwrap();
