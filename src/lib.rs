@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod digest;
 pub(crate) mod error;
+pub(crate) mod guard;
 pub mod image;
 pub mod jobs;
 pub mod oci;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::JobEnv;
 use super::cancel::cancellable;
-use super::fetch::{Fetcher, PrivateDir};
+use super::fetch::{Fetcher, private_dir};
 use super::model::{JobError, now_rfc3339};
 use super::progress::Tracker;
 use super::request::{BuildSpec, epoch_rfc3339};
@@ -73,7 +73,7 @@ pub async fn run(
     };
 
     tracker.set_phase("building");
-    let work = PrivateDir::create(&env.config.tmp_dir(), &format!("build-{job_id}")).await?;
+    let work = private_dir(&env.config.tmp_dir(), &format!("build-{job_id}")).await?;
     let layer_path = work.path().join("layer");
     let built = build_layer(
         &spec.source,
@@ -141,7 +141,10 @@ pub async fn run(
             tracker,
             cancel,
         )
-        .await?;
+        .await;
+    // The built layer is pushed (or the push failed): its folder goes now, awaited.
+    work.remove().await;
+    let pushed = pushed?;
     Ok(json!({
         "target": spec.target.to_string(),
         "digest": pushed.digest,

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::JobEnv;
 use super::cancel::cancellable;
-use super::fetch::{Fetcher, PrivateDir};
+use super::fetch::{Fetcher, private_dir};
 use super::model::JobError;
 use super::progress::Tracker;
 use super::request::{CacheMode, Layout, PullSpec};
@@ -75,7 +75,7 @@ pub async fn run(
     let staging = Staging::create(&spec.dest, job_id).await?;
     let blob_dir = match spec.cache {
         CacheMode::Use => None,
-        CacheMode::Bypass => Some(PrivateDir::create(&env.config.tmp_dir(), job_id).await?),
+        CacheMode::Bypass => Some(private_dir(&env.config.tmp_dir(), job_id).await?),
     };
     let fetcher = Fetcher {
         env: env.clone(),
@@ -100,10 +100,15 @@ pub async fn run(
         // Removed now, on the blocking pool; the worker then clears what else the job
         // recorded (the git repository) before the job is reported ended.
         staging.discard().await;
+        if let Some(dir) = blob_dir {
+            dir.remove().await;
+        }
         return Err(e);
     }
     let dest = staging.commit(spec.force).await?;
-    drop(blob_dir);
+    if let Some(dir) = blob_dir {
+        dir.remove().await;
+    }
 
     Ok(json!({
         "image": spec.reference.to_string(),

@@ -20,11 +20,14 @@ use super::state::{Counters, Shared, Slot};
 use super::{BlobGuard, Store, StoreError, table};
 use crate::digest::{Digest, HashingWriter};
 use crate::error::FromIo;
+use crate::guard::PathGuard;
 
 /// An `AsyncWrite` into a temporary file, hashing as it goes.
 pub struct BlobWriter {
     out: HashingWriter<File>,
-    temp: TempFile,
+    /// Removed inline when dropped: it must be gone before `target`'s fetch slot is
+    /// released (fields drop in order), even without a runtime.
+    temp: PathGuard,
     digest: Digest,
     size: Option<u64>,
     target: Target,
@@ -80,7 +83,7 @@ impl BlobWriter {
             .map_err(StoreError::io(&path))?;
         Ok(BlobWriter {
             out: HashingWriter::new(file, digest.algorithm()),
-            temp: TempFile { path, armed: true },
+            temp: PathGuard::file(path),
             digest: digest.clone(),
             size,
             target,
@@ -115,7 +118,7 @@ impl BlobWriter {
         .await;
         drop(file);
         if let Err(source) = synced {
-            let err = StoreError::io(&temp.path)(source);
+            let err = StoreError::io(temp.path())(source);
             temp.remove().await;
             return Err(err);
         }
@@ -198,7 +201,7 @@ impl fmt::Debug for BlobWriter {
             .field("digest", &self.digest)
             .field("size", &self.size)
             .field("written", &self.out.written())
-            .field("temp", &self.temp.path)
+            .field("temp", &self.temp.path())
             .finish_non_exhaustive()
     }
 }
@@ -216,17 +219,17 @@ fn temp_name(digest: &Digest) -> String {
 
 /// Renames the verified temporary file to `path` (atomically replacing any equal copy)
 /// and fsyncs the folder so the name survives a crash.
-async fn publish(temp: TempFile, path: &Path) -> Result<(), StoreError> {
+async fn publish(temp: PathGuard, path: &Path) -> Result<(), StoreError> {
     let parent = path.parent().unwrap_or(Path::new("."));
     if let Err(source) = tokio::fs::create_dir_all(parent).await {
         temp.remove().await;
         return Err(StoreError::io(parent)(source));
     }
-    if let Err(source) = tokio::fs::rename(&temp.path, path).await {
+    if let Err(source) = tokio::fs::rename(temp.path(), path).await {
         temp.remove().await;
         return Err(StoreError::io(path)(source));
     }
-    temp.disarm();
+    temp.keep();
     let synced = async { File::open(parent).await?.sync_all().await }.await;
     synced.map_err(StoreError::io(parent))
 }
@@ -237,33 +240,6 @@ pub(super) async fn remove_quietly(path: &Path) {
     if let Err(err) = tokio::fs::remove_file(path).await {
         if err.kind() != io::ErrorKind::NotFound {
             tracing::warn!(path = %path.display(), error = %err, "could not remove cache file");
-        }
-    }
-}
-
-/// A temporary file's path that removes the file on drop unless disarmed.
-struct TempFile {
-    path: PathBuf,
-    armed: bool,
-}
-
-impl TempFile {
-    async fn remove(mut self) {
-        self.armed = false;
-        remove_quietly(&self.path).await;
-    }
-
-    fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if self.armed {
-            // Synchronous on purpose: one unlink, and it must be done before the fetch
-            // slot is released (fields drop in order) even without a runtime.
-            let _ = std::fs::remove_file(&self.path);
         }
     }
 }
