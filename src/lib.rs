@@ -2,7 +2,7 @@
 //! and puts simple images back. See ARCHITECTURE.md for the map of the rooms.
 
 pub mod api;
-pub mod client;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod digest;

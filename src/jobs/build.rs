@@ -10,14 +10,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use super::JobEnv;
 use super::cancel::cancellable;
 use super::fetch::{Fetcher, private_dir};
-use super::model::{JobError, now_rfc3339};
+use super::model::{BuildResult, JobError, now_rfc3339};
 use super::progress::Tracker;
 use super::request::{BuildSpec, epoch_rfc3339};
 use crate::error::FromIo;
@@ -42,7 +42,7 @@ pub async fn run(
     auth: BuildAuth,
     tracker: &Arc<Tracker>,
     cancel: &CancellationToken,
-) -> Result<Value, JobError> {
+) -> Result<BuildResult, JobError> {
     let base_auth = auth.base.clone().or_else(|| auth.target.clone());
     tracker.set_phase("resolving");
     let base = match &spec.base {
@@ -145,19 +145,19 @@ pub async fn run(
     // The built layer is pushed (or the push failed): its folder goes now, awaited.
     work.remove().await;
     let pushed = pushed?;
-    Ok(json!({
-        "target": spec.target.to_string(),
-        "digest": pushed.digest,
-        "media_type": image.media_type,
-        "platform": platform.to_string(),
-        "config_digest": image.config.descriptor.digest,
-        "layers": image.layers.iter().map(|b| json!({
-            "digest": b.descriptor.digest,
-            "size": b.descriptor.size,
-            "media_type": b.descriptor.media_type,
-        })).collect::<Vec<_>>(),
-        "diff_id": built.diff_id,
-    }))
+    Ok(BuildResult {
+        target: spec.target.to_string(),
+        digest: pushed.digest,
+        media_type: image.media_type.clone(),
+        platform: platform.to_string(),
+        config_digest: image.config.descriptor.digest.clone(),
+        layers: image
+            .layers
+            .iter()
+            .map(|b| (&b.descriptor).into())
+            .collect(),
+        diff_id: built.diff_id,
+    })
 }
 
 /// The build's progress names for how each blob got into the target (the API's

@@ -23,7 +23,10 @@ mod worker;
 
 pub use metrics::{BUCKETS as DURATION_BUCKETS, JobMetrics};
 use model::subject;
-pub use model::{Job, JobError, JobEvent, JobKind, JobStatus, LayerProgress, Progress};
+pub use model::{
+    BuildResult, Job, JobError, JobEvent, JobKind, JobStatus, LayerProgress, Progress, PullResult,
+    ResultLayer,
+};
 pub use request::{
     BuildCompression, BuildRequest, BuildSpec, CacheMode, Layout, PullRequest, PullSpec,
     RequestError, parse_platform,

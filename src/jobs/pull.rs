@@ -8,13 +8,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::JobEnv;
 use super::cancel::cancellable;
 use super::fetch::{Fetcher, private_dir};
-use super::model::JobError;
+use super::model::{JobError, PullResult};
 use super::progress::Tracker;
 use super::request::{CacheMode, Layout, PullSpec};
 use super::scratch::Scratch;
@@ -33,7 +32,7 @@ pub async fn run(
     scratch: &Scratch,
     tracker: &Arc<Tracker>,
     cancel: &CancellationToken,
-) -> Result<serde_json::Value, JobError> {
+) -> Result<PullResult, JobError> {
     tracker.set_phase("resolving");
     let image = cancellable(
         cancel,
@@ -110,16 +109,14 @@ pub async fn run(
         dir.remove().await;
     }
 
-    Ok(json!({
-        "image": spec.reference.to_string(),
-        "digest": image.manifest.digest,
-        "index_digest": (image.top.digest != image.manifest.digest).then_some(&image.top.digest),
-        "dest": dest,
-        "platform": image.platform.to_string(),
-        "layers": layers.iter().map(|l| json!({
-            "digest": l.digest, "size": l.size, "media_type": l.media_type,
-        })).collect::<Vec<_>>(),
-    }))
+    Ok(PullResult {
+        image: spec.reference.to_string(),
+        digest: image.manifest.digest.clone(),
+        index_digest: (image.top.digest != image.manifest.digest).then(|| image.top.digest.clone()),
+        dest,
+        platform: image.platform.to_string(),
+        layers: layers.iter().map(Into::into).collect(),
+    })
 }
 
 /// Writes the image into the staging folder `tree` in the requested layout, applying (or

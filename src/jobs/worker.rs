@@ -135,7 +135,7 @@ async fn run_body(
             let request: PullRequest = serde_json::from_value(job.request.clone())
                 .map_err(|e| JobError::new("invalid_request", format!("stored request: {e}")))?;
             let spec = request.validate(&env.config.roots)?;
-            pull::run(
+            let result = pull::run(
                 &env,
                 &job.id,
                 spec,
@@ -144,7 +144,8 @@ async fn run_body(
                 &tracker,
                 &cancel,
             )
-            .await
+            .await?;
+            to_value(&result)
         }
         JobKind::Build => {
             let request: BuildRequest = serde_json::from_value(job.request.clone())
@@ -154,7 +155,14 @@ async fn run_body(
                 target: secrets.auth,
                 base: secrets.base_auth,
             };
-            build::run(&env, &job.id, spec, auth, &tracker, &cancel).await
+            let result = build::run(&env, &job.id, spec, auth, &tracker, &cancel).await?;
+            to_value(&result)
         }
     }
+}
+
+/// A job body's typed result as the `result` the job row keeps.
+fn to_value(result: &impl serde::Serialize) -> Result<serde_json::Value, JobError> {
+    serde_json::to_value(result)
+        .map_err(|e| JobError::new("internal_error", format!("job result: {e}")))
 }
