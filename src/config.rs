@@ -96,17 +96,16 @@ pub enum ConfigError {
 /// Validated settings.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub listen: Listen,
-    pub data_dir: PathBuf,
-    pub cache_dir: PathBuf,
-    pub roots: Vec<PathBuf>,
-    pub workers: usize,
-    pub cache_max_bytes: Option<u64>,
-    pub insecure_registries: Vec<String>,
-    pub api_token: Option<String>,
-    pub docker_config_dir: Option<PathBuf>,
-    pub idle_exit: Option<Duration>,
-    pub log_format: LogFormat,
+    pub(crate) listen: Listen,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) cache_dir: PathBuf,
+    pub(crate) roots: Vec<PathBuf>,
+    pub(crate) workers: usize,
+    pub(crate) cache_max_bytes: Option<u64>,
+    pub(crate) insecure_registries: Vec<String>,
+    pub(crate) api_token: Option<String>,
+    pub(crate) docker_config_dir: Option<PathBuf>,
+    pub(crate) idle_exit: Option<Duration>,
 }
 
 impl Config {
@@ -162,16 +161,15 @@ impl Config {
             api_token: args.api_token.filter(|t| !t.is_empty()),
             docker_config_dir,
             idle_exit: args.idle_exit.filter(|s| *s > 0).map(Duration::from_secs),
-            log_format: args.log_format,
         })
     }
 
-    pub fn db_path(&self) -> PathBuf {
+    pub(crate) fn db_path(&self) -> PathBuf {
         self.data_dir.join("hoist.db")
     }
 
     /// Scratch space of the daemon's own (blobs of `cache: bypass` jobs).
-    pub fn tmp_dir(&self) -> PathBuf {
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.data_dir.join("tmp")
     }
 }
@@ -193,7 +191,7 @@ fn default_data_dir() -> Result<PathBuf, ConfigError> {
 
 /// Why a `dest` or `source` path was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PathError {
+pub(crate) enum PathError {
     #[error("path {0:?} is empty")]
     Empty(String),
     #[error("path {0:?} contains '..'; give a path inside one of HOIST_ROOTS")]
@@ -216,7 +214,7 @@ impl crate::error::ErrorCode for PathError {
 /// Resolves a request path against the roots: relative → under the first root; absolute →
 /// must lie strictly inside one root. Symlinks in the part that exists are resolved, so a
 /// link inside a root cannot carry a job outside it.
-pub fn resolve_in_roots(roots: &[PathBuf], requested: &str) -> Result<PathBuf, PathError> {
+pub(crate) fn resolve_in_roots(roots: &[PathBuf], requested: &str) -> Result<PathBuf, PathError> {
     if requested.trim().is_empty() {
         return Err(PathError::Empty(requested.to_string()));
     }

@@ -7,7 +7,7 @@ mod http;
 mod request;
 
 pub use http::{Api, ClientError, Daemon};
-pub use request::{BaseCredsArgs, BuildArgs, CredsArgs, PullArgs};
+pub use request::{BuildArgs, PullArgs};
 
 use std::io::IsTerminal;
 
@@ -36,7 +36,7 @@ pub struct Connection {
 
 /// How to show a followed job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Display {
+pub(crate) enum Display {
     /// Progress bars (stderr is a terminal, not CI).
     Bars,
     /// One line per change.
@@ -44,7 +44,7 @@ pub enum Display {
 }
 
 impl Display {
-    pub fn detect() -> Display {
+    pub(crate) fn detect() -> Display {
         let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
         if std::io::stderr().is_terminal() && !ci {
             Display::Bars

@@ -43,7 +43,7 @@ impl fmt::Debug for Login {
 
 /// Registry credentials for one job; never printed.
 #[derive(Clone, Debug, Default, clap::Args)]
-pub struct CredsArgs {
+pub(crate) struct CredsArgs {
     /// registry credentials as USER:PASSWORD
     #[arg(long, value_name = "USER:PASSWORD")]
     pub creds: Option<String>,
@@ -54,7 +54,7 @@ pub struct CredsArgs {
 
 /// Credentials for a build's base registry, when they differ from `--creds`.
 #[derive(Clone, Debug, Default, clap::Args)]
-pub struct BaseCredsArgs {
+pub(crate) struct BaseCredsArgs {
     /// credentials for the base's registry as USER:PASSWORD (default: --creds)
     #[arg(long, value_name = "USER:PASSWORD")]
     pub base_creds: Option<String>,

@@ -23,13 +23,9 @@ mod worker;
 
 pub use metrics::{BUCKETS as DURATION_BUCKETS, JobMetrics};
 use model::subject;
-pub use model::{
-    BuildResult, Job, JobError, JobEvent, JobKind, JobStatus, LayerProgress, Progress, PullResult,
-    ResultLayer,
-};
+pub use model::{BuildResult, Job, JobError, JobEvent, JobKind, JobStatus, PullResult};
 pub use request::{
-    BuildCompression, BuildRequest, BuildSpec, CacheMode, Layout, PullRequest, PullSpec,
-    RequestError, parse_platform,
+    BuildCompression, BuildRequest, CacheMode, Layout, PullRequest, RequestError, parse_platform,
 };
 
 use std::collections::HashMap;
@@ -157,10 +153,6 @@ impl Jobs {
             }
         }
         Ok(())
-    }
-
-    pub fn db(&self) -> &SqlitePool {
-        &self.inner.db
     }
 
     pub fn env(&self) -> &JobEnv {

@@ -195,15 +195,6 @@ pub enum JobEvent {
     Progress { id: String, progress: Progress },
 }
 
-impl JobEvent {
-    pub fn job_id(&self) -> &str {
-        match self {
-            JobEvent::State(job) => &job.id,
-            JobEvent::Progress { id, .. } => id,
-        }
-    }
-}
-
 /// RFC 3339 timestamp of now, UTC, millisecond precision.
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();

@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sqlx::SqlitePool;
-use tokio::io::AsyncWriteExt;
 
 use crate::digest::Digest;
 use state::{Counters, Pin, Shared, Work};
@@ -124,9 +123,11 @@ impl BlobGuard {
     pub fn path(&self) -> &Path {
         &self.path
     }
+    #[cfg(test)]
     pub fn digest(&self) -> &Digest {
         &self.digest
     }
+    #[cfg(test)]
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -307,13 +308,15 @@ impl Store {
         }
     }
 
-    /// Caches a small document (manifest, config) already held in memory, pinned.
-    /// Its digest is checked again on the way in, like any other blob's.
+    /// Caches a small document already held in memory, pinned; its digest is checked
+    /// again on the way in, like any other blob's. Only the tests put blobs in this way.
+    #[cfg(test)]
     pub async fn insert_bytes(
         &self,
         digest: &Digest,
         bytes: &[u8],
     ) -> Result<BlobGuard, StoreError> {
+        use tokio::io::AsyncWriteExt;
         match self.acquire(digest, Some(bytes.len() as u64)).await? {
             Acquired::Ready(guard) => Ok(guard),
             Acquired::Fetch(mut writer) => {

@@ -95,11 +95,6 @@ impl BlobWriter {
         self.out.written()
     }
 
-    /// The digest this writer must produce.
-    pub fn digest(&self) -> &Digest {
-        &self.digest
-    }
-
     /// Checks the digest and size, fsyncs, renames into place, records the blob, and
     /// returns it pinned. On mismatch the temporary file is removed.
     pub async fn commit(self) -> Result<BlobGuard, StoreError> {
