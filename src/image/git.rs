@@ -100,10 +100,9 @@ impl GitHistory {
             return Err(inside());
         }
         if tokio::fs::symlink_metadata(&dir).await.is_ok() {
-            return Err(ImageError::Io {
-                path: dir,
-                source: std::io::ErrorKind::AlreadyExists.into(),
-            });
+            return Err(ImageError::io(dir)(
+                std::io::ErrorKind::AlreadyExists.into(),
+            ));
         }
         let history = GitHistory {
             work_tree: tree,
