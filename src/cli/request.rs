@@ -250,6 +250,7 @@ mod tests {
     use serde_json::json;
 
     #[derive(Parser)]
+    #[allow(clippy::large_enum_variant)] // parsed once per test
     enum Cli {
         Pull(PullArgs),
         Build(BuildArgs),
