@@ -100,19 +100,18 @@ pub enum ConfigError {
 /// Validated settings.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub listen: Listen,
-    pub data_dir: PathBuf,
-    pub cache_dir: PathBuf,
-    pub roots: Vec<PathBuf>,
-    pub workers: usize,
-    pub cache_max_bytes: Option<u64>,
-    pub insecure_registries: Vec<String>,
-    pub api_token: Option<String>,
+    pub(crate) listen: Listen,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) cache_dir: PathBuf,
+    pub(crate) roots: Vec<PathBuf>,
+    pub(crate) workers: usize,
+    pub(crate) cache_max_bytes: Option<u64>,
+    pub(crate) insecure_registries: Vec<String>,
+    pub(crate) api_token: Option<String>,
     /// Extra names a request's `Host` may give, lower case, without a trailing dot.
-    pub allowed_hosts: Vec<String>,
-    pub docker_config_dir: Option<PathBuf>,
-    pub idle_exit: Option<Duration>,
-    pub log_format: LogFormat,
+    pub(crate) allowed_hosts: Vec<String>,
+    pub(crate) docker_config_dir: Option<PathBuf>,
+    pub(crate) idle_exit: Option<Duration>,
 }
 
 impl Config {
@@ -189,16 +188,15 @@ impl Config {
             allowed_hosts,
             docker_config_dir,
             idle_exit: args.idle_exit.filter(|s| *s > 0).map(Duration::from_secs),
-            log_format: args.log_format,
         })
     }
 
-    pub fn db_path(&self) -> PathBuf {
+    pub(crate) fn db_path(&self) -> PathBuf {
         self.data_dir.join("hoist.db")
     }
 
     /// Scratch space of the daemon's own (blobs of `cache: bypass` jobs).
-    pub fn tmp_dir(&self) -> PathBuf {
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.data_dir.join("tmp")
     }
 }
@@ -220,7 +218,7 @@ fn default_data_dir() -> Result<PathBuf, ConfigError> {
 
 /// Why a `dest` or `source` path was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PathError {
+pub(crate) enum PathError {
     #[error("path {0:?} is empty")]
     Empty(String),
     #[error("path {0:?} contains '..'; give a path inside one of HOIST_ROOTS")]
@@ -233,8 +231,8 @@ pub enum PathError {
     IsRoot(String),
 }
 
-impl PathError {
-    pub fn code(&self) -> &'static str {
+impl crate::error::ErrorCode for PathError {
+    fn code(&self) -> &'static str {
         match self {
             PathError::OutsideRoots { .. } | PathError::IsRoot(_) => "dest_outside_roots",
             PathError::Empty(_) | PathError::DotDot(_) | PathError::Control(_) => "invalid_dest",
@@ -245,7 +243,7 @@ impl PathError {
 /// Resolves a request path against the roots: relative → under the first root; absolute →
 /// must lie strictly inside one root. Symlinks in the part that exists are resolved, so a
 /// link inside a root cannot carry a job outside it.
-pub fn resolve_in_roots(roots: &[PathBuf], requested: &str) -> Result<PathBuf, PathError> {
+pub(crate) fn resolve_in_roots(roots: &[PathBuf], requested: &str) -> Result<PathBuf, PathError> {
     if requested.trim().is_empty() {
         return Err(PathError::Empty(requested.to_string()));
     }
@@ -316,6 +314,7 @@ fn canonicalize_existing_prefix(p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     fn roots() -> Vec<PathBuf> {
         vec![PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]

@@ -176,10 +176,6 @@ impl<W> HashingWriter<W> {
         self.written
     }
 
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.inner
-    }
-
     /// The writer, the digest of what passed, and its length.
     pub fn into_parts(self) -> (W, Digest, u64) {
         (self.inner, self.hasher.finish(), self.written)

@@ -1,16 +1,18 @@
 //! hoist: a local daemon that gets container images out of registries and onto disk,
 //! and puts simple images back. See ARCHITECTURE.md for the map of the rooms.
 
-pub mod api;
-pub mod client;
+pub(crate) mod api;
+pub mod cli;
 pub mod config;
-pub mod db;
-pub mod digest;
-pub mod image;
-pub mod jobs;
-pub mod oci;
-pub mod registry;
+pub(crate) mod db;
+pub(crate) mod digest;
+pub(crate) mod error;
+pub(crate) mod guard;
+pub(crate) mod image;
+pub(crate) mod jobs;
+pub(crate) mod oci;
+pub(crate) mod registry;
 pub mod serve;
-pub mod store;
-pub mod text;
-pub mod unpack;
+pub(crate) mod store;
+pub(crate) mod text;
+pub(crate) mod unpack;

@@ -1,13 +1,10 @@
 //! The `hoist` binary: `hoist serve` runs the daemon; the other subcommands are clients of
 //! a running daemon, over the same HTTP API.
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
 use hyper::Method;
-use serde_json::json;
 
-use hoist::client::{self, Api, Connection, CredsArgs, encode};
+use hoist::cli::{self, Api, Connection, encode};
 use hoist::config::{Config, ServeArgs};
 
 #[derive(Parser)]
@@ -28,27 +25,7 @@ enum Command {
     /// Run the daemon in the foreground
     Serve(ServeArgs),
     /// Pull IMAGE into DEST (a folder inside HOIST_ROOTS) and follow the job
-    Pull {
-        image: String,
-        dest: String,
-        /// os/arch[/variant] to pick from a multi-platform index
-        #[arg(long)]
-        platform: Option<String>,
-        /// replace DEST if it exists (atomically, once the new tree is complete)
-        #[arg(long)]
-        force: bool,
-        /// rootfs, git or oci
-        #[arg(long, default_value = "rootfs")]
-        layout: String,
-        /// neither read nor write the daemon's shared cache
-        #[arg(long)]
-        no_cache: bool,
-        /// print the job id and return without following it
-        #[arg(long)]
-        detach: bool,
-        #[command(flatten)]
-        creds: CredsArgs,
-    },
+    Pull(cli::PullArgs),
     /// Print an image's digest without pulling it
     Digest {
         image: String,
@@ -62,34 +39,7 @@ enum Command {
         platform: Option<String>,
     },
     /// Build SOURCE (a folder inside HOIST_ROOTS) into one layer and push it as TARGET
-    Build {
-        source: PathBuf,
-        target: String,
-        /// image the new layer goes on top of
-        #[arg(long)]
-        base: Option<String>,
-        /// entrypoint, one argument per flag
-        #[arg(long)]
-        entrypoint: Vec<String>,
-        /// cmd, one argument per flag
-        #[arg(long)]
-        cmd: Vec<String>,
-        /// K=V, repeatable
-        #[arg(long)]
-        env: Vec<String>,
-        #[arg(long)]
-        platform: Option<String>,
-        /// oci or docker
-        #[arg(long)]
-        format: Option<String>,
-        /// gzip or zstd
-        #[arg(long)]
-        compression: Option<String>,
-        #[arg(long)]
-        detach: bool,
-        #[command(flatten)]
-        creds: CredsArgs,
-    },
+    Build(cli::BuildArgs),
     /// List jobs, newest first
     Jobs {
         #[arg(long)]
@@ -170,81 +120,16 @@ fn query(pairs: &[(&str, Option<&str>)]) -> String {
 async fn run_client(command: Command, conn: Connection) -> anyhow::Result<()> {
     match command {
         Command::Serve(_) => unreachable!("handled in main"),
-        Command::Pull {
-            image,
-            dest,
-            platform,
-            force,
-            layout,
-            no_cache,
-            detach,
-            creds,
-        } => {
-            let mut body =
-                json!({ "image": image, "dest": dest, "force": force, "layout": layout });
-            if let Some(p) = platform {
-                body["platform"] = json!(p);
-            }
-            if no_cache {
-                body["cache"] = json!("bypass");
-            }
-            if let Some(auth) = creds.to_auth()? {
-                body["auth"] = auth;
-            }
-            client::submit_and_follow(&api(conn), "/pulls", body, detach).await
-        }
+        Command::Pull(args) => cli::pull(&api(conn), &args).await,
         Command::Digest { image, platform } => {
             let q = query(&[("image", Some(&image)), ("platform", platform.as_deref())]);
-            client::call_and_print(&api(conn), Method::GET, &format!("/digest{q}")).await
+            cli::call_and_print(&api(conn), Method::GET, &format!("/digest{q}")).await
         }
         Command::Inspect { image, platform } => {
             let q = query(&[("image", Some(&image)), ("platform", platform.as_deref())]);
-            client::call_and_print(&api(conn), Method::GET, &format!("/inspect{q}")).await
+            cli::call_and_print(&api(conn), Method::GET, &format!("/inspect{q}")).await
         }
-        Command::Build {
-            source,
-            target,
-            base,
-            entrypoint,
-            cmd,
-            env,
-            platform,
-            format,
-            compression,
-            detach,
-            creds,
-        } => {
-            let mut body = json!({ "source": source, "target": target });
-            if let Some(b) = base {
-                body["base"] = json!(b);
-            }
-            let mut config = serde_json::Map::new();
-            if !entrypoint.is_empty() {
-                config.insert("entrypoint".into(), json!(entrypoint));
-            }
-            if !cmd.is_empty() {
-                config.insert("cmd".into(), json!(cmd));
-            }
-            if !env.is_empty() {
-                config.insert("env".into(), json!(env));
-            }
-            if !config.is_empty() {
-                body["config"] = serde_json::Value::Object(config);
-            }
-            for (k, v) in [
-                ("platform", platform),
-                ("format", format),
-                ("compression", compression),
-            ] {
-                if let Some(v) = v {
-                    body[k] = json!(v);
-                }
-            }
-            if let Some(auth) = creds.to_auth()? {
-                body["auth"] = auth;
-            }
-            client::submit_and_follow(&api(conn), "/builds", body, detach).await
-        }
+        Command::Build(args) => cli::build(&api(conn), &args).await,
         Command::Jobs {
             status,
             kind,
@@ -278,7 +163,7 @@ async fn run_client(command: Command, conn: Connection) -> anyhow::Result<()> {
         Command::Job { id, cancel, follow } => {
             let api = api(conn);
             if cancel {
-                return client::call_and_print(
+                return cli::call_and_print(
                     &api,
                     Method::DELETE,
                     &format!("/jobs/{}", encode(&id)),
@@ -286,18 +171,18 @@ async fn run_client(command: Command, conn: Connection) -> anyhow::Result<()> {
                 .await;
             }
             if follow {
-                let end = client::follow_job(&api, &id).await?;
-                client::print_json(&end);
+                let end = cli::follow_job(&api, &id).await?;
+                cli::print_json(&end);
                 if end["status"] != "succeeded" {
                     anyhow::bail!("job {id} {}", end["status"].as_str().unwrap_or("ended"));
                 }
                 return Ok(());
             }
-            client::call_and_print(&api, Method::GET, &format!("/jobs/{}", encode(&id))).await
+            cli::call_and_print(&api, Method::GET, &format!("/jobs/{}", encode(&id))).await
         }
         Command::Cache { action } => match action.as_deref() {
-            None => client::call_and_print(&api(conn), Method::GET, "/cache").await,
-            Some("purge") => client::call_and_print(&api(conn), Method::DELETE, "/cache").await,
+            None => cli::call_and_print(&api(conn), Method::GET, "/cache").await,
+            Some("purge") => cli::call_and_print(&api(conn), Method::DELETE, "/cache").await,
             Some(other) => anyhow::bail!(
                 "unknown cache action {other:?}; use `hoist cache` or `hoist cache purge`"
             ),

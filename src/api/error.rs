@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::config::PathError;
+use crate::error::ErrorCode;
 use crate::jobs::{JobsError, RequestError};
 use crate::registry::RegistryError;
 use crate::store::StoreError;
@@ -24,6 +25,11 @@ impl ApiError {
             code: code.to_string(),
             detail: detail.into(),
         }
+    }
+
+    /// `e` with its stable code, answered with `status`.
+    fn coded(status: StatusCode, e: &impl ErrorCode) -> ApiError {
+        ApiError::new(status, e.code(), e.to_string())
     }
 
     pub fn bad_request(code: &str, detail: impl Into<String>) -> ApiError {
@@ -74,7 +80,7 @@ impl From<RequestError> for ApiError {
             RequestError::DestExists(_) => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         };
-        ApiError::new(status, e.code(), e.to_string())
+        ApiError::coded(status, &e)
     }
 }
 
@@ -82,13 +88,9 @@ impl From<JobsError> for ApiError {
     fn from(e: JobsError) -> Self {
         match e {
             JobsError::Request(r) => r.into(),
-            JobsError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.code(), e.to_string()),
-            JobsError::AlreadyFinished { .. } => {
-                ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string())
-            }
-            JobsError::ShuttingDown => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string())
-            }
+            JobsError::NotFound(_) => ApiError::coded(StatusCode::NOT_FOUND, &e),
+            JobsError::AlreadyFinished { .. } => ApiError::coded(StatusCode::CONFLICT, &e),
+            JobsError::ShuttingDown => ApiError::coded(StatusCode::SERVICE_UNAVAILABLE, &e),
             JobsError::Db(_) => ApiError::internal(e),
         }
     }
@@ -109,7 +111,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_GATEWAY,
         };
-        ApiError::new(status, e.code(), e.to_string())
+        ApiError::coded(status, &e)
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::error::ErrorCode;
 
 const CREATED: &str = "2024-05-01T12:00:00Z";
 

@@ -16,6 +16,7 @@
 //! `.git` (at any depth), and the contents of a folder that is itself a git repository
 //! (committed as a submodule link). Not for: applying layers (see `unpack::Tree`).
 
+use crate::error::FromIo;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -99,10 +100,9 @@ impl GitHistory {
             return Err(inside());
         }
         if tokio::fs::symlink_metadata(&dir).await.is_ok() {
-            return Err(ImageError::Io {
-                path: dir,
-                source: std::io::ErrorKind::AlreadyExists.into(),
-            });
+            return Err(ImageError::io(dir)(
+                std::io::ErrorKind::AlreadyExists.into(),
+            ));
         }
         let history = GitHistory {
             work_tree: tree,

@@ -1,3 +1,4 @@
+use crate::error::ErrorCode;
 use std::process::Command;
 
 use super::*;

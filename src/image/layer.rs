@@ -7,10 +7,12 @@
 //! a runtime needs (see `tar`), and the gzip header carries no time or name.
 //! Not for: putting the blob in the cache or pushing it (the caller moves the file).
 
+use crate::error::FromIo;
+use crate::guard::PathGuard;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use async_compression::tokio::write::{GzipEncoder, ZstdEncoder};
 use bytes::{Bytes, BytesMut};
@@ -84,7 +86,7 @@ pub async fn build_layer(
         .open(out_file)
         .await
         .map_err(ImageError::io(out_file))?;
-    let mut guard = RemoveOnDrop(Some(out_file.to_path_buf()));
+    let guard = PathGuard::file(out_file);
     let meta = file.metadata().await.map_err(ImageError::io(out_file))?;
     let skip = Some((meta.dev(), meta.ino()));
 
@@ -127,7 +129,7 @@ pub async fn build_layer(
     // also fails when the compress stage went away, so its error comes second.
     let (diff_id, digest, size) = written.map_err(stopped)??;
     tarred.map_err(stopped)??;
-    guard.0 = None;
+    guard.keep();
     Ok(BuiltLayer {
         digest,
         diff_id,
@@ -163,17 +165,6 @@ async fn compress(
     let (file, digest, written) = out.into_inner().into_parts();
     file.sync_all().await.map_err(ImageError::io(out_file))?;
     Ok((diff_id.finish(), digest, written))
-}
-
-/// Removes a half-written output unless disarmed (set to `None`).
-struct RemoveOnDrop(Option<PathBuf>);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = std::fs::remove_file(path);
-        }
-    }
 }
 
 /// A blocking `Write` that hands chunks to the async stage; a write fails once the async

@@ -1,3 +1,4 @@
+use crate::error::ErrorCode;
 use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;

@@ -70,9 +70,9 @@ pub enum ImageError {
     Cancelled,
 }
 
-impl ImageError {
+impl crate::error::ErrorCode for ImageError {
     /// The stable machine-readable code the API puts in problem+json.
-    pub fn code(&self) -> &'static str {
+    fn code(&self) -> &'static str {
         match self {
             ImageError::InvalidSource { .. } => "invalid_source",
             ImageError::SourceChanged { .. } => "source_changed",
@@ -80,19 +80,21 @@ impl ImageError {
             ImageError::InvalidConfig { .. } => "invalid_config",
             ImageError::GitFailed { .. } => "git_failed",
             ImageError::GitDirInImage { .. } => "git_dir_in_image",
-            ImageError::Cancelled => "cancelled",
+            ImageError::Cancelled => crate::error::CANCELLED,
         }
     }
+}
 
-    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ImageError {
-        let path = path.into();
-        move |source| ImageError::Io { path, source }
+impl crate::error::FromIo for ImageError {
+    fn from_io(path: PathBuf, source: std::io::Error) -> Self {
+        ImageError::Io { path, source }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     #[test]
     fn codes_are_stable_snake_case() {
@@ -111,7 +113,7 @@ mod tests {
             },
             ImageError::Cancelled,
         ];
-        let codes: Vec<_> = errors.iter().map(ImageError::code).collect();
+        let codes: Vec<_> = errors.iter().map(ErrorCode::code).collect();
         assert_eq!(
             codes,
             ["invalid_source", "io_error", "git_failed", "cancelled"]

@@ -7,6 +7,7 @@
 //! config) are written from bytes. Not for: reading layouts, or indexes of several
 //! images (one pull, one manifest).
 
+use crate::error::FromIo;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -68,10 +69,6 @@ impl OciLayout {
         Ok(layout)
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Where the blob `digest` lives in the layout.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.dir
@@ -91,6 +88,8 @@ impl OciLayout {
     }
 
     /// [`OciLayout::add_blob`] for each (digest, file) in turn.
+    /// Copies several blobs in (only the tests do; a pull adds each as it arrives).
+    #[cfg(test)]
     pub async fn add_blobs(
         &self,
         blobs: impl IntoIterator<Item = (Digest, PathBuf)>,

@@ -8,6 +8,7 @@
 //! field (names or link targets over 100 bytes, sizes of 8 GiB and more, large ids).
 //! Not for: listing the folder (see `walk`) or compressing (see `layer`).
 
+use crate::error::FromIo;
 use std::io::{Read, Write};
 use std::os::fd::BorrowedFd;
 use std::path::Path;

@@ -6,6 +6,7 @@
 //! with the second and later names of a hardlinked file turned into hardlinks to the
 //! first. Not for: reading contents or encoding tar headers (see `tar`).
 
+use crate::error::FromIo;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -275,6 +276,7 @@ fn link_duplicates(entries: &mut [SourceEntry], nlinks: &HashMap<(u64, u64), u64
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     fn names(entries: &[SourceEntry]) -> Vec<String> {
         entries

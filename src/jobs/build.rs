@@ -10,17 +10,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use super::JobEnv;
 use super::cancel::cancellable;
-use super::errors::io_error;
-use super::fetch::{Fetcher, PrivateDir};
-use super::model::{JobError, now_rfc3339};
+use super::fetch::{Fetcher, private_dir};
+use super::model::{BuildResult, JobError, now_rfc3339};
 use super::progress::Tracker;
 use super::request::{BuildSpec, epoch_rfc3339};
+use crate::error::FromIo;
 use crate::image::{BaseImage, ImageParts, LayerOptions, assemble, build_layer};
 use crate::oci::Descriptor;
 use crate::registry::{
@@ -42,7 +42,7 @@ pub async fn run(
     auth: BuildAuth,
     tracker: &Arc<Tracker>,
     cancel: &CancellationToken,
-) -> Result<Value, JobError> {
+) -> Result<BuildResult, JobError> {
     let base_auth = auth.base.clone().or_else(|| auth.target.clone());
     tracker.set_phase("resolving");
     let base = match &spec.base {
@@ -73,7 +73,7 @@ pub async fn run(
     };
 
     tracker.set_phase("building");
-    let work = PrivateDir::create(&env.config.tmp_dir(), &format!("build-{job_id}")).await?;
+    let work = private_dir(&env.config.tmp_dir(), &format!("build-{job_id}")).await?;
     let layer_path = work.path().join("layer");
     let built = build_layer(
         &spec.source,
@@ -86,8 +86,7 @@ pub async fn run(
         },
         cancel,
     )
-    .await
-    .map_err(|e| JobError::new(e.code(), e.to_string()))?;
+    .await?;
 
     let created = match spec.source_date_epoch {
         Some(epoch) => epoch_rfc3339(epoch).ok_or_else(|| {
@@ -142,20 +141,23 @@ pub async fn run(
             tracker,
             cancel,
         )
-        .await?;
-    Ok(json!({
-        "target": spec.target.to_string(),
-        "digest": pushed.digest,
-        "media_type": image.media_type,
-        "platform": platform.to_string(),
-        "config_digest": image.config.descriptor.digest,
-        "layers": image.layers.iter().map(|b| json!({
-            "digest": b.descriptor.digest,
-            "size": b.descriptor.size,
-            "media_type": b.descriptor.media_type,
-        })).collect::<Vec<_>>(),
-        "diff_id": built.diff_id,
-    }))
+        .await;
+    // The built layer is pushed (or the push failed): its folder goes now, awaited.
+    work.remove().await;
+    let pushed = pushed?;
+    Ok(BuildResult {
+        target: spec.target.to_string(),
+        digest: pushed.digest,
+        media_type: image.media_type.clone(),
+        platform: platform.to_string(),
+        config_digest: image.config.descriptor.digest.clone(),
+        layers: image
+            .layers
+            .iter()
+            .map(|b| (&b.descriptor).into())
+            .collect(),
+        diff_id: built.diff_id,
+    })
 }
 
 /// The build's progress names for how each blob got into the target (the API's
@@ -214,7 +216,7 @@ impl OpenBlob for Opener<'_> {
 async fn open(path: &Path) -> Result<tokio::fs::File, JobError> {
     tokio::fs::File::open(path)
         .await
-        .map_err(|e| io_error(format!("opening {}", path.display()), e))
+        .map_err(JobError::io(path))
 }
 
 /// A cached blob's file, read while its pin keeps it from eviction and purge.

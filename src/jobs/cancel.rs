@@ -14,7 +14,7 @@ pub async fn cancellable<T, E: Into<JobError>>(
 ) -> Result<T, JobError> {
     tokio::select! {
         biased;
-        _ = cancel.cancelled() => Err(JobError::new("cancelled", "cancelled")),
+        _ = cancel.cancelled() => Err(JobError::cancelled()),
         result = work => result.map_err(Into::into),
     }
 }

@@ -1,29 +1,27 @@
-//! Domain errors of the rooms below, as the `{code, message}` a failed job reports.
+//! Domain errors of the rooms below, as the `{code, message}` a failed job reports: one
+//! conversion for every error with a stable code.
+
+use std::path::PathBuf;
 
 use super::model::JobError;
-use crate::registry::RegistryError;
-use crate::store::StoreError;
-use crate::unpack::UnpackError;
+use crate::error::{CANCELLED, ErrorCode, FromIo};
 
-impl From<RegistryError> for JobError {
-    fn from(e: RegistryError) -> Self {
+impl<E: ErrorCode> From<E> for JobError {
+    fn from(e: E) -> Self {
         JobError::new(e.code(), e.to_string())
     }
 }
 
-impl From<StoreError> for JobError {
-    fn from(e: StoreError) -> Self {
-        JobError::new(e.code(), e.to_string())
+impl FromIo for JobError {
+    fn from_io(path: PathBuf, source: std::io::Error) -> Self {
+        JobError::new("io_error", format!("{}: {source}", path.display()))
     }
 }
 
-impl From<UnpackError> for JobError {
-    fn from(e: UnpackError) -> Self {
-        JobError::new(e.code(), e.to_string())
+impl JobError {
+    /// The one cancelled error: how a job ends once its cancellation token fired, whichever
+    /// room noticed it first.
+    pub fn cancelled() -> JobError {
+        JobError::new(CANCELLED, "cancelled by request")
     }
-}
-
-/// A local I/O failure while running a job.
-pub fn io_error(what: impl std::fmt::Display, e: std::io::Error) -> JobError {
-    JobError::new("io_error", format!("{what}: {e}"))
 }

@@ -11,9 +11,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::JobEnv;
-use super::errors::io_error;
 use super::model::JobError;
 use super::progress::Tracker;
+use crate::error::FromIo;
+use crate::guard::PathGuard;
 use crate::oci::Descriptor;
 use crate::registry::{Credentials, Reference};
 use crate::store::{Acquired, BlobGuard, BlobWriter};
@@ -109,28 +110,14 @@ impl Fetcher {
     }
 }
 
-/// A job-private folder (for `cache: bypass` blobs), removed when dropped.
-pub struct PrivateDir {
-    path: PathBuf,
-}
-
-impl PrivateDir {
-    pub async fn create(tmp: &Path, name: &str) -> Result<PrivateDir, JobError> {
-        let path = tmp.join(format!("blobs-{name}"));
-        let _ = tokio::fs::remove_dir_all(&path).await;
-        tokio::fs::create_dir_all(&path)
-            .await
-            .map_err(|e| io_error(format!("creating {}", path.display()), e))?;
-        Ok(PrivateDir { path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for PrivateDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
+/// Creates a job-private folder `tmp/blobs-<name>` (for `cache: bypass` blobs, a build's
+/// layer), emptied first; the guard removes it (`remove().await` on the normal path).
+pub async fn private_dir(tmp: &Path, name: &str) -> Result<PathGuard, JobError> {
+    let path = tmp.join(format!("blobs-{name}"));
+    let guard = PathGuard::tree(&path);
+    let _ = tokio::fs::remove_dir_all(&path).await;
+    tokio::fs::create_dir_all(&path)
+        .await
+        .map_err(JobError::io(&path))?;
+    Ok(guard)
 }

@@ -23,10 +23,9 @@ mod worker;
 
 pub use metrics::{BUCKETS as DURATION_BUCKETS, JobMetrics};
 use model::subject;
-pub use model::{Job, JobError, JobEvent, JobKind, JobStatus, LayerProgress, Progress};
+pub use model::{BuildResult, Job, JobError, JobEvent, JobKind, JobStatus, PullResult};
 pub use request::{
-    BuildCompression, BuildRequest, BuildSpec, CacheMode, Layout, PullRequest, PullSpec,
-    RequestError, parse_platform,
+    BuildCompression, BuildRequest, CacheMode, Layout, PullRequest, RequestError, parse_platform,
 };
 
 use std::collections::HashMap;
@@ -63,8 +62,8 @@ pub enum JobsError {
     Db(#[from] sqlx::Error),
 }
 
-impl JobsError {
-    pub fn code(&self) -> &'static str {
+impl crate::error::ErrorCode for JobsError {
+    fn code(&self) -> &'static str {
         match self {
             JobsError::Request(e) => e.code(),
             JobsError::NotFound(_) => "job_not_found",
@@ -154,10 +153,6 @@ impl Jobs {
             }
         }
         Ok(())
-    }
-
-    pub fn db(&self) -> &SqlitePool {
-        &self.inner.db
     }
 
     pub fn env(&self) -> &JobEnv {

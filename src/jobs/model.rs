@@ -1,6 +1,11 @@
 //! The job as clients see it, and the events that carry its changes to listeners.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::oci::{Descriptor, MediaType};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -113,6 +118,54 @@ impl JobError {
     }
 }
 
+/// A succeeded pull's `result`: what was pulled, and where it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullResult {
+    /// The reference as asked for, normalized.
+    pub image: String,
+    /// The image manifest's digest.
+    pub digest: Digest,
+    /// The index's digest when the reference named a multi-platform index, else null.
+    pub index_digest: Option<Digest>,
+    pub dest: PathBuf,
+    pub platform: String,
+    pub layers: Vec<ResultLayer>,
+}
+
+/// A succeeded build's `result`: what was pushed, and where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildResult {
+    pub target: String,
+    /// The pushed manifest's digest.
+    pub digest: Digest,
+    /// The pushed manifest's media type.
+    pub media_type: MediaType,
+    pub platform: String,
+    pub config_digest: Digest,
+    /// Every layer of the image (the base's, then the new one).
+    pub layers: Vec<ResultLayer>,
+    /// The new layer's uncompressed digest.
+    pub diff_id: Digest,
+}
+
+/// One layer of a job's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultLayer {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: MediaType,
+}
+
+impl From<&Descriptor> for ResultLayer {
+    fn from(d: &Descriptor) -> ResultLayer {
+        ResultLayer {
+            digest: d.digest.clone(),
+            size: d.size,
+            media_type: d.media_type.clone(),
+        }
+    }
+}
+
 /// A job, exactly as the API shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Job {
@@ -142,15 +195,6 @@ pub enum JobEvent {
     Progress { id: String, progress: Progress },
 }
 
-impl JobEvent {
-    pub fn job_id(&self) -> &str {
-        match self {
-            JobEvent::State(job) => &job.id,
-            JobEvent::Progress { id, .. } => id,
-        }
-    }
-}
-
 /// RFC 3339 timestamp of now, UTC, millisecond precision.
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
@@ -172,6 +216,58 @@ pub fn subject(request: &serde_json::Value) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_results_keep_the_fields_of_the_json_bodies_they_replace() {
+        let digest: Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        let layer = ResultLayer {
+            digest: digest.clone(),
+            size: 3,
+            media_type: MediaType::OciLayer(crate::oci::Compression::Gzip),
+        };
+        let pull = serde_json::to_value(PullResult {
+            image: "r/a:1".into(),
+            digest: digest.clone(),
+            index_digest: None,
+            dest: "/srv/x".into(),
+            platform: "linux/amd64".into(),
+            layers: vec![layer.clone()],
+        })
+        .unwrap();
+        let layers = serde_json::json!([{
+            "digest": digest, "size": 3, "media_type": layer.media_type.as_str(),
+        }]);
+        assert_eq!(
+            pull,
+            serde_json::json!({
+                "image": "r/a:1", "digest": digest, "index_digest": null, "dest": "/srv/x",
+                "platform": "linux/amd64", "layers": layers,
+            })
+        );
+        let build = serde_json::to_value(BuildResult {
+            target: "r/b:1".into(),
+            digest: digest.clone(),
+            media_type: MediaType::OciManifest,
+            platform: "linux/amd64".into(),
+            config_digest: digest.clone(),
+            layers: vec![layer],
+            diff_id: digest.clone(),
+        })
+        .unwrap();
+        let keys: Vec<_> = build.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(
+            keys,
+            [
+                "config_digest",
+                "diff_id",
+                "digest",
+                "layers",
+                "media_type",
+                "platform",
+                "target"
+            ]
+        );
+    }
 
     #[test]
     fn job_error_messages_are_cut_to_a_few_kib() {

@@ -8,18 +8,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::JobEnv;
 use super::cancel::cancellable;
-use super::errors::io_error;
-use super::fetch::{Fetcher, PrivateDir};
-use super::model::JobError;
+use super::fetch::{Fetcher, private_dir};
+use super::model::{JobError, PullResult};
 use super::progress::Tracker;
 use super::request::{CacheMode, Layout, PullSpec};
 use super::scratch::Scratch;
-use crate::image::{GitHistory, ImageError, LayerCommit, OciLayout};
+use crate::error::FromIo;
+use crate::image::{GitHistory, LayerCommit, OciLayout};
 use crate::oci::{Compression, Descriptor};
 use crate::registry::{Credentials, ManifestKind, ResolvedImage};
 use crate::store::BlobGuard;
@@ -33,7 +32,7 @@ pub async fn run(
     scratch: &Scratch,
     tracker: &Arc<Tracker>,
     cancel: &CancellationToken,
-) -> Result<serde_json::Value, JobError> {
+) -> Result<PullResult, JobError> {
     tracker.set_phase("resolving");
     let image = cancellable(
         cancel,
@@ -75,7 +74,7 @@ pub async fn run(
     let staging = Staging::create(&spec.dest, job_id).await?;
     let blob_dir = match spec.cache {
         CacheMode::Use => None,
-        CacheMode::Bypass => Some(PrivateDir::create(&env.config.tmp_dir(), job_id).await?),
+        CacheMode::Bypass => Some(private_dir(&env.config.tmp_dir(), job_id).await?),
     };
     let fetcher = Fetcher {
         env: env.clone(),
@@ -100,21 +99,24 @@ pub async fn run(
         // Removed now, on the blocking pool; the worker then clears what else the job
         // recorded (the git repository) before the job is reported ended.
         staging.discard().await;
+        if let Some(dir) = blob_dir {
+            dir.remove().await;
+        }
         return Err(e);
     }
     let dest = staging.commit(spec.force).await?;
-    drop(blob_dir);
+    if let Some(dir) = blob_dir {
+        dir.remove().await;
+    }
 
-    Ok(json!({
-        "image": spec.reference.to_string(),
-        "digest": image.manifest.digest,
-        "index_digest": (image.top.digest != image.manifest.digest).then_some(&image.top.digest),
-        "dest": dest,
-        "platform": image.platform.to_string(),
-        "layers": layers.iter().map(|l| json!({
-            "digest": l.digest, "size": l.size, "media_type": l.media_type,
-        })).collect::<Vec<_>>(),
-    }))
+    Ok(PullResult {
+        image: spec.reference.to_string(),
+        digest: image.manifest.digest.clone(),
+        index_digest: (image.top.digest != image.manifest.digest).then(|| image.top.digest.clone()),
+        dest,
+        platform: image.platform.to_string(),
+        layers: layers.iter().map(Into::into).collect(),
+    })
 }
 
 /// Writes the image into the staging folder `tree` in the requested layout, applying (or
@@ -144,7 +146,7 @@ async fn fill(
                 tracker.layer_state(index, "extracting");
                 let file = tokio::fs::File::open(blob.path())
                     .await
-                    .map_err(|e| io_error(format!("opening blob {}", layer.digest), e))?;
+                    .map_err(JobError::io(blob.path()))?;
                 tree.apply_layer(file, compression, cancel).await?;
                 if let Some(git) = &history {
                     let (created, created_by) = created.get(index).cloned().unwrap_or_default();
@@ -165,20 +167,14 @@ async fn fill(
             }
         }
         Layout::Oci => {
-            let layout = OciLayout::create(tree_path).await.map_err(image_error)?;
+            let layout = OciLayout::create(tree_path).await?;
             for (index, layer) in layers.iter().enumerate() {
                 let blob = next_blob(&mut blobs, cancel).await?;
                 tracker.set_phase("writing");
-                layout
-                    .add_blob(&layer.digest, blob.path())
-                    .await
-                    .map_err(image_error)?;
+                layout.add_blob(&layer.digest, blob.path()).await?;
                 tracker.layer_done(index, "done");
             }
-            layout
-                .add_document(&image.config)
-                .await
-                .map_err(image_error)?;
+            layout.add_document(&image.config).await?;
             let ManifestKind::Image { config, .. } = &image.manifest.kind else {
                 return Err(JobError::new(
                     "unsupported_manifest",
@@ -192,12 +188,10 @@ async fn fill(
                     config,
                     layers,
                 )
-                .await
-                .map_err(image_error)?;
+                .await?;
             layout
                 .finish(&manifest, Some(&image.platform), Some(&spec.reference))
-                .await
-                .map_err(image_error)?;
+                .await?;
         }
     }
     Ok(())
@@ -213,13 +207,9 @@ async fn next_blob(
         None => return Err(JobError::new("internal_error", "layer download stopped")),
     };
     if cancel.is_cancelled() {
-        return Err(JobError::new("cancelled", "cancelled"));
+        return Err(JobError::cancelled());
     }
     Ok(blob)
-}
-
-fn image_error(e: ImageError) -> JobError {
-    JobError::new(e.code(), e.to_string())
 }
 
 /// `(created, created_by)` of each layer, from the config's history entries that are not
@@ -263,16 +253,16 @@ impl GitDir {
         // A leftover of this job's own earlier run (recorded, so ours), as `Staging::create`
         // does for the tree.
         remove_scratch(&path).await?;
-        let history = GitHistory::init(tree, &path).await.map_err(image_error)?;
+        let history = GitHistory::init(tree, &path).await?;
         Ok(GitDir { history })
     }
 
     async fn commit(&self, layer: LayerCommit<'_>) -> Result<(), JobError> {
-        self.history.commit_layer(layer).await.map_err(image_error)
+        Ok(self.history.commit_layer(layer).await?)
     }
 
     /// Moves the repository into the tree.
     async fn finish(self) -> Result<(), JobError> {
-        self.history.finish().await.map_err(image_error)
+        Ok(self.history.finish().await?)
     }
 }

@@ -70,8 +70,8 @@ pub enum RequestError {
     Invalid(String),
 }
 
-impl RequestError {
-    pub fn code(&self) -> &'static str {
+impl crate::error::ErrorCode for RequestError {
+    fn code(&self) -> &'static str {
         match self {
             RequestError::Reference(_) => "invalid_reference",
             RequestError::Platform { .. } => "invalid_platform",

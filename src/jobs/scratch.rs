@@ -16,6 +16,7 @@ use sqlx::SqlitePool;
 
 use super::model::JobError;
 use super::table;
+use crate::error::FromIo;
 use crate::unpack::remove_scratch;
 
 /// Records the scratch folders of one job. Cheap to clone.
@@ -36,12 +37,7 @@ impl Scratch {
     /// Records `path` as this job's, to be removed when the job ends. Call it before
     /// creating the folder.
     pub async fn record(&self, path: &Path) -> Result<(), JobError> {
-        let path = std::path::absolute(path).map_err(|e| {
-            JobError::new(
-                "io_error",
-                format!("scratch folder {}: {e}", path.display()),
-            )
-        })?;
+        let path = std::path::absolute(path).map_err(JobError::io(path))?;
         table::add_scratch(&self.db, &self.job_id, &path)
             .await
             .map_err(|e| {

@@ -98,11 +98,9 @@ impl Jobs {
         self.lock_secrets().remove(id);
         let (status, result, error) = match outcome {
             Ok(result) => (JobStatus::Succeeded, Some(result), None),
-            Err(_) if cancel.is_cancelled() => (
-                JobStatus::Cancelled,
-                None,
-                Some(JobError::new("cancelled", "cancelled by request")),
-            ),
+            Err(_) if cancel.is_cancelled() => {
+                (JobStatus::Cancelled, None, Some(JobError::cancelled()))
+            }
             Err(e) => (JobStatus::Failed, None, Some(e)),
         };
         table::finish(&self.inner.db, id, status, result.as_ref(), error.as_ref()).await?;
@@ -136,10 +134,8 @@ async fn run_body(
         JobKind::Pull => {
             let request: PullRequest = serde_json::from_value(job.request.clone())
                 .map_err(|e| JobError::new("invalid_request", format!("stored request: {e}")))?;
-            let spec = request
-                .validate(&env.config.roots)
-                .map_err(|e| JobError::new(e.code(), e.to_string()))?;
-            pull::run(
+            let spec = request.validate(&env.config.roots)?;
+            let result = pull::run(
                 &env,
                 &job.id,
                 spec,
@@ -148,19 +144,25 @@ async fn run_body(
                 &tracker,
                 &cancel,
             )
-            .await
+            .await?;
+            to_value(&result)
         }
         JobKind::Build => {
             let request: BuildRequest = serde_json::from_value(job.request.clone())
                 .map_err(|e| JobError::new("invalid_request", format!("stored request: {e}")))?;
-            let spec = request
-                .validate(&env.config.roots)
-                .map_err(|e| JobError::new(e.code(), e.to_string()))?;
+            let spec = request.validate(&env.config.roots)?;
             let auth = build::BuildAuth {
                 target: secrets.auth,
                 base: secrets.base_auth,
             };
-            build::run(&env, &job.id, spec, auth, &tracker, &cancel).await
+            let result = build::run(&env, &job.id, spec, auth, &tracker, &cancel).await?;
+            to_value(&result)
         }
     }
+}
+
+/// A job body's typed result as the `result` the job row keeps.
+fn to_value(result: &impl serde::Serialize) -> Result<serde_json::Value, JobError> {
+    serde_json::to_value(result)
+        .map_err(|e| JobError::new("internal_error", format!("job result: {e}")))
 }

@@ -276,6 +276,7 @@ pub(super) fn default_dir() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
     use std::os::unix::fs::PermissionsExt;
 
     fn b64(s: &str) -> String {

@@ -157,9 +157,9 @@ impl Clone for RegistryError {
     }
 }
 
-impl RegistryError {
+impl crate::error::ErrorCode for RegistryError {
     /// The stable code the API puts in problem+json and in a failed job's `error.code`.
-    pub fn code(&self) -> &'static str {
+    fn code(&self) -> &'static str {
         match self {
             RegistryError::ManifestUnknown { .. } => "manifest_unknown",
             RegistryError::BlobUnknown { .. } => "blob_unknown",
@@ -174,7 +174,7 @@ impl RegistryError {
             RegistryError::CredentialHelper { .. } => "credential_helper_failed",
             RegistryError::Protocol(_) => "registry_protocol_error",
             RegistryError::Write { .. } => "io_error",
-            RegistryError::Cancelled => "cancelled",
+            RegistryError::Cancelled => crate::error::CANCELLED,
         }
     }
 }

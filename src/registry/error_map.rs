@@ -136,6 +136,7 @@ pub(super) async fn error_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     #[test]
     fn urls_for_humans_lose_query_and_userinfo() {

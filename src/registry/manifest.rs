@@ -169,6 +169,7 @@ impl FetchedManifest {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::error::ErrorCode;
     use crate::oci::Compression;
 
     pub(in crate::registry) const D1: &str =

@@ -51,11 +51,11 @@ mod tests_blob;
 mod tests_push;
 
 pub use auth::Credentials;
-pub use client::{ImageDigest, RegistryClient, RegistryConfig};
+pub use client::{RegistryClient, RegistryConfig};
 pub use error::RegistryError;
 pub use manifest::{FetchedManifest, ManifestKind, ResolvedImage};
 pub use platform::Platform;
 pub use push_image::{
-    BlobPushed, BlobReader, BlobSource, ImageToPush, OpenBlob, PushBlob, PushProgress, PushReport,
+    BlobPushed, BlobReader, BlobSource, ImageToPush, OpenBlob, PushBlob, PushProgress,
 };
 pub use reference::{Reference, ReferenceError};

@@ -96,6 +96,7 @@ pub(super) fn config_platform(image: &str, config: &[u8]) -> Result<Platform, Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
     use crate::registry::manifest::tests::{D1, D2, index_json, parse};
 
     #[test]

@@ -2,6 +2,7 @@
 //! retries, error mapping, digest checks, platform resolution. Blob downloads, redirects
 //! and pushes are in `tests_blob`.
 
+use crate::error::ErrorCode;
 use std::time::Duration;
 
 use super::fake_registry::{Fake, Seen, client, image_manifest, reply};

@@ -1,6 +1,7 @@
 //! Behaviour tests of blob downloads (resume, Range ignored, size checks, cancellation),
 //! redirects (no credentials to another origin) and pushes, against the fake registry.
 
+use crate::error::ErrorCode;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 

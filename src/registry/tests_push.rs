@@ -2,6 +2,7 @@
 //! (HEAD, mount, upload per blob, the manifest last), which blobs are opened, what it
 //! reports, and that a cancel stops it before the next request.
 
+use crate::error::ErrorCode;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;

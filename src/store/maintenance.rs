@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use sqlx::SqlitePool;
 
 use super::state::{Counters, Shared};
-use super::writer::{io_error, remove_quietly};
+use super::writer::remove_quietly;
 use super::{PurgeReport, Store, StoreError, table};
 use crate::digest::{Algorithm, Digest};
+use crate::error::FromIo;
 
 const ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
 
@@ -24,7 +25,7 @@ pub(super) async fn prepare(dir: &Path, db: &SqlitePool) -> Result<(), StoreErro
     let scan_dir = dir.to_path_buf();
     let mut files = tokio::task::spawn_blocking(move || scan(&scan_dir))
         .await
-        .map_err(|join| io_error(dir, io::Error::other(join)))??;
+        .map_err(|join| StoreError::io(dir)(io::Error::other(join)))??;
 
     let mut doomed = Vec::new();
     for (raw, size) in table::all_raw(db).await? {
@@ -54,7 +55,7 @@ pub(super) async fn prepare(dir: &Path, db: &SqlitePool) -> Result<(), StoreErro
 fn scan(dir: &Path) -> Result<HashMap<Digest, (PathBuf, u64)>, StoreError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| io_error(&path, source)
+        move |source| StoreError::io(&path)(source)
     };
     let tmp = dir.join("tmp");
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
@@ -163,7 +164,9 @@ impl Store {
         };
         let path = self.blob_path(digest);
         match tokio::fs::remove_file(&path).await {
-            Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(io_error(&path, err)),
+            Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                return Err(StoreError::io(&path)(err));
+            }
             _ => {}
         }
         let removed = table::delete(&self.shared.db, digest).await?;

@@ -15,12 +15,12 @@ mod writer;
 
 pub use writer::BlobWriter;
 
+use crate::error::FromIo;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sqlx::SqlitePool;
-use tokio::io::AsyncWriteExt;
 
 use crate::digest::Digest;
 use state::{Counters, Pin, Shared, Work};
@@ -49,8 +49,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
 }
 
-impl StoreError {
-    pub fn code(&self) -> &'static str {
+impl crate::error::ErrorCode for StoreError {
+    fn code(&self) -> &'static str {
         match self {
             StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. } => {
                 "digest_mismatch"
@@ -58,6 +58,12 @@ impl StoreError {
             StoreError::Io { .. } => "io_error",
             StoreError::Db(_) => "internal_error",
         }
+    }
+}
+
+impl crate::error::FromIo for StoreError {
+    fn from_io(path: PathBuf, source: std::io::Error) -> Self {
+        StoreError::Io { path, source }
     }
 }
 
@@ -117,9 +123,11 @@ impl BlobGuard {
     pub fn path(&self) -> &Path {
         &self.path
     }
+    #[cfg(test)]
     pub fn digest(&self) -> &Digest {
         &self.digest
     }
+    #[cfg(test)]
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -296,22 +304,24 @@ impl Store {
             Ok(meta) if meta.is_file() && meta.len() == size => Ok(Some(size)),
             Ok(_) => Ok(None),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(writer::io_error(&path, source)),
+            Err(source) => Err(StoreError::io(&path)(source)),
         }
     }
 
-    /// Caches a small document (manifest, config) already held in memory, pinned.
-    /// Its digest is checked again on the way in, like any other blob's.
+    /// Caches a small document already held in memory, pinned; its digest is checked
+    /// again on the way in, like any other blob's. Only the tests put blobs in this way.
+    #[cfg(test)]
     pub async fn insert_bytes(
         &self,
         digest: &Digest,
         bytes: &[u8],
     ) -> Result<BlobGuard, StoreError> {
+        use tokio::io::AsyncWriteExt;
         match self.acquire(digest, Some(bytes.len() as u64)).await? {
             Acquired::Ready(guard) => Ok(guard),
             Acquired::Fetch(mut writer) => {
                 if let Err(source) = writer.write_all(bytes).await {
-                    return Err(writer::io_error(&self.blob_path(digest), source));
+                    return Err(StoreError::io(self.blob_path(digest))(source));
                 }
                 writer.commit().await
             }

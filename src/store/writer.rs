@@ -19,11 +19,15 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::state::{Counters, Shared, Slot};
 use super::{BlobGuard, Store, StoreError, table};
 use crate::digest::{Digest, HashingWriter};
+use crate::error::FromIo;
+use crate::guard::PathGuard;
 
 /// An `AsyncWrite` into a temporary file, hashing as it goes.
 pub struct BlobWriter {
     out: HashingWriter<File>,
-    temp: TempFile,
+    /// Removed inline when dropped: it must be gone before `target`'s fetch slot is
+    /// released (fields drop in order), even without a runtime.
+    temp: PathGuard,
     digest: Digest,
     size: Option<u64>,
     target: Target,
@@ -46,7 +50,7 @@ impl BlobWriter {
     ) -> Result<BlobWriter, StoreError> {
         tokio::fs::create_dir_all(dir)
             .await
-            .map_err(|source| io_error(dir, source))?;
+            .map_err(StoreError::io(dir))?;
         let temp = dir.join(format!(".{}", temp_name(digest)));
         let target = Target::Standalone {
             dir: dir.to_path_buf(),
@@ -76,10 +80,10 @@ impl BlobWriter {
             .create_new(true)
             .open(&path)
             .await
-            .map_err(|source| io_error(&path, source))?;
+            .map_err(StoreError::io(&path))?;
         Ok(BlobWriter {
             out: HashingWriter::new(file, digest.algorithm()),
-            temp: TempFile { path, armed: true },
+            temp: PathGuard::file(path),
             digest: digest.clone(),
             size,
             target,
@@ -89,11 +93,6 @@ impl BlobWriter {
     /// Bytes written so far (where a resumed download starts).
     pub fn written(&self) -> u64 {
         self.out.written()
-    }
-
-    /// The digest this writer must produce.
-    pub fn digest(&self) -> &Digest {
-        &self.digest
     }
 
     /// Checks the digest and size, fsyncs, renames into place, records the blob, and
@@ -114,7 +113,7 @@ impl BlobWriter {
         .await;
         drop(file);
         if let Err(source) = synced {
-            let err = io_error(&temp.path, source);
+            let err = StoreError::io(temp.path())(source);
             temp.remove().await;
             return Err(err);
         }
@@ -197,7 +196,7 @@ impl fmt::Debug for BlobWriter {
             .field("digest", &self.digest)
             .field("size", &self.size)
             .field("written", &self.out.written())
-            .field("temp", &self.temp.path)
+            .field("temp", &self.temp.path())
             .finish_non_exhaustive()
     }
 }
@@ -215,26 +214,19 @@ fn temp_name(digest: &Digest) -> String {
 
 /// Renames the verified temporary file to `path` (atomically replacing any equal copy)
 /// and fsyncs the folder so the name survives a crash.
-async fn publish(temp: TempFile, path: &Path) -> Result<(), StoreError> {
+async fn publish(temp: PathGuard, path: &Path) -> Result<(), StoreError> {
     let parent = path.parent().unwrap_or(Path::new("."));
     if let Err(source) = tokio::fs::create_dir_all(parent).await {
         temp.remove().await;
-        return Err(io_error(parent, source));
+        return Err(StoreError::io(parent)(source));
     }
-    if let Err(source) = tokio::fs::rename(&temp.path, path).await {
+    if let Err(source) = tokio::fs::rename(temp.path(), path).await {
         temp.remove().await;
-        return Err(io_error(path, source));
+        return Err(StoreError::io(path)(source));
     }
-    temp.disarm();
+    temp.keep();
     let synced = async { File::open(parent).await?.sync_all().await }.await;
-    synced.map_err(|source| io_error(parent, source))
-}
-
-pub(super) fn io_error(path: &Path, source: io::Error) -> StoreError {
-    StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    synced.map_err(StoreError::io(parent))
 }
 
 /// Removes a file whose removal failing changes nothing for the caller (the next
@@ -243,33 +235,6 @@ pub(super) async fn remove_quietly(path: &Path) {
     if let Err(err) = tokio::fs::remove_file(path).await {
         if err.kind() != io::ErrorKind::NotFound {
             tracing::warn!(path = %path.display(), error = %err, "could not remove cache file");
-        }
-    }
-}
-
-/// A temporary file's path that removes the file on drop unless disarmed.
-struct TempFile {
-    path: PathBuf,
-    armed: bool,
-}
-
-impl TempFile {
-    async fn remove(mut self) {
-        self.armed = false;
-        remove_quietly(&self.path).await;
-    }
-
-    fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if self.armed {
-            // Synchronous on purpose: one unlink, and it must be done before the fetch
-            // slot is released (fields drop in order) even without a runtime.
-            let _ = std::fs::remove_file(&self.path);
         }
     }
 }

@@ -11,6 +11,7 @@
 //! header. A parent that did not exist before the entry (created implicitly, mode 0755)
 //! keeps the times of its creation, and so does whatever held it, as with umoci.
 
+use crate::error::FromIo;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
@@ -124,10 +125,7 @@ struct Layer<'a> {
 
 /// An I/O error on the entry `name`.
 fn io_err(name: &EntryName) -> impl Fn(std::io::Error) -> UnpackError + '_ {
-    move |source| UnpackError::Io {
-        path: PathBuf::from(name.display()),
-        source,
-    }
+    move |source| UnpackError::from_io(PathBuf::from(name.display()), source)
 }
 
 fn bad(name: &EntryName, reason: impl Into<String>) -> UnpackError {

@@ -38,6 +38,7 @@ use rustix::fs::{Mode, Timespec, Timestamps};
 use tokio::io::AsyncRead;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::FromIo;
 use crate::oci::Compression;
 use fsops::Root;
 
@@ -57,14 +58,20 @@ pub enum UnpackError {
     Cancelled,
 }
 
-impl UnpackError {
-    pub fn code(&self) -> &'static str {
+impl crate::error::ErrorCode for UnpackError {
+    fn code(&self) -> &'static str {
         match self {
             UnpackError::Io { .. } => "io_error",
             UnpackError::BadEntry { .. } => "invalid_layer",
             UnpackError::DestExists(_) => "dest_exists",
-            UnpackError::Cancelled => "cancelled",
+            UnpackError::Cancelled => crate::error::CANCELLED,
         }
+    }
+}
+
+impl crate::error::FromIo for UnpackError {
+    fn from_io(path: PathBuf, source: std::io::Error) -> Self {
+        UnpackError::Io { path, source }
     }
 }
 
@@ -110,10 +117,7 @@ impl Tree {
     /// 0755, owned by root (with `same_owner`), times at the epoch (a layer's `./` entry,
     /// if any, then sets its own).
     pub fn open(root: &Path, options: UnpackOptions) -> Result<Tree, UnpackError> {
-        let io = |source: std::io::Error| UnpackError::Io {
-            path: root.to_path_buf(),
-            source,
-        };
+        let io = |source| UnpackError::from_io(root.to_path_buf(), source);
         let tree_root = Root::open(root).map_err(io)?;
         let fd = tree_root.fd();
         if options.same_owner {
@@ -181,9 +185,6 @@ impl Tree {
             .await
             .map_err(std::io::Error::other)
             .and_then(|r| r.map_err(std::io::Error::from));
-        synced.map_err(|source| UnpackError::Io {
-            path: self.path,
-            source,
-        })
+        synced.map_err(UnpackError::io(self.path))
     }
 }

@@ -17,27 +17,21 @@ use rustix::io::Errno;
 
 use super::UnpackError;
 use super::fsops::remove_tree;
+use crate::error::FromIo;
+use crate::guard::PathGuard;
 
 const PREFIX: &str = ".hoist-staging-";
 
 /// A folder beside `dest` (same filesystem, so the final rename is atomic) that is removed
-/// when dropped uncommitted: a failed or cancelled job leaves `dest` as it was.
+/// when dropped uncommitted (by the one guard's drop rule, `crate::guard`): a failed or
+/// cancelled job leaves `dest` as it was.
 pub struct Staging {
-    path: PathBuf,
+    tree: PathGuard,
     dest: PathBuf,
-    /// False once committed: nothing left to clean up.
-    armed: bool,
-}
-
-fn io_error(path: &Path) -> impl Fn(io::Error) -> UnpackError + '_ {
-    move |source| UnpackError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 fn invalid(path: &Path, what: &str) -> UnpackError {
-    io_error(path)(io::Error::new(
+    UnpackError::io(path)(io::Error::new(
         io::ErrorKind::InvalidInput,
         what.to_string(),
     ))
@@ -52,7 +46,7 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(io::Error::other)
         .and_then(|r| r)
-        .map_err(io_error(path))
+        .map_err(UnpackError::io(path))
 }
 
 impl Staging {
@@ -89,21 +83,20 @@ impl Staging {
         })
         .await?;
         Ok(Staging {
-            path,
+            tree: PathGuard::tree_with(path, remove_tree),
             dest: dest.to_path_buf(),
-            armed: true,
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.tree.path()
     }
 
     /// Moves the staged tree to `dest`. An existing `dest` is a `DestExists` error unless
     /// `force`, then the old tree is swapped out atomically (renameat2 RENAME_EXCHANGE) and
     /// removed afterwards.
-    pub async fn commit(mut self, force: bool) -> Result<PathBuf, UnpackError> {
-        let (from, to) = (self.path.clone(), self.dest.clone());
+    pub async fn commit(self, force: bool) -> Result<PathBuf, UnpackError> {
+        let (from, to) = (self.path().to_path_buf(), self.dest.clone());
         let swapped = blocking(&self.dest, move || {
             match rustix::fs::renameat_with(CWD, &from, CWD, &to, RenameFlags::NOREPLACE) {
                 Ok(()) => return Ok(Some(false)),
@@ -136,20 +129,13 @@ impl Staging {
                 Err(UnpackError::DestExists(dest))
             }
             Ok(Some(replaced)) => {
-                self.armed = false;
                 if replaced {
                     // The old tree now sits at the staging path.
-                    let old = self.path.clone();
-                    if let Err(e) = blocking(&old, {
-                        let old = old.clone();
-                        move || remove_tree(&old)
-                    })
-                    .await
-                    {
-                        tracing::warn!(error = %e, "the replaced tree could not be removed");
-                    }
+                    self.tree.remove().await;
+                } else {
+                    self.tree.keep();
                 }
-                Ok(self.dest.clone())
+                Ok(self.dest)
             }
         }
     }
@@ -158,42 +144,8 @@ impl Staging {
 impl Staging {
     /// Removes the staged tree now (a failed or cancelled job), so that nothing of it is
     /// left once the job is reported ended.
-    pub async fn discard(mut self) {
-        self.armed = false;
-        let path = std::mem::take(&mut self.path);
-        let result = blocking(&path, {
-            let path = path.clone();
-            move || remove_tree(&path)
-        })
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(path = %path.display(), error = %e, "staging folder not removed");
-        }
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let path = std::mem::take(&mut self.path);
-        let remove = move || {
-            if let Err(e) = remove_tree(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "staging folder not removed");
-            }
-        };
-        // Never block a runtime worker: inside a runtime, remove from a thread of its own.
-        if tokio::runtime::Handle::try_current().is_ok() {
-            let spawned = std::thread::Builder::new()
-                .name("hoist-staging-rm".into())
-                .spawn(remove);
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "no thread to remove a staging folder");
-            }
-        } else {
-            remove();
-        }
+    pub async fn discard(self) {
+        self.tree.remove().await;
     }
 }
 
@@ -219,6 +171,7 @@ pub async fn remove_scratch(path: &Path) -> Result<(), UnpackError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     async fn staged(dest: &Path, tag: &str, file: &str) -> Staging {
         let staging = Staging::create(dest, tag).await.unwrap();

@@ -4,6 +4,7 @@
 //! each row runs in a temp dir holding `root/` and an `outside/` folder with a canary
 //! file, and everything but `root/` is compared before and after. A new CVE is a new row.
 
+use crate::error::ErrorCode;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

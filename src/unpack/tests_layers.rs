@@ -1,6 +1,7 @@
 //! What layers do to a tree: whiteouts, links, modes, owners, special files, long names,
 //! compression and times, each checked on a temporary tree (the tests run as root).
 
+use crate::error::ErrorCode;
 use std::fs;
 use std::io::Cursor;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};

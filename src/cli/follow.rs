@@ -11,7 +11,7 @@ use super::{Api, Display};
 
 /// Follows job `id` and returns it as it ended. Falls back to long polling when the event
 /// stream breaks.
-pub async fn follow(api: &Api, id: &str, display: Display) -> anyhow::Result<Value> {
+pub(super) async fn follow(api: &Api, id: &str, display: Display) -> anyhow::Result<Value> {
     let mut view = View::new(display, id);
     let resp = api
         .send(Method::GET, &format!("/jobs/{id}/events"), None)

@@ -74,7 +74,7 @@ pub struct Api {
 
 impl Api {
     /// Sends a request; returns the response with its body unread (for event streams).
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,

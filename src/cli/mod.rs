@@ -4,14 +4,19 @@
 
 mod follow;
 mod http;
+mod request;
 
 pub use http::{Api, ClientError, Daemon};
+pub use request::{BuildArgs, PullArgs};
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 
 use hyper::Method;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::jobs::{BuildResult, PullResult};
 
 /// Connection options shared by every client subcommand.
 #[derive(Clone, Debug, clap::Args)]
@@ -29,42 +34,9 @@ pub struct Connection {
     pub token: Option<String>,
 }
 
-/// Registry credentials for one job; never printed.
-#[derive(Clone, Debug, Default, clap::Args)]
-pub struct CredsArgs {
-    /// registry credentials as USER:PASSWORD
-    #[arg(long, value_name = "USER:PASSWORD")]
-    pub creds: Option<String>,
-    /// a file holding USER:PASSWORD, or a GCR JSON key (sent as user _json_key)
-    #[arg(long, value_name = "FILE", conflicts_with = "creds")]
-    pub creds_file: Option<PathBuf>,
-}
-
-impl CredsArgs {
-    pub fn to_auth(&self) -> anyhow::Result<Option<Value>> {
-        let text = match (&self.creds, &self.creds_file) {
-            (Some(c), _) => c.clone(),
-            (None, Some(f)) => std::fs::read_to_string(f)
-                .map_err(|e| anyhow::anyhow!("reading credentials file {}: {e}", f.display()))?,
-            (None, None) => return Ok(None),
-        };
-        let trimmed = text.trim();
-        if trimmed.starts_with('{') {
-            // A service-account JSON key: GCR and Artifact Registry take it as the password.
-            return Ok(Some(
-                json!({ "username": "_json_key", "password": trimmed }),
-            ));
-        }
-        let (user, pass) = trimmed
-            .split_once(':')
-            .ok_or_else(|| anyhow::anyhow!("credentials must be USER:PASSWORD"))?;
-        Ok(Some(json!({ "username": user, "password": pass })))
-    }
-}
-
 /// How to show a followed job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Display {
+pub(crate) enum Display {
     /// Progress bars (stderr is a terminal, not CI).
     Bars,
     /// One line per change.
@@ -72,7 +44,7 @@ pub enum Display {
 }
 
 impl Display {
-    pub fn detect() -> Display {
+    pub(crate) fn detect() -> Display {
         let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
         if std::io::stderr().is_terminal() && !ci {
             Display::Bars
@@ -82,13 +54,27 @@ impl Display {
     }
 }
 
-/// Submits a job (`/pulls` or `/builds`) and follows it to its end unless `detach`.
-pub async fn submit_and_follow(
+/// `hoist pull`: submits the pull and follows it to its end unless `--detach`.
+pub async fn pull(api: &Api, args: &PullArgs) -> anyhow::Result<()> {
+    let body = args.to_request()?;
+    submit_and_follow::<PullResult>(api, "/pulls", &body, args.detach).await
+}
+
+/// `hoist build`: submits the build and follows it to its end unless `--detach`.
+pub async fn build(api: &Api, args: &BuildArgs) -> anyhow::Result<()> {
+    let body = args.to_request()?;
+    submit_and_follow::<BuildResult>(api, "/builds", &body, args.detach).await
+}
+
+/// Submits a job (`/pulls` or `/builds`) and follows it to its end unless `detach`; `R`
+/// is the job's typed result.
+async fn submit_and_follow<R: Summary + DeserializeOwned>(
     api: &Api,
     path: &str,
-    body: Value,
+    body: &impl Serialize,
     detach: bool,
 ) -> anyhow::Result<()> {
+    let body = serde_json::to_value(body)?;
     let (_, job) = api.call(Method::POST, path, Some(&body)).await?;
     let id = job["id"].as_str().unwrap_or_default().to_string();
     if detach {
@@ -97,7 +83,9 @@ pub async fn submit_and_follow(
     }
     let end = follow::follow(api, &id, Display::detect()).await?;
     if std::io::stdout().is_terminal() {
-        print_summary(&end["result"]);
+        if let Ok(result) = R::deserialize(&end["result"]) {
+            println!("{}", result.summary());
+        }
     } else {
         print_json(&end["result"]);
     }
@@ -120,17 +108,24 @@ pub async fn call_and_print(api: &Api, method: Method, path: &str) -> anyhow::Re
 }
 
 /// One line for a person: what was pulled or pushed, and its digest.
-fn print_summary(result: &Value) {
-    let text = |k: &str| result[k].as_str().unwrap_or("").to_string();
-    if result["dest"].is_string() {
-        println!(
+trait Summary {
+    fn summary(&self) -> String;
+}
+
+impl Summary for PullResult {
+    fn summary(&self) -> String {
+        format!(
             "pulled {} ({}) into {}",
-            text("image"),
-            text("digest"),
-            text("dest")
-        );
-    } else if result["target"].is_string() {
-        println!("pushed {} ({})", text("target"), text("digest"));
+            self.image,
+            self.digest,
+            self.dest.display()
+        )
+    }
+}
+
+impl Summary for BuildResult {
+    fn summary(&self) -> String {
+        format!("pushed {} ({})", self.target, self.digest)
     }
 }
 
