@@ -16,3 +16,7 @@ pub mod serve;
 pub(crate) mod store;
 pub(crate) mod text;
 pub(crate) mod unpack;
+
+/// The routes the daemon serves (the table its router is built from), public so the
+/// OpenAPI test can hold `openapi.yaml` against it.
+pub use api::{ROUTES, Route};

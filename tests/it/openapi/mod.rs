@@ -1,5 +1,5 @@
 //! The daemon's answers match `openapi.yaml`, and `openapi.yaml` documents exactly the
-//! endpoints the router serves (`hoist::api::ROUTES`, the table the router is built from).
+//! endpoints the router serves (`hoist::ROUTES`, the table the router is built from).
 //!
 //! Starts the real `hoist serve` (the harness's [`Hoist`]) with no registry at all: it
 //! exercises every answer that needs none, plus pulls and look-ups of images on a closed
@@ -20,14 +20,14 @@ use spec::Spec;
 
 #[test]
 fn spec_documents_exactly_the_routed_endpoints() {
-    let routed: BTreeSet<(String, String)> = hoist::api::ROUTES
+    let routed: BTreeSet<(String, String)> = hoist::ROUTES
         .iter()
         .map(|r| (r.method.to_string(), r.path.to_string()))
         .collect();
     assert_eq!(
         routed.len(),
-        hoist::api::ROUTES.len(),
-        "a route is listed twice in hoist::api::ROUTES"
+        hoist::ROUTES.len(),
+        "a route is listed twice in hoist::ROUTES"
     );
     let documented = Spec::load().operations();
     let undocumented: Vec<_> = routed.difference(&documented).collect();
