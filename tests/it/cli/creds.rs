@@ -218,3 +218,99 @@ async fn creds_file_with_a_json_key_is_sent_as_user_json_key() {
         .fails();
     assert!(ran.error().contains("unauthorized"), "{}", ran.stderr);
 }
+
+/// `hoist build` has every field of `POST /builds`: on a registry with htpasswd auth, a
+/// build on top of a private base with `--creds` for the target and `--base-creds` for the
+/// base, and every config flag; the pushed config says what the flags said, the stored
+/// request holds every field, and the password shows nowhere.
+#[tokio::test]
+async fn build_takes_every_api_field_and_both_credentials() {
+    let world = World::builder()
+        .auth(RegistryAuth::basic("alice", PASSWORD))
+        .start()
+        .await;
+    world.push(&SMALL, "cli/base:1", Format::Oci);
+    let src = world.root().join("app");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("hello.txt"), "built with every flag\n").unwrap();
+    let cli = Cli::new(&world.hoist.base_url(), Via::Flag);
+    let creds = format!("alice:{PASSWORD}");
+    let target = world.image("cli/full:1");
+    let built = cli.ok(&[
+        "build",
+        "app",
+        &target,
+        "--base",
+        &world.image("cli/base:1"),
+        "--entrypoint",
+        "/bin/app",
+        "--cmd",
+        "serve",
+        "--env",
+        "K=V",
+        "--working-dir",
+        "/srv",
+        "--user",
+        "1000:1000",
+        "--label",
+        "team=x",
+        "--expose",
+        "8080/tcp",
+        "--compression",
+        "zstd",
+        "--keep-owners",
+        "--source-date-epoch",
+        "7",
+        "--creds",
+        &creds,
+        "--base-creds",
+        &creds,
+    ]);
+    let digest = built.json()["digest"].as_str().expect("digest").to_owned();
+    let id = cli.ok(&["jobs", "--kind", "build"]).lines()[0]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let job = cli.ok(&["job", &id]).json();
+    let request = &job["request"];
+    assert_eq!(request["base"], world.image("cli/base:1").as_str(), "{job}");
+    assert_eq!(request["compression"], "zstd", "{job}");
+    assert_eq!(request["keep_owners"], true, "{job}");
+    assert_eq!(request["source_date_epoch"], 7, "{job}");
+    assert_eq!(
+        request["config"],
+        json!({"entrypoint": ["/bin/app"], "cmd": ["serve"], "env": ["K=V"],
+               "working_dir": "/srv", "user": "1000:1000", "labels": {"team": "x"},
+               "exposed_ports": ["8080/tcp"]}),
+        "{job}"
+    );
+
+    // skopeo is the judge of what was pushed (`hoist inspect` takes no credentials yet)
+    let pushed = common::image::inspect(&world.registry, "cli/full:1", None);
+    assert_eq!(pushed["Digest"], digest.as_str(), "{pushed}");
+    let manifest: Value =
+        serde_json::from_slice(&common::image::inspect_raw(&world.registry, "cli/full:1"))
+            .expect("manifest JSON");
+    let layers = manifest["layers"].as_array().expect("layers");
+    assert!(layers.len() >= 2, "base layers and the new one: {manifest}");
+    assert!(
+        layers.last().unwrap()["mediaType"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("+zstd")),
+        "{manifest}"
+    );
+    let config = common::image::inspect_config(&world.registry, "cli/full:1", None);
+    let runtime = &config["config"];
+    assert_eq!(runtime["WorkingDir"], "/srv", "{config}");
+    assert_eq!(runtime["User"], "1000:1000", "{config}");
+    assert_eq!(runtime["Labels"]["team"], "x", "{config}");
+    assert!(
+        runtime["ExposedPorts"].get("8080/tcp").is_some(),
+        "{config}"
+    );
+    assert_eq!(runtime["Entrypoint"], json!(["/bin/app"]), "{config}");
+    assert_eq!(runtime["Cmd"], json!(["serve"]), "{config}");
+    assert_eq!(config["created"], "1970-01-01T00:00:07Z", "{config}");
+    assert_secret_nowhere(&world, &cli, &id, &built, PASSWORD);
+}
