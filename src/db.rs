@@ -1,7 +1,8 @@
 //! The SQLite database: one file in the data folder, WAL mode, migrations applied at start.
 //!
-//! Only the pool lives here; each room keeps its own queries next to its logic
-//! (`jobs/table.rs`, `store`).
+//! Only the pool lives here, opened once by `serve`; each room that needs SQLite takes
+//! the pool and keeps its own queries next to its logic (`jobs/table.rs`,
+//! `store/table.rs`). Not for: queries.
 
 use std::path::Path;
 use std::str::FromStr;

@@ -1,7 +1,7 @@
 //! The one shape of a failure: every domain error enum has a stable machine-readable
 //! code ([`ErrorCode`]), which `api/error.rs` maps to an HTTP status and a failed job
 //! reports as `error.code` (one conversion, `From<E: ErrorCode> for JobError`). Local
-//! I/O failures say which path they were about ([`io_error`]); cancellation is one code,
+//! I/O failures say which path they were about ([`FromIo::io`]); cancellation is one code,
 //! [`CANCELLED`]. Not for: HTTP statuses (`api`), job bookkeeping (`jobs`).
 
 use std::io;

@@ -1,5 +1,8 @@
-//! `hoist serve`: open everything, listen (systemd-inherited socket, TCP or Unix), serve
-//! until SIGTERM/SIGINT (or idle), then stop cleanly.
+//! `hoist serve`: lock the data (and cache) folder, open everything, listen
+//! (systemd-inherited socket, TCP or Unix), serve until SIGTERM/SIGINT (or idle), then
+//! stop cleanly; also the allocator's settings and trimming after jobs.
+//!
+//! Not for: the routes (`api`), settings (`config`), or what a job does (`jobs`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;

@@ -1,7 +1,11 @@
 //! The HTTP API: axum routes, one file per resource, errors as problem+json.
 //!
+//! Every route is a row of [`ROUTES`], the table the router is built from and the
+//! `openapi` test holds `openapi.yaml` against. Every request passes `guard` first.
 //! Handlers parse requests into domain types at the edge and call `jobs` (and, for the
-//! read-only image queries, `registry`). Nothing below this module knows axum.
+//! read-only image queries, `registry`; for `/cache`, `store`; both through
+//! `Jobs::env`). Nothing below this module knows axum. Not for: deciding what a job does
+//! (`jobs`), or the daemon's listeners and lifetime (`serve`).
 
 mod builds;
 mod cache;

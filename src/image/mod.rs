@@ -2,8 +2,12 @@
 //! OCI image layout folders, and the `git` layout's history.
 //!
 //! These are pure building blocks: they are given paths, digests and documents and
-//! return bytes, files and digests. They know nothing of HTTP, registries (no pushing,
-//! no fetching), the blob cache's bookkeeping or job ids; `jobs` wires them together.
+//! return bytes, files and digests. They know nothing of HTTP, the blob cache's
+//! bookkeeping or job ids, and make no registry request (no pushing, no fetching);
+//! `jobs` wires them together. They do use `registry`'s types: `Platform` and
+//! `Reference`, and the push vocabulary (`ImageToPush`, `PushBlob`, `BlobSource`) that
+//! `assemble` fills and `registry::RegistryClient::push_image` consumes (the one arrow
+//! from `image` to `registry`, see ARCHITECTURE.md).
 //! Not for: applying layers to a tree (see `unpack`) or parsing pulled manifests (see
 //! `registry`).
 //!

@@ -1,5 +1,6 @@
 //! Domain errors of the rooms below, as the `{code, message}` a failed job reports: one
-//! conversion for every error with a stable code.
+//! conversion for every error with a stable code, the job's `io_error` for local I/O
+//! failures, and the one cancelled error. Not for: HTTP statuses (`api/error.rs`).
 
 use std::path::PathBuf;
 

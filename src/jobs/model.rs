@@ -1,4 +1,7 @@
-//! The job as clients see it, and the events that carry its changes to listeners.
+//! The job as clients see it, and the events that carry its changes to listeners: wire
+//! types, serialized as the API answers them. The typed results (`PullResult`,
+//! `BuildResult`) are shared with the CLI, which reads them back. Not for: the stored
+//! row's queries (`table.rs`) or requests (`request.rs`).
 
 use std::path::PathBuf;
 

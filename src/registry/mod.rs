@@ -2,7 +2,7 @@
 //!
 //! Knows HTTP and registries; knows nothing of jobs, the cache or the filesystem
 //! layout of a pull. Callers hand it a [`Reference`] and get typed answers or a
-//! [`RegistryError`] with a stable [`RegistryError::code`].
+//! [`RegistryError`] with a stable code (`crate::error::ErrorCode`).
 //!
 //! Map: `reference`, `platform`, `manifest` and `select` parse and choose; `client`
 //! (manifests, resolve), `blob` (downloads), `push` (one request each: HEAD, mount,
