@@ -1,4 +1,4 @@
-//! The systemd units shipped in `contrib/`: they pass `systemd-analyze verify` and
+//! The systemd units shipped in `systemd/`: they pass `systemd-analyze verify` and
 //! `security`, declare notify, state, cache, socket and hardening; the Unix socket
 //! listener's mode and clean-up.
 
