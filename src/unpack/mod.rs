@@ -23,6 +23,8 @@ mod staging;
 mod whiteout;
 
 #[cfg(test)]
+mod tar_builder;
+#[cfg(test)]
 mod test_tar;
 #[cfg(test)]
 mod tests_breakouts;

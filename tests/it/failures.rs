@@ -186,12 +186,12 @@ fn rows(out: &str, up: &str) -> Vec<Row> {
         },
         Row {
             name: "dotdot file to a folder outside the roots",
-            layers: vec![vec![E::file(&format!("{up}/victim.txt"), b"pwned")]],
+            layers: vec![vec![E::file(format!("{up}/victim.txt"), b"pwned")]],
             outcome: Contained,
         },
         Row {
             name: "deep dotdot path to an absolute folder",
-            layers: vec![vec![E::file(&format!("a/{deep}/new-file"), b"pwned")]],
+            layers: vec![vec![E::file(format!("a/{deep}/new-file"), b"pwned")]],
             outcome: Contained,
         },
         Row {
@@ -201,7 +201,7 @@ fn rows(out: &str, up: &str) -> Vec<Row> {
         },
         Row {
             name: "absolute name of a new file",
-            layers: vec![vec![E::file(&format!("{out}/created"), b"pwned")]],
+            layers: vec![vec![E::file(format!("{out}/created"), b"pwned")]],
             outcome: Contained,
         },
         Row {
@@ -254,10 +254,7 @@ fn rows(out: &str, up: &str) -> Vec<Row> {
             name: "symlink to a folder, then a directory of the same name",
             layers: vec![vec![
                 E::symlink("d", out),
-                E::Dir {
-                    name: "d".into(),
-                    mode: 0o777,
-                },
+                E::dir("d").mode(0o777),
                 E::file("d/new-file", b"pwned"),
             ]],
             outcome: Contained,
@@ -274,7 +271,7 @@ fn rows(out: &str, up: &str) -> Vec<Row> {
         },
         Row {
             name: "hardlink up and out",
-            layers: vec![vec![E::hardlink("hl", &format!("{up}/victim.txt"))]],
+            layers: vec![vec![E::hardlink("hl", format!("{up}/victim.txt"))]],
             outcome: Refused,
         },
         Row {
@@ -318,16 +315,13 @@ fn rows(out: &str, up: &str) -> Vec<Row> {
             name: "whiteout with an absolute name",
             layers: vec![
                 vec![E::file("keep", b"k")],
-                vec![E::file(&format!("{out}/.wh.victim.txt"), b"")],
+                vec![E::file(format!("{out}/.wh.victim.txt"), b"")],
             ],
             outcome: Contained,
         },
         Row {
             name: "entry named only ..",
-            layers: vec![vec![E::Dir {
-                name: "..".into(),
-                mode: 0o777,
-            }]],
+            layers: vec![vec![E::dir("..").mode(0o777)]],
             outcome: Contained,
         },
     ]

@@ -44,7 +44,7 @@ fn header(name: &[u8], typeflag: u8, size: u64, link: &[u8]) -> Vec<u8> {
         size,
         mtime: 1_600_000_000,
         link,
-        gnu: false,
+        ..Header::default()
     }
     .bytes()
 }
