@@ -26,22 +26,27 @@ use tokio_util::sync::CancellationToken;
 
 use super::bounded::{Bounded, HEADER_BYTES_MAX, HeaderBudget};
 use super::fsops::{Root, is_dir, lstat_at, open_child_dir, remove_all_at, times_of};
+use super::hashing::HashingReader;
 use super::header::{EntryHead, Kind, unreadable};
 use super::meta::{MetaWriter, Node};
 use super::names::{EntryName, Whiteout, child};
 use super::whiteout::{UpperPaths, remove_lower, remove_lower_children};
 use super::{LayerStats, UnpackError, UnpackOptions};
+use crate::digest::Algorithm;
 use crate::oci::Compression;
 
 /// Read size for the blob and for file contents.
 const CHUNK: usize = 64 * 1024;
 
-/// Applies the layer `blob` to the tree at `root`. Call on a blocking-pool thread.
+/// Applies the layer `blob` to the tree at `root`, hashing its whole uncompressed stream
+/// with `diff_id` (the layer's diff_id, for the caller to check). Call on a blocking-pool
+/// thread.
 pub(super) async fn apply_layer<R: AsyncRead + Unpin + Send>(
     root: &Root,
     options: UnpackOptions,
     blob: R,
     declared: Compression,
+    diff_id: Algorithm,
     cancel: &CancellationToken,
 ) -> Result<LayerStats, UnpackError> {
     let mut reader = BufReader::with_capacity(CHUNK, blob);
@@ -68,14 +73,15 @@ pub(super) async fn apply_layer<R: AsyncRead + Unpin + Send>(
         }
     };
     let budget = HeaderBudget::default();
-    let mut archive = Archive::new(Bounded::new(decoded, budget.clone()));
+    let hashed = HashingReader::new(Bounded::new(decoded, budget.clone()), diff_id);
+    let mut archive = Archive::new(hashed);
     let mut entries = archive.entries().map_err(unreadable)?;
     let mut layer = Layer {
         root,
         options,
         upper: UpperPaths::default(),
         meta: MetaWriter::new(options.same_owner),
-        stats: LayerStats::default(),
+        stats: Counts::default(),
         buf: vec![0; CHUNK],
     };
     loop {
@@ -99,7 +105,30 @@ pub(super) async fn apply_layer<R: AsyncRead + Unpin + Send>(
         layer.apply_entry(&mut entry, cancel).await?;
         layer.drain(&mut entry, cancel).await?;
     }
-    Ok(layer.stats)
+    // The archive ended; what follows its end blocks is part of the diff_id too.
+    drop(entries);
+    let Ok(hashed) = archive.into_inner() else {
+        unreachable!("every entry was dropped, so the archive has no other owner")
+    };
+    let Some(diff_id) = hashed
+        .finish(&mut layer.buf, cancel)
+        .await
+        .map_err(unreadable)?
+    else {
+        return Err(UnpackError::Cancelled);
+    };
+    Ok(LayerStats {
+        entries: layer.stats.entries,
+        bytes: layer.stats.bytes,
+        diff_id,
+    })
+}
+
+/// What [`LayerStats`] counts while the layer is applied.
+#[derive(Default)]
+struct Counts {
+    entries: u64,
+    bytes: u64,
 }
 
 /// One entry's headers are over the budget: a GNU long name or link, PAX records or a
@@ -119,7 +148,7 @@ struct Layer<'a> {
     options: UnpackOptions,
     upper: UpperPaths,
     meta: MetaWriter,
-    stats: LayerStats,
+    stats: Counts,
     buf: Vec<u8>,
 }
 

@@ -16,6 +16,7 @@
 mod apply;
 mod bounded;
 mod fsops;
+mod hashing;
 mod header;
 mod meta;
 mod names;
@@ -40,6 +41,7 @@ use rustix::fs::{Mode, Timespec, Timestamps};
 use tokio::io::AsyncRead;
 use tokio_util::sync::CancellationToken;
 
+use crate::digest::{Algorithm, Digest};
 use crate::error::FromIo;
 use crate::oci::Compression;
 use fsops::Root;
@@ -98,12 +100,16 @@ impl UnpackOptions {
 }
 
 /// What one layer did.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LayerStats {
     /// Entries applied, whiteouts included (PAX global headers are not entries).
     pub entries: u64,
     /// Bytes of regular-file contents written (uncompressed).
     pub bytes: u64,
+    /// The digest of the whole uncompressed stream (to the end, past the archive's end
+    /// blocks): what an image config lists in `rootfs.diff_ids`. Checking it is the
+    /// caller's business.
+    pub diff_id: Digest,
 }
 
 /// A tree being built, layer by layer, in a folder (normally a [`Staging`] folder).
@@ -145,13 +151,15 @@ impl Tree {
 
     /// Applies one layer blob on top of what is there: whiteouts and opaque markers remove
     /// what lower layers put there. `compression` is the media type's claim; the blob's
-    /// first bytes decide (see [`Compression::sniff`]). Runs on the blocking pool; stops
+    /// first bytes decide (see [`Compression::sniff`]). The uncompressed stream is hashed
+    /// with `diff_id` into [`LayerStats::diff_id`]. Runs on the blocking pool; stops
     /// with `Cancelled` between entries and between chunks of a file once `cancel` fires,
     /// or once this future is dropped. The tree is then half-applied: throw it away.
     pub async fn apply_layer<R: AsyncRead + Unpin + Send + 'static>(
         &mut self,
         blob: R,
         compression: Compression,
+        diff_id: Algorithm,
         cancel: &CancellationToken,
     ) -> Result<LayerStats, UnpackError> {
         let root = self.root.clone();
@@ -166,6 +174,7 @@ impl Tree {
                 options,
                 blob,
                 compression,
+                diff_id,
                 &cancel,
             ))
         });

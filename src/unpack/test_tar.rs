@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::tar_builder::{Dialect, archive, pax_records};
 pub(super) use super::tar_builder::{Entry as E, gzip};
 use super::{LayerStats, Tree, UnpackError, UnpackOptions};
+use crate::digest::Algorithm;
 use crate::oci::Compression;
 
 /// POSIX ustar as the unit tests have always written it: owner names `root`, device
@@ -102,8 +103,13 @@ pub(super) async fn apply_all(
     for l in layers {
         let blob = Cursor::new(l.clone());
         stats.push(
-            tree.apply_layer(blob, Compression::None, &CancellationToken::new())
-                .await?,
+            tree.apply_layer(
+                blob,
+                Compression::None,
+                Algorithm::Sha256,
+                &CancellationToken::new(),
+            )
+            .await?,
         );
     }
     tree.finish().await?;

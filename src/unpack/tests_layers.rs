@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::test_tar::{E, apply_all, gzip, layer, root_options, zstd};
 use super::{Tree, UnpackError};
+use crate::digest::Algorithm;
 use crate::oci::Compression;
 
 fn exists(p: &Path) -> bool {
@@ -212,9 +213,14 @@ async fn device_nodes_are_skipped_without_the_devices_option() {
     let mut tree = Tree::open(&root, options).unwrap();
     let l = layer(&[E::char_device("dev/null", 1, 3), E::fifo("dev/fifo")]);
     let cancel = CancellationToken::new();
-    tree.apply_layer(Cursor::new(l), Compression::None, &cancel)
-        .await
-        .unwrap();
+    tree.apply_layer(
+        Cursor::new(l),
+        Compression::None,
+        Algorithm::Sha256,
+        &cancel,
+    )
+    .await
+    .unwrap();
     assert!(!exists(&root.join("dev/null")));
     assert!(exists(&root.join("dev/fifo")));
 }
@@ -276,7 +282,7 @@ async fn gzip_and_zstd_layers_decode_whatever_the_claim() {
         let mut tree = Tree::open(tmp.path(), root_options()).unwrap();
         let cancel = CancellationToken::new();
         let stats = tree
-            .apply_layer(Cursor::new(blob), claim, &cancel)
+            .apply_layer(Cursor::new(blob), claim, Algorithm::Sha256, &cancel)
             .await
             .unwrap();
         assert_eq!((stats.entries, stats.bytes), (1, 5), "case {i}");
@@ -285,6 +291,37 @@ async fn gzip_and_zstd_layers_decode_whatever_the_claim() {
             b"world",
             "case {i}"
         );
+    }
+}
+
+/// The diff_id is the digest of the whole uncompressed stream, whatever the compression,
+/// including what follows the archive's end blocks (a record's zero padding), which the
+/// tar reader itself never reads.
+#[tokio::test]
+async fn the_diff_id_covers_the_whole_uncompressed_stream() {
+    let mut padded = layer(&[E::file("hello", "world")]);
+    padded.resize(padded.len() + 10 * 512, 0);
+    for raw in [layer(&[E::file("hello", "world")]), padded] {
+        let want = crate::digest::Digest::sha256_of(&raw);
+        let cases = [
+            (raw.clone(), Compression::None),
+            (gzip(&raw), Compression::Gzip),
+            (zstd(&raw).await, Compression::Zstd),
+        ];
+        for (i, (blob, claim)) in cases.into_iter().enumerate() {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut tree = Tree::open(tmp.path(), root_options()).unwrap();
+            let stats = tree
+                .apply_layer(
+                    Cursor::new(blob),
+                    claim,
+                    Algorithm::Sha256,
+                    &CancellationToken::new(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(stats.diff_id, want, "case {i}, {} bytes", raw.len());
+        }
     }
 }
 
@@ -369,7 +406,12 @@ async fn cancelled_token_stops_the_layer() {
     cancel.cancel();
     let l = layer(&[E::file("a", "a"), E::file("b", "b")]);
     let err = tree
-        .apply_layer(Cursor::new(l), Compression::None, &cancel)
+        .apply_layer(
+            Cursor::new(l),
+            Compression::None,
+            Algorithm::Sha256,
+            &cancel,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, UnpackError::Cancelled));
