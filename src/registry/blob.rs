@@ -12,7 +12,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Scope;
-use super::client::MAX_CONFIG_BYTES;
+use super::client::check_config_size;
 use super::error_map::{Target, error_chain, error_for};
 use super::{Credentials, Reference, RegistryClient, RegistryError};
 use crate::digest::Digest;
@@ -154,22 +154,14 @@ impl RegistryClient {
         Ok(pos)
     }
 
-    /// The image config `desc` names, whole and verified (at most 16 MiB).
-    pub(super) async fn fetch_config(
+    /// The image config `desc` names, downloaded whole and verified (at most 16 MiB).
+    pub async fn fetch_config(
         &self,
         reference: &Reference,
         desc: &Descriptor,
         creds: Option<&Credentials>,
     ) -> Result<Bytes, RegistryError> {
-        if desc.size > MAX_CONFIG_BYTES {
-            return Err(RegistryError::UnsupportedManifest {
-                image: reference.to_string(),
-                reason: format!(
-                    "config {} is {} bytes, more than {MAX_CONFIG_BYTES}",
-                    desc.digest, desc.size
-                ),
-            });
-        }
+        check_config_size(reference, desc)?;
         let mut buf = Vec::with_capacity(desc.size as usize);
         let cancel = CancellationToken::new();
         self.copy_blob(

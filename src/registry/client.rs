@@ -16,11 +16,12 @@ use super::auth::Scope;
 use super::docker_config::{self, DockerConfig};
 use super::error_map::{Target, error_for};
 use super::retry::RetryPolicy;
-use super::select::{config_platform, platform_not_found};
+use super::select::platform_not_found;
 use super::singleflight::SingleFlight;
 use super::transport::{Body, Request, Transport, read_limited};
 use super::{
     Credentials, FetchedManifest, ManifestKind, Platform, Reference, RegistryError, ResolvedImage,
+    ResolvedManifest,
 };
 use crate::digest::Digest;
 use crate::oci::MediaType;
@@ -313,6 +314,23 @@ impl RegistryClient {
         platform: Option<&Platform>,
         creds: Option<&Credentials>,
     ) -> Result<ResolvedImage, RegistryError> {
+        let manifest = self.resolve_manifest(reference, platform, creds).await?;
+        let config = self
+            .fetch_config(reference, manifest.config(), creds)
+            .await?;
+        manifest.with_config(config)
+    }
+
+    /// The manifest half of [`resolve`](Self::resolve): the documents down to one
+    /// platform's image manifest, whose config (at most [`MAX_CONFIG_BYTES`], checked
+    /// here) the caller gets where it likes, from [`fetch_config`](Self::fetch_config) or
+    /// from a cache, and hands to [`ResolvedManifest::with_config`].
+    pub async fn resolve_manifest(
+        &self,
+        reference: &Reference,
+        platform: Option<&Platform>,
+        creds: Option<&Credentials>,
+    ) -> Result<ResolvedManifest, RegistryError> {
         let top = self.get_manifest(reference, creds).await?;
         let (manifest, platforms, chosen) = if top.is_index() {
             let platforms = top.kind.platforms();
@@ -345,30 +363,33 @@ impl RegistryClient {
         let ManifestKind::Image { config, .. } = &manifest.kind else {
             unreachable!("checked above: not an index");
         };
-        let config = self.fetch_config(reference, config, creds).await?;
-        let platform_found = match chosen {
-            Some(p) => p,
-            None => {
-                let p = config_platform(&reference.to_string(), &config)?;
-                if let Some(want) = platform.filter(|w| w.match_score(&p).is_none()) {
-                    return Err(platform_not_found(
-                        reference,
-                        want,
-                        std::slice::from_ref(&p),
-                    ));
-                }
-                p
-            }
-        };
-        Ok(ResolvedImage {
+        check_config_size(reference, config)?;
+        Ok(ResolvedManifest {
             reference: reference.clone(),
             top,
             manifest,
             platforms,
-            platform: platform_found,
-            config,
+            chosen,
+            wanted: platform.cloned(),
         })
     }
+}
+
+/// A config over [`MAX_CONFIG_BYTES`] is refused before any byte of it is read.
+pub(super) fn check_config_size(
+    reference: &Reference,
+    desc: &crate::oci::Descriptor,
+) -> Result<(), RegistryError> {
+    if desc.size > MAX_CONFIG_BYTES {
+        return Err(RegistryError::UnsupportedManifest {
+            image: reference.to_string(),
+            reason: format!(
+                "config {} is {} bytes, more than {MAX_CONFIG_BYTES}",
+                desc.digest, desc.size
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Digest, media type and size from a HEAD answer, when it says all of them specifically.

@@ -8,6 +8,7 @@
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::select::{config_platform, platform_not_found};
 use super::{Platform, Reference, RegistryError};
 use crate::digest::Digest;
 use crate::oci::{Descriptor, MediaType};
@@ -50,6 +51,70 @@ pub struct ResolvedImage {
     pub platform: Platform,
     /// The config blob's bytes, verified.
     pub config: Bytes,
+}
+
+/// An image resolved down to one platform's manifest, its config not read yet
+/// ([`RegistryClient::resolve_manifest`](super::RegistryClient::resolve_manifest)).
+#[derive(Clone, Debug)]
+pub struct ResolvedManifest {
+    pub reference: Reference,
+    pub top: FetchedManifest,
+    /// An image manifest (never an index), whose config is at most 16 MiB.
+    pub manifest: FetchedManifest,
+    pub platforms: Vec<Platform>,
+    /// The platform picked from an index; `None` for a single manifest.
+    pub(super) chosen: Option<Platform>,
+    /// The platform asked for, checked against a single manifest's config.
+    pub(super) wanted: Option<Platform>,
+}
+
+impl ResolvedManifest {
+    /// The config's descriptor.
+    pub fn config(&self) -> &Descriptor {
+        match &self.manifest.kind {
+            ManifestKind::Image { config, .. } => config,
+            ManifestKind::Index(_) => unreachable!("resolve_manifest returns image manifests"),
+        }
+    }
+
+    /// The resolved image, with `config`: the config blob's bytes, from wherever they
+    /// came; checked against the config's digest here again (a few KiB), then read for
+    /// the platform of a single manifest.
+    pub fn with_config(self, config: Bytes) -> Result<ResolvedImage, RegistryError> {
+        let desc = self.config();
+        if !desc.digest.matches(&config) {
+            let mut h = desc.digest.hasher();
+            h.update(&config);
+            return Err(RegistryError::DigestMismatch {
+                image: self.reference.to_string(),
+                what: "config".to_string(),
+                expected: desc.digest.to_string(),
+                actual: h.finish().to_string(),
+            });
+        }
+        let platform = match self.chosen {
+            Some(p) => p,
+            None => {
+                let p = config_platform(&self.reference.to_string(), &config)?;
+                if let Some(want) = self.wanted.as_ref().filter(|w| w.match_score(&p).is_none()) {
+                    return Err(platform_not_found(
+                        &self.reference,
+                        want,
+                        std::slice::from_ref(&p),
+                    ));
+                }
+                p
+            }
+        };
+        Ok(ResolvedImage {
+            reference: self.reference,
+            top: self.top,
+            manifest: self.manifest,
+            platforms: self.platforms,
+            platform,
+            config,
+        })
+    }
 }
 
 const SCHEMA1_HINT: &str = "docker schema 1 manifests are not supported; \

@@ -53,7 +53,7 @@ mod tests_push;
 pub use auth::Credentials;
 pub use client::{RegistryClient, RegistryConfig};
 pub use error::RegistryError;
-pub use manifest::{FetchedManifest, ManifestKind, ResolvedImage};
+pub use manifest::{FetchedManifest, ManifestKind, ResolvedImage, ResolvedManifest};
 pub use platform::Platform;
 pub use push_image::{
     BlobPushed, BlobReader, BlobSource, ImageToPush, OpenBlob, PushBlob, PushProgress,
