@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -107,6 +109,43 @@ impl Fetcher {
         let found = writer.commit().await?;
         tracker.layer_state(index, "downloaded");
         Ok(found)
+    }
+}
+
+/// The image config `desc` names, verified: through the cache (read from it when there,
+/// else downloaded into it, one download shared by concurrent jobs like any blob's), or
+/// straight from the registry with `use_cache` false (`cache: bypass`: the cache is
+/// neither read nor written). `desc` comes from [`crate::registry::ResolvedManifest`],
+/// which refused a config over 16 MiB, so reading it whole is bounded.
+pub async fn config(
+    env: &JobEnv,
+    reference: &Reference,
+    auth: Option<&Credentials>,
+    desc: &Descriptor,
+    use_cache: bool,
+) -> Result<Bytes, JobError> {
+    if !use_cache {
+        return Ok(env.registry.fetch_config(reference, desc, auth).await?);
+    }
+    match env.store.acquire(&desc.digest, Some(desc.size)).await? {
+        // Verified on its way in; its size is the declared one (checked by `acquire`).
+        Acquired::Ready(found) => {
+            let bytes = tokio::fs::read(found.path())
+                .await
+                .map_err(JobError::io(found.path()))?;
+            Ok(Bytes::from(bytes))
+        }
+        Acquired::Fetch(mut writer) => {
+            let bytes = env.registry.fetch_config(reference, desc, auth).await?;
+            let path = env.store.blob_path(&desc.digest);
+            writer
+                .write_all(&bytes)
+                .await
+                .map_err(JobError::io(&path))?;
+            // `commit` flushes, syncs and checks the digest.
+            writer.commit().await?;
+            Ok(bytes)
+        }
     }
 }
 

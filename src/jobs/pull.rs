@@ -12,11 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::JobEnv;
 use super::cancel::cancellable;
-use super::fetch::{Fetcher, private_dir};
+use super::fetch::{self, Fetcher, private_dir};
 use super::model::{JobError, PullResult};
 use super::progress::Tracker;
 use super::request::{CacheMode, Layout, PullSpec};
 use super::scratch::Scratch;
+use crate::digest::Digest;
 use crate::error::FromIo;
 use crate::image::{GitHistory, LayerCommit, OciLayout};
 use crate::oci::{Compression, Descriptor};
@@ -34,12 +35,25 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> Result<PullResult, JobError> {
     tracker.set_phase("resolving");
-    let image = cancellable(
+    let resolved = cancellable(
         cancel,
         env.registry
-            .resolve(&spec.reference, spec.platform.as_ref(), auth.as_ref()),
+            .resolve_manifest(&spec.reference, spec.platform.as_ref(), auth.as_ref()),
     )
     .await?;
+    // The config is a blob like the layers: cached, so a warm pull asks for no blob.
+    let config = cancellable(
+        cancel,
+        fetch::config(
+            env,
+            &spec.reference,
+            auth.as_ref(),
+            resolved.config(),
+            spec.cache == CacheMode::Use,
+        ),
+    )
+    .await?;
+    let image = resolved.with_config(config)?;
     let ManifestKind::Image { layers, .. } = &image.manifest.kind else {
         return Err(JobError::new(
             "unsupported_manifest",
@@ -62,6 +76,12 @@ pub async fn run(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // Layouts that apply layers check each one's uncompressed stream against its diff_id;
+    // `oci` copies the blobs as they are (verified by digest), so it needs none.
+    let diff_ids = match spec.layout {
+        Layout::Rootfs | Layout::Git => diff_ids(&spec, &image.config, layers.len())?,
+        Layout::Oci => Vec::new(),
+    };
     tracker.set_layers(layers.iter().map(|l| (l.digest.to_string(), l.size)));
 
     // Recorded before they exist, so that a kill at any point leaves nothing unknown: the
@@ -91,6 +111,7 @@ pub async fn run(
         &image,
         layers,
         compressions,
+        &diff_ids,
         &fetcher,
         staging.path(),
     )
@@ -120,12 +141,14 @@ pub async fn run(
 }
 
 /// Writes the image into the staging folder `tree` in the requested layout, applying (or
-/// copying) each blob as soon as it is downloaded and verified.
+/// copying) each blob as soon as it is downloaded and verified. `diff_ids`: one per layer
+/// for the layouts that apply layers.
 async fn fill(
     spec: &PullSpec,
     image: &ResolvedImage,
     layers: &[Descriptor],
     compressions: Vec<Compression>,
+    diff_ids: &[Digest],
     fetcher: &Fetcher,
     tree_path: &Path,
 ) -> Result<(), JobError> {
@@ -140,14 +163,34 @@ async fn fill(
             };
             let created = layer_history(&image.config);
             let mut tree = Tree::open(tree_path, UnpackOptions::for_current_user())?;
-            for (index, (layer, compression)) in layers.iter().zip(compressions).enumerate() {
+            let each = layers.iter().zip(compressions).zip(diff_ids);
+            for (index, ((layer, compression), diff_id)) in each.enumerate() {
                 let blob = next_blob(&mut blobs, cancel).await?;
                 tracker.set_phase("extracting");
                 tracker.layer_state(index, "extracting");
                 let file = tokio::fs::File::open(blob.path())
                     .await
                     .map_err(JobError::io(blob.path()))?;
-                tree.apply_layer(file, compression, cancel).await?;
+                let applied = tree
+                    .apply_layer(file, compression, diff_id.algorithm(), cancel)
+                    .await?;
+                tracing::debug!(
+                    layer = %layer.digest,
+                    entries = applied.entries,
+                    bytes = applied.bytes,
+                    diff_id = %applied.diff_id,
+                    "layer applied"
+                );
+                if applied.diff_id != *diff_id {
+                    return Err(JobError::new(
+                        "diff_id_mismatch",
+                        format!(
+                            "{}: layer {index} ({}) uncompresses to {}, but the image config \
+                             lists the diff_id {diff_id}",
+                            spec.reference, layer.digest, applied.diff_id
+                        ),
+                    ));
+                }
                 if let Some(git) = &history {
                     let (created, created_by) = created.get(index).cloned().unwrap_or_default();
                     git.commit(LayerCommit {
@@ -210,6 +253,39 @@ async fn next_blob(
         return Err(JobError::cancelled());
     }
     Ok(blob)
+}
+
+/// The config's `rootfs.diff_ids`, one per layer: `invalid_config` when they cannot be
+/// read, `diff_id_mismatch` when there are not as many as layers.
+fn diff_ids(spec: &PullSpec, config: &[u8], layers: usize) -> Result<Vec<Digest>, JobError> {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        rootfs: RootFs,
+    }
+    #[derive(serde::Deserialize)]
+    struct RootFs {
+        diff_ids: Vec<Digest>,
+    }
+    let diff_ids = serde_json::from_slice::<Config>(config)
+        .map_err(|e| {
+            JobError::new(
+                "invalid_config",
+                format!("{}: image config, rootfs.diff_ids: {e}", spec.reference),
+            )
+        })?
+        .rootfs
+        .diff_ids;
+    if diff_ids.len() != layers {
+        return Err(JobError::new(
+            "diff_id_mismatch",
+            format!(
+                "{}: the image config lists {} diff_ids for {layers} layers",
+                spec.reference,
+                diff_ids.len()
+            ),
+        ));
+    }
+    Ok(diff_ids)
 }
 
 /// `(created, created_by)` of each layer, from the config's history entries that are not
