@@ -1,9 +1,11 @@
 //! The pull job: resolve, download layers (in parallel, through the cache), apply them in
 //! order to a staging tree, swap it into place.
 //!
-//! One pass over the network bytes: each blob is hashed while it is written (cache or
-//! job-private folder) and only a verified blob is ever extracted. Downloads run ahead of
-//! extraction, a few layers at a time, so the network and the disk work at once.
+//! One pass over the network bytes: each blob, the config included, is hashed while it is
+//! written (cache or job-private folder) and only a verified blob is ever extracted; each
+//! applied layer's uncompressed stream is checked against the config's diff_id. Downloads
+//! run ahead of extraction, a few layers at a time, so the network and the disk work at
+//! once.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

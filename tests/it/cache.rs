@@ -16,9 +16,7 @@ static IMAGE: LazyLock<Image> = LazyLock::new(|| fixtures::big(400_000, 3));
 
 /// How many successful GETs of each layer of `pushed` the registry answered.
 ///
-/// Layers only: the config blob is read while resolving the image (like the manifest,
-/// which every job asks for itself), so how often it is fetched is not the cache's
-/// promise.
+/// Layers only; the config goes through the cache too, which `pipeline` checks.
 fn fetch_counts(world: &World, pushed: &Pushed) -> BTreeMap<String, usize> {
     pushed
         .layer_digests()
