@@ -203,7 +203,7 @@ async fn idle_socket_activated_daemon_exits_0_and_the_next_activation_loses_noth
         "GET /jobs after restart: {list:#}"
     );
     assert_same_tree(&BIG.unpack_reference().rootfs, &dest);
-    // the cache survived: a second pull downloads no layer
+    // the cache survived: a second pull downloads no blob, the config included
     proxy.clear_rules();
     proxy.clear_log();
     let again = submit_pull(
@@ -212,18 +212,24 @@ async fn idle_socket_activated_daemon_exits_0_and_the_next_activation_loses_noth
         json!({"image": image, "dest": "again"}),
     );
     assert_eq!(wait_job(&svc.endpoint, None, &again)["status"], "succeeded");
-    for layer in pushed.layer_digests() {
+    let config = pushed.manifest["config"]["digest"].as_str().unwrap();
+    for blob in pushed
+        .layer_digests()
+        .iter()
+        .map(String::as_str)
+        .chain([config])
+    {
         assert!(
-            proxy.blob_gets(&layer).is_empty(),
-            "layer {layer} fetched again after the restart:\n{}",
+            proxy.blob_gets(blob).is_empty(),
+            "blob {blob} fetched again after the restart:\n{}",
             proxy.log_text()
         );
     }
     let metrics = Metrics::parse(&svc.endpoint.call("GET", "/metrics", None, None).text());
     assert_eq!(
         metrics.value("hoist_cache_hits_total", &[]),
-        pushed.layer_digests().len() as f64,
-        "{metrics:?}"
+        (pushed.layer_digests().len() + 1) as f64,
+        "the layers and the config: {metrics:?}"
     );
     assert_eq!(
         svc.stop(Duration::from_secs(30)).map(|s| s.success()),
