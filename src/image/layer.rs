@@ -3,26 +3,31 @@
 //! hashed (the diff_id), compressed, hashed again (the digest) and written to a file as it
 //! goes. No layer is ever held in memory.
 //!
-//! The same folder gives the same digest: entries are sorted, metadata is trimmed to what
-//! a runtime needs (see `tar`), and the gzip header carries no time or name.
+//! The compressor uses every core (gzip block-parallel as pigz does, zstd multithreaded).
+//!
+//! The same folder gives the same digest, on any machine and core count: entries are
+//! sorted, metadata is trimmed to what a runtime needs (see `tar`), the gzip header carries
+//! no time or name, and the compressed bytes do not depend on the number of threads (see
+//! `Encoder`; a unit test pins the digests of a fixed folder).
 //! Not for: putting the blob in the cache or pushing it (the caller moves the file).
 
 use crate::error::FromIo;
 use crate::guard::PathGuard;
-use std::io;
+use std::io::{self, Write as _};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use async_compression::tokio::write::{GzipEncoder, ZstdEncoder};
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use gzp::deflate::Gzip;
+use gzp::par::compress::{ParCompress, ParCompressBuilder};
+use gzp::{GzpError, ZWriter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::tar::{HeaderOptions, write_tar};
 use super::{ImageError, walk};
-use crate::digest::{Algorithm, Digest, Hasher, HashingWriter};
+use crate::digest::{Algorithm, Digest, Hasher};
 use crate::oci::{Compression, Descriptor, Format, MediaType};
 
 /// Tar bytes are handed from the encoder to the compressor in chunks of this size.
@@ -116,10 +121,8 @@ pub async fn build_layer(
     let compress_stage = {
         let (out_path, cancel) = (out_file.to_path_buf(), cancel.clone());
         let compression = opts.compression;
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            runtime.block_on(compress(rx, file, compression, &out_path, &cancel))
-        })
+        let file = file.into_std().await;
+        tokio::task::spawn_blocking(move || compress(rx, file, compression, &out_path, &cancel))
     };
     let (tarred, written) = tokio::join!(tar_stage, compress_stage);
     let stopped = |e: tokio::task::JoinError| {
@@ -140,31 +143,66 @@ pub async fn build_layer(
 
 /// The second stage: tar chunks in, hashed (diff_id), compressed, hashed again (digest),
 /// written and synced. Returns (diff_id, digest, size) once the channel closes.
-async fn compress(
+fn compress(
     mut chunks: mpsc::Receiver<Bytes>,
-    file: tokio::fs::File,
+    file: std::fs::File,
     compression: Compression,
     out_file: &Path,
     cancel: &CancellationToken,
 ) -> Result<(Digest, Digest, u64), ImageError> {
     let mut diff_id = Hasher::new(Algorithm::Sha256);
-    let mut out = Encoder::new(compression, HashingWriter::new(file, Algorithm::Sha256));
-    loop {
-        let chunk = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Err(ImageError::Cancelled),
-            chunk = chunks.recv() => chunk,
-        };
-        let Some(chunk) = chunk else { break };
+    let mut out = Encoder::new(compression, Hashing::new(file), threads())
+        .map_err(ImageError::io(out_file))?;
+    // The tar stage stops on cancellation too, which closes the channel.
+    while let Some(chunk) = chunks.blocking_recv() {
+        if cancel.is_cancelled() {
+            return Err(ImageError::Cancelled);
+        }
         diff_id.update(&chunk);
-        out.write_all(&chunk)
-            .await
-            .map_err(ImageError::io(out_file))?;
+        out.write_all(&chunk).map_err(ImageError::io(out_file))?;
     }
-    out.shutdown().await.map_err(ImageError::io(out_file))?;
-    let (file, digest, written) = out.into_inner().into_parts();
-    file.sync_all().await.map_err(ImageError::io(out_file))?;
+    if cancel.is_cancelled() {
+        return Err(ImageError::Cancelled);
+    }
+    let hashed = out.finish().map_err(ImageError::io(out_file))?;
+    let (file, digest, written) = (hashed.inner, hashed.hasher.finish(), hashed.written);
+    file.sync_all().map_err(ImageError::io(out_file))?;
     Ok((diff_id.finish(), digest, written))
+}
+
+/// Compression threads: every core. The bytes written do not depend on it (see `Encoder`).
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A `Write` that hashes (sha256) and counts every byte it passes on to `inner`.
+struct Hashing<W> {
+    inner: W,
+    hasher: Hasher,
+    written: u64,
+}
+
+impl<W> Hashing<W> {
+    fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            hasher: Hasher::new(Algorithm::Sha256),
+            written: 0,
+        }
+    }
+}
+
+impl<W: io::Write> io::Write for Hashing<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(bytes)?;
+        self.hasher.update(&bytes[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// A blocking `Write` that hands chunks to the async stage; a write fails once the async
@@ -212,45 +250,82 @@ impl io::Write for ChunkSink {
     }
 }
 
+/// gzip level, as `gzip -6` and pigz (and flate2's default, used before).
+const GZIP_LEVEL: u32 = 6;
+/// gzip blocks compressed apart (pigz's default `-b 128`). Part of the output's identity:
+/// changing it changes every gzip layer's digest.
+const GZIP_BLOCK: usize = 128 * 1024;
+/// zstd level: libzstd's default (what was used before).
+const ZSTD_LEVEL: i32 = 3;
+
 /// The compression stage; each variant owns the writer below it.
-enum Encoder<W: AsyncWrite + Unpin> {
+///
+/// Both compressors use every core and write the same bytes for any number of threads:
+/// gzip is cut in fixed `GZIP_BLOCK`s, each deflated with the 32 KiB before it as its
+/// dictionary and ended by a sync flush, and the blocks are written in order as one gzip
+/// member (pigz's scheme); zstd always runs libzstd's multithreaded mode (with at least one
+/// worker), whose frames libzstd documents as independent of the worker count.
+enum Encoder<W: io::Write + Send + 'static> {
     Plain(W),
-    Gzip(GzipEncoder<W>),
-    Zstd(ZstdEncoder<W>),
+    Gzip(ParCompress<'static, Gzip, W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
-impl<W: AsyncWrite + Unpin> Encoder<W> {
-    fn new(compression: Compression, inner: W) -> Self {
-        match compression {
+impl<W: io::Write + Send + 'static> Encoder<W> {
+    fn new(compression: Compression, inner: W, threads: usize) -> io::Result<Self> {
+        let threads = threads.max(1);
+        Ok(match compression {
             Compression::None => Encoder::Plain(inner),
-            Compression::Gzip => Encoder::Gzip(GzipEncoder::new(inner)),
-            Compression::Zstd => Encoder::Zstd(ZstdEncoder::new(inner)),
+            Compression::Gzip => Encoder::Gzip(
+                ParCompressBuilder::<Gzip>::new()
+                    .num_threads(threads)
+                    .and_then(|b| b.buffer_size(GZIP_BLOCK))
+                    .map_err(io::Error::other)?
+                    .compression_level(flate2::Compression::new(GZIP_LEVEL))
+                    .from_writer(inner),
+            ),
+            Compression::Zstd => {
+                let mut encoder = zstd::stream::write::Encoder::new(inner, ZSTD_LEVEL)?;
+                encoder.multithread(u32::try_from(threads).unwrap_or(u32::MAX))?;
+                Encoder::Zstd(encoder)
+            }
+        })
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Encoder::Plain(w) => w.write_all(bytes),
+            Encoder::Gzip(w) => w.write_all(bytes),
+            Encoder::Zstd(w) => w.write_all(bytes),
         }
     }
 
-    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+    /// Ends the compressed stream, flushes everything below and hands the writer back.
+    fn finish(self) -> io::Result<W> {
         match self {
-            Encoder::Plain(w) => w.write_all(bytes).await,
-            Encoder::Gzip(w) => w.write_all(bytes).await,
-            Encoder::Zstd(w) => w.write_all(bytes).await,
+            Encoder::Plain(mut w) => {
+                w.flush()?;
+                Ok(w)
+            }
+            Encoder::Gzip(mut w) => {
+                let mut inner = w.finish().map_err(gzp_error)?;
+                inner.flush()?;
+                Ok(inner)
+            }
+            Encoder::Zstd(w) => {
+                let mut inner = w.finish()?;
+                inner.flush()?;
+                Ok(inner)
+            }
         }
     }
+}
 
-    /// Ends the compressed stream and flushes everything below.
-    async fn shutdown(&mut self) -> io::Result<()> {
-        match self {
-            Encoder::Plain(w) => w.shutdown().await,
-            Encoder::Gzip(w) => w.shutdown().await,
-            Encoder::Zstd(w) => w.shutdown().await,
-        }
-    }
-
-    fn into_inner(self) -> W {
-        match self {
-            Encoder::Plain(w) => w,
-            Encoder::Gzip(w) => w.into_inner(),
-            Encoder::Zstd(w) => w.into_inner(),
-        }
+/// gzp wraps the writer's own io errors; keep their kind.
+fn gzp_error(e: GzpError) -> io::Error {
+    match e {
+        GzpError::Io(e) => e,
+        other => io::Error::other(other),
     }
 }
 
