@@ -414,7 +414,8 @@ async fn a_fixed_folder_and_epoch_build_to_pinned_digests() {
     let source = tempfile::tempdir().unwrap();
     let p = source.path();
     std::fs::create_dir_all(p.join("usr/share")).unwrap();
-    std::fs::write(p.join("usr/share/words"), text(3 * GZIP_BLOCK + 5)).unwrap();
+    // more than one zstd job (8 MiB at level 3), many gzip blocks
+    std::fs::write(p.join("usr/share/words"), text((9 << 20) + 5)).unwrap();
     std::fs::write(p.join("usr/share/more"), text(GZIP_BLOCK / 3)).unwrap();
     std::fs::write(p.join("hello"), b"hello\n").unwrap();
     for f in ["usr/share/words", "usr/share/more", "hello"] {
@@ -447,9 +448,9 @@ async fn a_fixed_folder_and_epoch_build_to_pinned_digests() {
     // Pinned with gzp (zlib-rs deflate, level 6, 128 KiB primed blocks) and libzstd 1.5.7 MT
     // level 3; the same on any machine and core count (the two tests above).
     let want = [
-        "sha256:885b9280f711a15686b33cff453dc563f1754ac91ded97079eaa04e13167e9b8",
-        "sha256:b21d59915072f2f2f74532377dbc0bdf3f7a38453da5727205a690569c12eace",
-        "sha256:c72b1a63ac86d578381da82e6400fc4f8089dad7fb956c708e0cbf387af7c5c0",
+        "sha256:bdd7ae8946a274677c844e3bf1910bffdccbbd7c089ff3ff8e35b355e078a6ec",
+        "sha256:5b2706e93eab24e2e1a52a635a4373865332bba32a67320c96aebbe8e8fb8adf",
+        "sha256:b28039966a77517e765d383d32657cffa009ca96d5ee459001b2fb91502a3178",
     ];
     assert_eq!(got, want, "diff_id, gzip digest, zstd digest");
 }
