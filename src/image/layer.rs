@@ -1,7 +1,7 @@
 //! A folder → one layer blob, in a single streaming pass of two stages on the blocking
-//! pool, joined by a bounded channel: the folder is listed and encoded as tar; the tar is
-//! hashed (the diff_id), compressed, hashed again (the digest) and written to a file as it
-//! goes. No layer is ever held in memory.
+//! pool, joined by a bounded channel: the folder is listed, encoded as tar and the tar
+//! hashed (the diff_id); the tar is compressed, hashed again (the digest) and written to a
+//! file as it goes. No layer is ever held in memory.
 //!
 //! The compressor uses every core (gzip block-parallel as pigz does, zstd multithreaded).
 //!
@@ -130,8 +130,8 @@ pub async fn build_layer(
     };
     // The compress stage only fails on its own (output or cancellation); the tar stage
     // also fails when the compress stage went away, so its error comes second.
-    let (diff_id, digest, size) = written.map_err(stopped)??;
-    tarred.map_err(stopped)??;
+    let (digest, size) = written.map_err(stopped)??;
+    let diff_id = tarred.map_err(stopped)??;
     guard.keep();
     Ok(BuiltLayer {
         digest,
@@ -141,16 +141,15 @@ pub async fn build_layer(
     })
 }
 
-/// The second stage: tar chunks in, hashed (diff_id), compressed, hashed again (digest),
-/// written and synced. Returns (diff_id, digest, size) once the channel closes.
+/// The second stage: tar chunks in, compressed, hashed (digest), written and synced.
+/// Returns (digest, size) once the channel closes.
 fn compress(
     mut chunks: mpsc::Receiver<Bytes>,
     file: std::fs::File,
     compression: Compression,
     out_file: &Path,
     cancel: &CancellationToken,
-) -> Result<(Digest, Digest, u64), ImageError> {
-    let mut diff_id = Hasher::new(Algorithm::Sha256);
+) -> Result<(Digest, u64), ImageError> {
     let mut out = Encoder::new(compression, Hashing::new(file), threads())
         .map_err(ImageError::io(out_file))?;
     // The tar stage stops on cancellation too, which closes the channel.
@@ -158,7 +157,6 @@ fn compress(
         if cancel.is_cancelled() {
             return Err(ImageError::Cancelled);
         }
-        diff_id.update(&chunk);
         out.write_all(&chunk).map_err(ImageError::io(out_file))?;
     }
     if cancel.is_cancelled() {
@@ -167,12 +165,13 @@ fn compress(
     let hashed = out.finish().map_err(ImageError::io(out_file))?;
     let (file, digest, written) = (hashed.inner, hashed.hasher.finish(), hashed.written);
     file.sync_all().map_err(ImageError::io(out_file))?;
-    Ok((diff_id.finish(), digest, written))
+    Ok((digest, written))
 }
 
-/// Compression threads: every core. The bytes written do not depend on it (see `Encoder`).
+/// Compression threads: every core, up to `THREADS_MAX`. The bytes written do not depend
+/// on it (see `Encoder`).
 fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(THREADS_MAX))
 }
 
 /// A `Write` that hashes (sha256) and counts every byte it passes on to `inner`.
@@ -205,11 +204,13 @@ impl<W: io::Write> io::Write for Hashing<W> {
     }
 }
 
-/// A blocking `Write` that hands chunks to the async stage; a write fails once the async
-/// stage is gone (cancelled or failed), which stops the tar stage.
+/// A blocking `Write` that hashes the tar (the diff_id, here so that the compress stage's
+/// thread only feeds the compressor) and hands chunks to the compress stage; a write fails
+/// once that stage is gone (cancelled or failed), which stops the tar stage.
 struct ChunkSink {
     tx: mpsc::Sender<Bytes>,
     buf: BytesMut,
+    diff_id: Hasher,
 }
 
 impl ChunkSink {
@@ -217,22 +218,25 @@ impl ChunkSink {
         ChunkSink {
             tx,
             buf: BytesMut::with_capacity(CHUNK),
+            diff_id: Hasher::new(Algorithm::Sha256),
         }
     }
 
     fn send(&mut self) -> io::Result<()> {
         let chunk = self.buf.split().freeze();
         self.buf.reserve(CHUNK);
+        self.diff_id.update(&chunk);
         self.tx
             .blocking_send(chunk)
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the layer writer stopped"))
     }
 
-    fn finish(mut self) -> io::Result<()> {
+    /// Sends the last chunk; returns the diff_id.
+    fn finish(mut self) -> io::Result<Digest> {
         if !self.buf.is_empty() {
             self.send()?;
         }
-        Ok(())
+        Ok(self.diff_id.finish())
     }
 }
 
@@ -257,6 +261,11 @@ const GZIP_LEVEL: u32 = 6;
 const GZIP_BLOCK: usize = 128 * 1024;
 /// zstd level: libzstd's default (what was used before).
 const ZSTD_LEVEL: i32 = 3;
+/// zstd input per MT job (libzstd's default at level 3 is 8 MiB): part of the output's
+/// identity like `GZIP_BLOCK`, and what bounds memory (about two jobs per worker).
+const ZSTD_JOB: u32 = 4 << 20;
+/// At most this many compression threads: more buys little and, for zstd, costs memory.
+const THREADS_MAX: usize = 4;
 
 /// The compression stage; each variant owns the writer below it.
 ///
@@ -287,6 +296,7 @@ impl<W: io::Write + Send + 'static> Encoder<W> {
             Compression::Zstd => {
                 let mut encoder = zstd::stream::write::Encoder::new(inner, ZSTD_LEVEL)?;
                 encoder.multithread(u32::try_from(threads).unwrap_or(u32::MAX))?;
+                encoder.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB))?;
                 Encoder::Zstd(encoder)
             }
         })

@@ -393,7 +393,7 @@ fn gzip_bytes_do_not_depend_on_the_thread_count_and_are_one_member() {
 
 #[test]
 fn zstd_bytes_do_not_depend_on_the_thread_count() {
-    // more than two of libzstd's default jobs at level 3 (8 MiB each)
+    // more than four jobs (`ZSTD_JOB`)
     let input = text(18 << 20);
     let one = encode(Compression::Zstd, &input, 1);
     for threads in [2, 4] {
@@ -414,7 +414,7 @@ async fn a_fixed_folder_and_epoch_build_to_pinned_digests() {
     let source = tempfile::tempdir().unwrap();
     let p = source.path();
     std::fs::create_dir_all(p.join("usr/share")).unwrap();
-    // more than one zstd job (8 MiB at level 3), many gzip blocks
+    // more than two zstd jobs (`ZSTD_JOB`), many gzip blocks
     std::fs::write(p.join("usr/share/words"), text((9 << 20) + 5)).unwrap();
     std::fs::write(p.join("usr/share/more"), text(GZIP_BLOCK / 3)).unwrap();
     std::fs::write(p.join("hello"), b"hello\n").unwrap();
@@ -445,12 +445,12 @@ async fn a_fixed_folder_and_epoch_build_to_pinned_digests() {
         gzip.digest.to_string(),
         zstd.digest.to_string(),
     ];
-    // Pinned with gzp (zlib-rs deflate, level 6, 128 KiB primed blocks) and libzstd 1.5.7 MT
-    // level 3; the same on any machine and core count (the two tests above).
+    // Pinned with gzp (zlib-rs deflate, level 6, 128 KiB primed blocks) and libzstd 1.5.7
+    // (MT, level 3, 4 MiB jobs); the same for any core count (the two tests above).
     let want = [
         "sha256:bdd7ae8946a274677c844e3bf1910bffdccbbd7c089ff3ff8e35b355e078a6ec",
         "sha256:5b2706e93eab24e2e1a52a635a4373865332bba32a67320c96aebbe8e8fb8adf",
-        "sha256:b28039966a77517e765d383d32657cffa009ca96d5ee459001b2fb91502a3178",
+        "sha256:45f82835479b882412f21f3f37f7d08a489cfc8d9ca5e65c86443e40ed0e9a2f",
     ];
     assert_eq!(got, want, "diff_id, gzip digest, zstd digest");
 }
