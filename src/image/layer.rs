@@ -21,7 +21,7 @@ use std::path::Path;
 use bytes::{Bytes, BytesMut};
 use gzp::deflate::Gzip;
 use gzp::par::compress::{ParCompress, ParCompressBuilder};
-use gzp::{GzpError, ZWriter};
+use gzp::{FormatSpec, GzpError, ZWriter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -276,7 +276,7 @@ const THREADS_MAX: usize = 4;
 /// worker), whose frames libzstd documents as independent of the worker count.
 enum Encoder<W: io::Write + Send + 'static> {
     Plain(W),
-    Gzip(ParCompress<'static, Gzip, W>),
+    Gzip(ParCompress<'static, FreshGzip, W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -286,7 +286,7 @@ impl<W: io::Write + Send + 'static> Encoder<W> {
         Ok(match compression {
             Compression::None => Encoder::Plain(inner),
             Compression::Gzip => Encoder::Gzip(
-                ParCompressBuilder::<Gzip>::new()
+                ParCompressBuilder::<FreshGzip>::new()
                     .num_threads(threads)
                     .and_then(|b| b.buffer_size(GZIP_BLOCK))
                     .map_err(io::Error::other)?
@@ -328,6 +328,50 @@ impl<W: io::Write + Send + 'static> Encoder<W> {
                 Ok(inner)
             }
         }
+    }
+}
+
+/// gzp's `Gzip` with a new deflate state for every block. gzp keeps one per thread and
+/// resets it between blocks, but a reset deflate state still remembers something of the
+/// block before (seen: real binaries compressed on 2 threads came out a few bytes longer or
+/// shorter from run to run), so which thread got which block showed in the bytes.
+#[derive(Clone, Copy, Debug)]
+struct FreshGzip(Gzip);
+
+impl FormatSpec for FreshGzip {
+    type C = <Gzip as FormatSpec>::C;
+    type Compressor = ();
+
+    fn new() -> Self {
+        FreshGzip(<Gzip as FormatSpec>::new())
+    }
+
+    fn needs_dict(&self) -> bool {
+        self.0.needs_dict()
+    }
+
+    fn create_compressor(&self, _: flate2::Compression) -> Result<(), GzpError> {
+        Ok(())
+    }
+
+    fn encode(
+        &self,
+        input: &[u8],
+        _: &mut (),
+        level: flate2::Compression,
+        dict: Option<&Bytes>,
+        is_last: bool,
+    ) -> Result<Vec<u8>, GzpError> {
+        let mut fresh = self.0.create_compressor(level)?;
+        self.0.encode(input, &mut fresh, level, dict, is_last)
+    }
+
+    fn header(&self, level: flate2::Compression) -> Vec<u8> {
+        self.0.header(level)
+    }
+
+    fn footer(&self, check: &Self::C) -> Vec<u8> {
+        self.0.footer(check)
     }
 }
 
