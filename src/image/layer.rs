@@ -1,28 +1,33 @@
 //! A folder → one layer blob, in a single streaming pass of two stages on the blocking
-//! pool, joined by a bounded channel: the folder is listed and encoded as tar; the tar is
-//! hashed (the diff_id), compressed, hashed again (the digest) and written to a file as it
-//! goes. No layer is ever held in memory.
+//! pool, joined by a bounded channel: the folder is listed, encoded as tar and the tar
+//! hashed (the diff_id); the tar is compressed, hashed again (the digest) and written to a
+//! file as it goes. No layer is ever held in memory.
 //!
-//! The same folder gives the same digest: entries are sorted, metadata is trimmed to what
-//! a runtime needs (see `tar`), and the gzip header carries no time or name.
+//! The compressor uses every core (gzip block-parallel as pigz does, zstd multithreaded).
+//!
+//! The same folder gives the same digest, on any machine and core count: entries are
+//! sorted, metadata is trimmed to what a runtime needs (see `tar`), the gzip header carries
+//! no time or name, and the compressed bytes do not depend on the number of threads (see
+//! `Encoder`; a unit test pins the digests of a fixed folder).
 //! Not for: putting the blob in the cache or pushing it (the caller moves the file).
 
 use crate::error::FromIo;
 use crate::guard::PathGuard;
-use std::io;
+use std::io::{self, Write as _};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use async_compression::tokio::write::{GzipEncoder, ZstdEncoder};
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use gzp::deflate::Gzip;
+use gzp::par::compress::{ParCompress, ParCompressBuilder};
+use gzp::{FormatSpec, GzpError, ZWriter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::tar::{HeaderOptions, write_tar};
 use super::{ImageError, walk};
-use crate::digest::{Algorithm, Digest, Hasher, HashingWriter};
+use crate::digest::{Algorithm, Digest, Hasher};
 use crate::oci::{Compression, Descriptor, Format, MediaType};
 
 /// Tar bytes are handed from the encoder to the compressor in chunks of this size.
@@ -116,10 +121,8 @@ pub async fn build_layer(
     let compress_stage = {
         let (out_path, cancel) = (out_file.to_path_buf(), cancel.clone());
         let compression = opts.compression;
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            runtime.block_on(compress(rx, file, compression, &out_path, &cancel))
-        })
+        let file = file.into_std().await;
+        tokio::task::spawn_blocking(move || compress(rx, file, compression, &out_path, &cancel))
     };
     let (tarred, written) = tokio::join!(tar_stage, compress_stage);
     let stopped = |e: tokio::task::JoinError| {
@@ -127,8 +130,8 @@ pub async fn build_layer(
     };
     // The compress stage only fails on its own (output or cancellation); the tar stage
     // also fails when the compress stage went away, so its error comes second.
-    let (diff_id, digest, size) = written.map_err(stopped)??;
-    tarred.map_err(stopped)??;
+    let (digest, size) = written.map_err(stopped)??;
+    let diff_id = tarred.map_err(stopped)??;
     guard.keep();
     Ok(BuiltLayer {
         digest,
@@ -138,40 +141,76 @@ pub async fn build_layer(
     })
 }
 
-/// The second stage: tar chunks in, hashed (diff_id), compressed, hashed again (digest),
-/// written and synced. Returns (diff_id, digest, size) once the channel closes.
-async fn compress(
+/// The second stage: tar chunks in, compressed, hashed (digest), written and synced.
+/// Returns (digest, size) once the channel closes.
+fn compress(
     mut chunks: mpsc::Receiver<Bytes>,
-    file: tokio::fs::File,
+    file: std::fs::File,
     compression: Compression,
     out_file: &Path,
     cancel: &CancellationToken,
-) -> Result<(Digest, Digest, u64), ImageError> {
-    let mut diff_id = Hasher::new(Algorithm::Sha256);
-    let mut out = Encoder::new(compression, HashingWriter::new(file, Algorithm::Sha256));
-    loop {
-        let chunk = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Err(ImageError::Cancelled),
-            chunk = chunks.recv() => chunk,
-        };
-        let Some(chunk) = chunk else { break };
-        diff_id.update(&chunk);
-        out.write_all(&chunk)
-            .await
-            .map_err(ImageError::io(out_file))?;
+) -> Result<(Digest, u64), ImageError> {
+    let mut out = Encoder::new(compression, Hashing::new(file), threads())
+        .map_err(ImageError::io(out_file))?;
+    // The tar stage stops on cancellation too, which closes the channel.
+    while let Some(chunk) = chunks.blocking_recv() {
+        if cancel.is_cancelled() {
+            return Err(ImageError::Cancelled);
+        }
+        out.write_all(&chunk).map_err(ImageError::io(out_file))?;
     }
-    out.shutdown().await.map_err(ImageError::io(out_file))?;
-    let (file, digest, written) = out.into_inner().into_parts();
-    file.sync_all().await.map_err(ImageError::io(out_file))?;
-    Ok((diff_id.finish(), digest, written))
+    if cancel.is_cancelled() {
+        return Err(ImageError::Cancelled);
+    }
+    let hashed = out.finish().map_err(ImageError::io(out_file))?;
+    let (file, digest, written) = (hashed.inner, hashed.hasher.finish(), hashed.written);
+    file.sync_all().map_err(ImageError::io(out_file))?;
+    Ok((digest, written))
 }
 
-/// A blocking `Write` that hands chunks to the async stage; a write fails once the async
-/// stage is gone (cancelled or failed), which stops the tar stage.
+/// Compression threads: every core, up to `THREADS_MAX`. The bytes written do not depend
+/// on it (see `Encoder`).
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(THREADS_MAX))
+}
+
+/// A `Write` that hashes (sha256) and counts every byte it passes on to `inner`.
+struct Hashing<W> {
+    inner: W,
+    hasher: Hasher,
+    written: u64,
+}
+
+impl<W> Hashing<W> {
+    fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            hasher: Hasher::new(Algorithm::Sha256),
+            written: 0,
+        }
+    }
+}
+
+impl<W: io::Write> io::Write for Hashing<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(bytes)?;
+        self.hasher.update(&bytes[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A blocking `Write` that hashes the tar (the diff_id, here so that the compress stage's
+/// thread only feeds the compressor) and hands chunks to the compress stage; a write fails
+/// once that stage is gone (cancelled or failed), which stops the tar stage.
 struct ChunkSink {
     tx: mpsc::Sender<Bytes>,
     buf: BytesMut,
+    diff_id: Hasher,
 }
 
 impl ChunkSink {
@@ -179,22 +218,25 @@ impl ChunkSink {
         ChunkSink {
             tx,
             buf: BytesMut::with_capacity(CHUNK),
+            diff_id: Hasher::new(Algorithm::Sha256),
         }
     }
 
     fn send(&mut self) -> io::Result<()> {
         let chunk = self.buf.split().freeze();
         self.buf.reserve(CHUNK);
+        self.diff_id.update(&chunk);
         self.tx
             .blocking_send(chunk)
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the layer writer stopped"))
     }
 
-    fn finish(mut self) -> io::Result<()> {
+    /// Sends the last chunk; returns the diff_id.
+    fn finish(mut self) -> io::Result<Digest> {
         if !self.buf.is_empty() {
             self.send()?;
         }
-        Ok(())
+        Ok(self.diff_id.finish())
     }
 }
 
@@ -212,45 +254,132 @@ impl io::Write for ChunkSink {
     }
 }
 
+/// gzip level, as `gzip -6` and pigz (and flate2's default, used before).
+const GZIP_LEVEL: u32 = 6;
+/// gzip blocks compressed apart (pigz's default `-b 128`). Part of the output's identity:
+/// changing it changes every gzip layer's digest.
+const GZIP_BLOCK: usize = 128 * 1024;
+/// zstd level: libzstd's default (what was used before).
+const ZSTD_LEVEL: i32 = 3;
+/// zstd input per MT job (libzstd's default at level 3 is 8 MiB): part of the output's
+/// identity like `GZIP_BLOCK`, and what bounds memory (about two jobs per worker).
+const ZSTD_JOB: u32 = 4 << 20;
+/// At most this many compression threads: more buys little and, for zstd, costs memory.
+const THREADS_MAX: usize = 4;
+
 /// The compression stage; each variant owns the writer below it.
-enum Encoder<W: AsyncWrite + Unpin> {
+///
+/// Both compressors use every core and write the same bytes for any number of threads:
+/// gzip is cut in fixed `GZIP_BLOCK`s, each deflated with the 32 KiB before it as its
+/// dictionary and ended by a sync flush, and the blocks are written in order as one gzip
+/// member (pigz's scheme); zstd always runs libzstd's multithreaded mode (with at least one
+/// worker), whose frames libzstd documents as independent of the worker count.
+enum Encoder<W: io::Write + Send + 'static> {
     Plain(W),
-    Gzip(GzipEncoder<W>),
-    Zstd(ZstdEncoder<W>),
+    Gzip(ParCompress<'static, FreshGzip, W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
-impl<W: AsyncWrite + Unpin> Encoder<W> {
-    fn new(compression: Compression, inner: W) -> Self {
-        match compression {
+impl<W: io::Write + Send + 'static> Encoder<W> {
+    fn new(compression: Compression, inner: W, threads: usize) -> io::Result<Self> {
+        let threads = threads.max(1);
+        Ok(match compression {
             Compression::None => Encoder::Plain(inner),
-            Compression::Gzip => Encoder::Gzip(GzipEncoder::new(inner)),
-            Compression::Zstd => Encoder::Zstd(ZstdEncoder::new(inner)),
+            Compression::Gzip => Encoder::Gzip(
+                ParCompressBuilder::<FreshGzip>::new()
+                    .num_threads(threads)
+                    .and_then(|b| b.buffer_size(GZIP_BLOCK))
+                    .map_err(io::Error::other)?
+                    .compression_level(flate2::Compression::new(GZIP_LEVEL))
+                    .from_writer(inner),
+            ),
+            Compression::Zstd => {
+                let mut encoder = zstd::stream::write::Encoder::new(inner, ZSTD_LEVEL)?;
+                encoder.multithread(u32::try_from(threads).unwrap_or(u32::MAX))?;
+                encoder.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB))?;
+                Encoder::Zstd(encoder)
+            }
+        })
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Encoder::Plain(w) => w.write_all(bytes),
+            Encoder::Gzip(w) => w.write_all(bytes),
+            Encoder::Zstd(w) => w.write_all(bytes),
         }
     }
 
-    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+    /// Ends the compressed stream, flushes everything below and hands the writer back.
+    fn finish(self) -> io::Result<W> {
         match self {
-            Encoder::Plain(w) => w.write_all(bytes).await,
-            Encoder::Gzip(w) => w.write_all(bytes).await,
-            Encoder::Zstd(w) => w.write_all(bytes).await,
+            Encoder::Plain(mut w) => {
+                w.flush()?;
+                Ok(w)
+            }
+            Encoder::Gzip(mut w) => {
+                let mut inner = w.finish().map_err(gzp_error)?;
+                inner.flush()?;
+                Ok(inner)
+            }
+            Encoder::Zstd(w) => {
+                let mut inner = w.finish()?;
+                inner.flush()?;
+                Ok(inner)
+            }
         }
     }
+}
 
-    /// Ends the compressed stream and flushes everything below.
-    async fn shutdown(&mut self) -> io::Result<()> {
-        match self {
-            Encoder::Plain(w) => w.shutdown().await,
-            Encoder::Gzip(w) => w.shutdown().await,
-            Encoder::Zstd(w) => w.shutdown().await,
-        }
+/// gzp's `Gzip` with a new deflate state for every block. gzp keeps one per thread and
+/// resets it between blocks, but a reset deflate state still remembers something of the
+/// block before (seen: real binaries compressed on 2 threads came out a few bytes longer or
+/// shorter from run to run), so which thread got which block showed in the bytes.
+#[derive(Clone, Copy, Debug)]
+struct FreshGzip(Gzip);
+
+impl FormatSpec for FreshGzip {
+    type C = <Gzip as FormatSpec>::C;
+    type Compressor = ();
+
+    fn new() -> Self {
+        FreshGzip(<Gzip as FormatSpec>::new())
     }
 
-    fn into_inner(self) -> W {
-        match self {
-            Encoder::Plain(w) => w,
-            Encoder::Gzip(w) => w.into_inner(),
-            Encoder::Zstd(w) => w.into_inner(),
-        }
+    fn needs_dict(&self) -> bool {
+        self.0.needs_dict()
+    }
+
+    fn create_compressor(&self, _: flate2::Compression) -> Result<(), GzpError> {
+        Ok(())
+    }
+
+    fn encode(
+        &self,
+        input: &[u8],
+        _: &mut (),
+        level: flate2::Compression,
+        dict: Option<&Bytes>,
+        is_last: bool,
+    ) -> Result<Vec<u8>, GzpError> {
+        let mut fresh = self.0.create_compressor(level)?;
+        self.0.encode(input, &mut fresh, level, dict, is_last)
+    }
+
+    fn header(&self, level: flate2::Compression) -> Vec<u8> {
+        self.0.header(level)
+    }
+
+    fn footer(&self, check: &Self::C) -> Vec<u8> {
+        self.0.footer(check)
+    }
+}
+
+/// gzp wraps the writer's own io errors; keep their kind.
+fn gzp_error(e: GzpError) -> io::Error {
+    match e {
+        GzpError::Io(e) => e,
+        other => io::Error::other(other),
     }
 }
 

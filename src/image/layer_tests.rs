@@ -315,3 +315,167 @@ async fn dropping_the_build_midway_removes_the_output() {
     assert!(timed_out.is_err(), "a 256 MiB layer built in 50 ms");
     assert!(!file.exists());
 }
+
+/// `len` bytes of word-like text from a fixed seed: compressible, but not trivially.
+fn text(len: usize) -> Vec<u8> {
+    const WORDS: [&[u8]; 12] = [
+        b"layer ",
+        b"hoist ",
+        b"blob\n",
+        b"digest ",
+        b"tar ",
+        b"gzip ",
+        b"0123 ",
+        b"zstd\t",
+        b"registry ",
+        b"manifest ",
+        b"config\n",
+        b"x ",
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut out = Vec::with_capacity(len + 16);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(WORDS[(state % 12) as usize]);
+        if state % 7 == 0 {
+            out.extend_from_slice(&state.to_le_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+fn encode(compression: Compression, input: &[u8], threads: usize) -> Vec<u8> {
+    let mut encoder = Encoder::new(compression, Vec::new(), threads).unwrap();
+    // uneven writes: block boundaries must not follow them
+    for piece in input.chunks(100_003) {
+        encoder.write_all(piece).unwrap();
+    }
+    encoder.finish().unwrap()
+}
+
+#[test]
+fn gzip_bytes_do_not_depend_on_the_thread_count_and_are_one_member() {
+    // 17 blocks and a bit: every block but the first primed with its predecessor's tail
+    let input = text(17 * GZIP_BLOCK + 777);
+    let one = encode(Compression::Gzip, &input, 1);
+    for threads in [2, 4] {
+        let other = encode(Compression::Gzip, &input, threads);
+        assert!(
+            one == other,
+            "gzip with {threads} threads differs from 1 thread"
+        );
+    }
+    // one standard member: a single-member decoder reads everything and nothing is left
+    let mut decoder = flate2::read::GzDecoder::new(&one[..]);
+    let mut back = Vec::new();
+    decoder.read_to_end(&mut back).unwrap();
+    assert!(back == input, "gzip round trip");
+    assert!(
+        decoder.into_inner().is_empty(),
+        "bytes after the first member"
+    );
+    // the header carries no time, no name; XFL 0 (level 6), OS unknown
+    assert_eq!(&one[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
+    // dictionary priming keeps the ratio of one stream (pigz's scheme): within 1 %
+    let mut single = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    io::Write::write_all(&mut single, &input).unwrap();
+    let single = single.finish().unwrap();
+    assert!(
+        one.len() * 100 <= single.len() * 101,
+        "blocks {} bytes, one stream {} bytes",
+        one.len(),
+        single.len()
+    );
+}
+
+#[test]
+fn zstd_bytes_do_not_depend_on_the_thread_count() {
+    // more than four jobs (`ZSTD_JOB`)
+    let input = text(18 << 20);
+    let one = encode(Compression::Zstd, &input, 1);
+    for threads in [2, 4] {
+        let other = encode(Compression::Zstd, &input, threads);
+        assert!(
+            one == other,
+            "zstd with {threads} threads differs from 1 thread"
+        );
+    }
+    let back = zstd::stream::decode_all(&one[..]).unwrap();
+    assert!(back == input, "zstd round trip");
+}
+
+#[tokio::test]
+async fn a_fixed_folder_and_epoch_build_to_pinned_digests() {
+    // The bytes are the identity of an image: a change of compressor, level, block size or
+    // deflate backend changes these digests, and must be a decision (re-pin, say why).
+    let source = tempfile::tempdir().unwrap();
+    let p = source.path();
+    std::fs::create_dir_all(p.join("usr/share")).unwrap();
+    // more than two zstd jobs (`ZSTD_JOB`), many gzip blocks
+    std::fs::write(p.join("usr/share/words"), text((9 << 20) + 5)).unwrap();
+    std::fs::write(p.join("usr/share/more"), text(GZIP_BLOCK / 3)).unwrap();
+    std::fs::write(p.join("hello"), b"hello\n").unwrap();
+    for f in ["usr/share/words", "usr/share/more", "hello"] {
+        chmod(&p.join(f), 0o644);
+    }
+    for d in ["usr/share", "usr"] {
+        chmod(&p.join(d), 0o755);
+    }
+    for f in [
+        "usr/share/words",
+        "usr/share/more",
+        "hello",
+        "usr/share",
+        "usr",
+    ] {
+        set_mtime(&p.join(f), 1_000_000_000);
+    }
+    let opts = |compression| LayerOptions {
+        compression,
+        source_date_epoch: Some(1_600_000_000),
+        ..OCI_GZIP
+    };
+    let (gzip, _) = build(p, &opts(Compression::Gzip)).await;
+    let (zstd, _) = build(p, &opts(Compression::Zstd)).await;
+    let got = [
+        gzip.diff_id.to_string(),
+        gzip.digest.to_string(),
+        zstd.digest.to_string(),
+    ];
+    // Pinned with gzp (zlib-rs deflate, level 6, 128 KiB primed blocks) and libzstd 1.5.7
+    // (MT, level 3, 4 MiB jobs); the same for any core count (the two tests above).
+    let want = [
+        "sha256:bdd7ae8946a274677c844e3bf1910bffdccbbd7c089ff3ff8e35b355e078a6ec",
+        "sha256:5b2706e93eab24e2e1a52a635a4373865332bba32a67320c96aebbe8e8fb8adf",
+        "sha256:45f82835479b882412f21f3f37f7d08a489cfc8d9ca5e65c86443e40ed0e9a2f",
+    ];
+    assert_eq!(got, want, "diff_id, gzip digest, zstd digest");
+}
+
+/// The start of this test's own executable: real machine code and data, the kind of input
+/// on which a deflate state reused from another block changed the output.
+fn binary(len: usize) -> Vec<u8> {
+    let mut bytes = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+    bytes.truncate(len);
+    bytes
+}
+
+#[test]
+fn gzip_bytes_do_not_depend_on_which_thread_compressed_which_block() {
+    let input = binary(12 << 20);
+    let one = encode(Compression::Gzip, &input, 1);
+    for round in 0..4 {
+        let threads = [2, 4][round % 2];
+        let other = encode(Compression::Gzip, &input, threads);
+        assert!(
+            one == other,
+            "round {round}: gzip with {threads} threads differs from 1 thread ({} and {} bytes)",
+            other.len(),
+            one.len()
+        );
+    }
+    assert!(gunzip(&one) == input, "gzip round trip");
+}
