@@ -321,7 +321,7 @@ async fn a_corrupt_compressed_tail_after_the_tar_end_is_an_invalid_layer() {
 
 #[tokio::test]
 async fn cancelling_mid_layer_ends_the_decode_thread_and_frees_the_blob() {
-    let big = noise(8 << 20);
+    let big = noise(12 << 20);
     let blob = gzip(&layer(&[E::file("big", &big), E::file("after", "x")]));
     let len = blob.len() as u64;
     let watched = Watched::new(blob);
