@@ -23,8 +23,8 @@ use crate::oci::Compression;
 
 /// Size of one chunk of inflated bytes: the allocator's mmap threshold
 /// (`serve::tune_allocator`), so that a chunk is mapped on its own and unmapped when the
-/// layer ends. Smaller chunks (256 KiB) stayed in the arenas of the blocking-pool threads
-/// that allocated them, a few MiB more peak RSS per pull.
+/// layer ends. Measured on a 4-layer, 480 MB pull: daemon peak RSS 21.5 MiB with inflate
+/// on the tar thread, 32.2 MiB with 8 × 256 KiB chunks, 29.8 MiB with these (same speed).
 pub(super) const CHUNK: usize = 1 << 20;
 /// Chunks in flight between the stages: 2 MiB of one layer ahead of the tar stage.
 pub(super) const DEPTH: usize = 2;
