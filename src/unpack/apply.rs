@@ -1,9 +1,9 @@
-//! Applying one layer: decompressing, reading the tar stream, and turning each entry into
-//! confined filesystem operations, with umoci's results.
+//! Applying one layer: reading the tar stream that `inflate` decompresses on its own
+//! thread, and turning each entry into confined filesystem operations, with umoci's results.
 //!
 //! Runs on a blocking-pool thread that drives the async tar reader with `block_on`, so
-//! the many small syscalls never stall a runtime worker. Memory is one read buffer, one
-//! entry's headers (at most [`HEADER_BYTES_MAX`] of the archive, see `bounded`) and the
+//! the many small syscalls never stall a runtime worker. Memory is one read buffer, the
+//! inflate stage's chunks in flight (`inflate::DEPTH`), one entry's headers (at most [`HEADER_BYTES_MAX`] of the archive, see `bounded`) and the
 //! set of paths the layer wrote (for whiteouts), whatever the layer's size.
 //!
 //! Like umoci, every entry keeps its parent directory's times: they are read before the
@@ -16,11 +16,10 @@ use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 
-use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
 use futures_util::StreamExt;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_tar::{Archive, Entry};
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +27,7 @@ use super::bounded::{Bounded, HEADER_BYTES_MAX, HeaderBudget};
 use super::fsops::{Root, is_dir, lstat_at, open_child_dir, remove_all_at, times_of};
 use super::hashing::HashingReader;
 use super::header::{EntryHead, Kind, unreadable};
+use super::inflate::inflate;
 use super::meta::{MetaWriter, Node};
 use super::names::{EntryName, Whiteout, child};
 use super::whiteout::{UpperPaths, remove_lower, remove_lower_children};
@@ -35,13 +35,13 @@ use super::{LayerStats, UnpackError, UnpackOptions};
 use crate::digest::Algorithm;
 use crate::oci::Compression;
 
-/// Read size for the blob and for file contents.
+/// Read size for file contents.
 const CHUNK: usize = 64 * 1024;
 
 /// Applies the layer `blob` to the tree at `root`, hashing its whole uncompressed stream
 /// with `diff_id` (the layer's diff_id, for the caller to check). Call on a blocking-pool
 /// thread.
-pub(super) async fn apply_layer<R: AsyncRead + Unpin + Send>(
+pub(super) async fn apply_layer<R: AsyncRead + Unpin + Send + 'static>(
     root: &Root,
     options: UnpackOptions,
     blob: R,
@@ -49,29 +49,8 @@ pub(super) async fn apply_layer<R: AsyncRead + Unpin + Send>(
     diff_id: Algorithm,
     cancel: &CancellationToken,
 ) -> Result<LayerStats, UnpackError> {
-    let mut reader = BufReader::with_capacity(CHUNK, blob);
-    let head = reader.fill_buf().await.map_err(unreadable)?;
-    let compression = Compression::sniff(head);
-    if compression != declared {
-        tracing::warn!(
-            ?declared,
-            actual = ?compression,
-            "layer compression differs from its media type; using what its bytes say"
-        );
-    }
-    let decoded: Box<dyn AsyncRead + Unpin + Send> = match compression {
-        Compression::None => Box::new(reader),
-        Compression::Gzip => {
-            let mut d = GzipDecoder::new(reader);
-            d.multiple_members(true);
-            Box::new(d)
-        }
-        Compression::Zstd => {
-            let mut d = ZstdDecoder::new(reader);
-            d.multiple_members(true);
-            Box::new(d)
-        }
-    };
+    // Inflating runs on its own thread, ahead of this one (see `inflate`).
+    let decoded = inflate(blob, declared);
     let budget = HeaderBudget::default();
     let hashed = HashingReader::new(Bounded::new(decoded, budget.clone()), diff_id);
     let mut archive = Archive::new(hashed);

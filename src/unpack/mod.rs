@@ -6,7 +6,8 @@
 //! (whiteouts, links, modes, owners, xattrs, times), so `systemd-nspawn -D` boots it.
 //! Knows nothing of registries, the cache or jobs.
 //!
-//! Map: `apply` reads a layer and applies its entries; `bounded` caps what the tar reader
+//! Map: `apply` reads a layer and applies its entries; `inflate` decompresses it on a
+//! thread of its own, ahead of `apply`, through a bounded channel; `bounded` caps what the tar reader
 //! may take for one entry's headers (GNU long names, PAX records); `header` reads one
 //! entry's header and refuses the names Go's reader refuses;
 //! `names` cleans names and spots whiteouts; `whiteout` removes what they name; `fsops`
@@ -18,6 +19,7 @@ mod bounded;
 mod fsops;
 mod hashing;
 mod header;
+mod inflate;
 mod meta;
 mod names;
 mod staging;

@@ -4,10 +4,15 @@
 //! the helpers that need the crate's types (`apply_all`, `root_options`, `zstd`). Not for:
 //! production code (tests only).
 
-use std::io::Cursor;
+use std::io::{self, Cursor};
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use super::tar_builder::{Dialect, archive, pax_records};
@@ -114,4 +119,85 @@ pub(super) async fn apply_all(
     }
     tree.finish().await?;
     Ok(stats)
+}
+
+/// `len` bytes that do not repeat (xorshift), so a compressed stream of them is about as
+/// long as they are.
+pub(super) fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A blob that counts the bytes read from it and says when it is dropped (so a test sees
+/// that the thread holding it ended and let go of it, as a file's descriptor).
+pub(super) struct Watched {
+    inner: Cursor<Vec<u8>>,
+    pub(super) read: Count,
+    pub(super) dropped: Flag,
+}
+
+impl Watched {
+    pub(super) fn new(bytes: Vec<u8>) -> Watched {
+        Watched {
+            inner: Cursor::new(bytes),
+            read: Count::default(),
+            dropped: Flag::default(),
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+pub(super) struct Count(Arc<AtomicU64>);
+
+impl Count {
+    pub(super) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone, Default)]
+pub(super) struct Flag(Arc<AtomicBool>);
+
+impl Flag {
+    pub(super) fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Waits up to 2 s for the flag; returns it.
+    pub(super) async fn wait(&self) -> bool {
+        for _ in 0..100 {
+            if self.get() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.get()
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let n = buf.filled().len() - before;
+        self.read.0.fetch_add(n as u64, Ordering::Relaxed);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.dropped.0.store(true, Ordering::Relaxed);
+    }
 }

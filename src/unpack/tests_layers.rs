@@ -9,7 +9,7 @@ use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
 
-use super::test_tar::{E, apply_all, gzip, layer, root_options, zstd};
+use super::test_tar::{E, Watched, apply_all, gzip, layer, noise, root_options, zstd};
 use super::{Tree, UnpackError};
 use crate::digest::Algorithm;
 use crate::oci::Compression;
@@ -323,6 +323,66 @@ async fn the_diff_id_covers_the_whole_uncompressed_stream() {
             assert_eq!(stats.diff_id, want, "case {i}, {} bytes", raw.len());
         }
     }
+}
+
+#[tokio::test]
+async fn a_corrupt_compressed_tail_after_the_tar_end_is_an_invalid_layer() {
+    let raw = layer(&[E::file("hello", "world")]);
+    let good = gzip(&raw);
+    let mut bad_crc = good.clone();
+    let crc_at = bad_crc.len() - 8;
+    bad_crc[crc_at] ^= 0xff;
+    let cut = good[..good.len() - 4].to_vec();
+    let garbage = [good.clone(), b"not a gzip member".to_vec()].concat();
+    let zst = zstd(&raw).await;
+    let zstd_cut = zst[..zst.len() - 3].to_vec();
+    for (case, blob) in [
+        ("gzip crc", bad_crc),
+        ("gzip cut", cut),
+        ("gzip garbage", garbage),
+        ("zstd cut", zstd_cut),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut tree = Tree::open(tmp.path(), root_options()).unwrap();
+        let err = tree
+            .apply_layer(
+                Cursor::new(blob),
+                Compression::Gzip,
+                Algorithm::Sha256,
+                &CancellationToken::new(),
+            )
+            .await
+            .expect_err(case);
+        assert_eq!(err.code(), "invalid_layer", "{case}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn cancelling_mid_layer_ends_the_decode_thread_and_frees_the_blob() {
+    let big = noise(12 << 20);
+    let blob = gzip(&layer(&[E::file("big", &big), E::file("after", "x")]));
+    let len = blob.len() as u64;
+    let watched = Watched::new(blob);
+    let (read, dropped) = (watched.read.clone(), watched.dropped.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut tree = Tree::open(tmp.path(), root_options()).unwrap();
+    let cancel = CancellationToken::new();
+    let apply = tree.apply_layer(watched, Compression::Gzip, Algorithm::Sha256, &cancel);
+    let fire = async {
+        // Mid-layer: the big file is being written.
+        while fs::metadata(tmp.path().join("big")).map_or(0, |m| m.len()) < 1 << 20 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        cancel.cancel();
+    };
+    let (result, ()) = tokio::join!(apply, fire);
+    assert!(matches!(result, Err(UnpackError::Cancelled)), "{result:?}");
+    assert!(
+        dropped.wait().await,
+        "the decode thread still holds the blob"
+    );
+    assert!(read.get() < len, "the blob was read to its end");
+    assert!(!tmp.path().join("after").exists());
 }
 
 #[tokio::test]
