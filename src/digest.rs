@@ -155,7 +155,8 @@ impl Hasher {
     }
 }
 
-/// An `AsyncWrite` that hashes and counts every byte it passes on to `inner`.
+/// A writer (`AsyncWrite`, or blocking `Write` for the blocking pool) that hashes and
+/// counts every byte it passes on to `inner`.
 pub struct HashingWriter<W> {
     inner: W,
     hasher: Hasher,
@@ -179,6 +180,19 @@ impl<W> HashingWriter<W> {
     /// The writer, the digest of what passed, and its length.
     pub fn into_parts(self) -> (W, Digest, u64) {
         (self.inner, self.hasher.finish(), self.written)
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

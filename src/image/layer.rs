@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::tar::{HeaderOptions, write_tar};
 use super::{ImageError, walk};
-use crate::digest::{Algorithm, Digest, Hasher};
+use crate::digest::{Algorithm, Digest, Hasher, HashingWriter};
 use crate::oci::{Compression, Descriptor, Format, MediaType};
 
 /// Tar bytes are handed from the encoder to the compressor in chunks of this size.
@@ -150,8 +150,12 @@ fn compress(
     out_file: &Path,
     cancel: &CancellationToken,
 ) -> Result<(Digest, u64), ImageError> {
-    let mut out = Encoder::new(compression, Hashing::new(file), threads())
-        .map_err(ImageError::io(out_file))?;
+    let mut out = Encoder::new(
+        compression,
+        HashingWriter::new(file, Algorithm::Sha256),
+        threads(),
+    )
+    .map_err(ImageError::io(out_file))?;
     // The tar stage stops on cancellation too, which closes the channel.
     while let Some(chunk) = chunks.blocking_recv() {
         if cancel.is_cancelled() {
@@ -163,7 +167,7 @@ fn compress(
         return Err(ImageError::Cancelled);
     }
     let hashed = out.finish().map_err(ImageError::io(out_file))?;
-    let (file, digest, written) = (hashed.inner, hashed.hasher.finish(), hashed.written);
+    let (file, digest, written) = hashed.into_parts();
     file.sync_all().map_err(ImageError::io(out_file))?;
     Ok((digest, written))
 }
@@ -172,36 +176,6 @@ fn compress(
 /// on it (see `Encoder`).
 fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(THREADS_MAX))
-}
-
-/// A `Write` that hashes (sha256) and counts every byte it passes on to `inner`.
-struct Hashing<W> {
-    inner: W,
-    hasher: Hasher,
-    written: u64,
-}
-
-impl<W> Hashing<W> {
-    fn new(inner: W) -> Self {
-        Hashing {
-            inner,
-            hasher: Hasher::new(Algorithm::Sha256),
-            written: 0,
-        }
-    }
-}
-
-impl<W: io::Write> io::Write for Hashing<W> {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(bytes)?;
-        self.hasher.update(&bytes[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// A blocking `Write` that hashes the tar (the diff_id, here so that the compress stage's
