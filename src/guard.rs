@@ -116,11 +116,12 @@ impl Drop for PathGuard {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// Waits for the background removal a dropped tree guard starts.
-    async fn gone(path: &Path) -> bool {
+    /// Waits (up to 2 s) for the background removal a dropped tree guard starts; also
+    /// for the guards other modules hold (staging).
+    pub(crate) async fn gone(path: &Path) -> bool {
         for _ in 0..200 {
             if path.symlink_metadata().is_err() {
                 return true;

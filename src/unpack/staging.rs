@@ -172,22 +172,12 @@ pub async fn remove_scratch(path: &Path) -> Result<(), UnpackError> {
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
+    use crate::guard::tests::gone;
 
     async fn staged(dest: &Path, tag: &str, file: &str) -> Staging {
         let staging = Staging::create(dest, tag).await.unwrap();
         std::fs::write(staging.path().join(file), file).unwrap();
         staging
-    }
-
-    /// Waits for the background removal a dropped staging folder starts.
-    async fn gone(path: &Path) -> bool {
-        for _ in 0..200 {
-            if path.symlink_metadata().is_err() {
-                return true;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        false
     }
 
     #[tokio::test]
