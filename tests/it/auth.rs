@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::{
-    Fault, Format, Image, RegistryAuth, Rule, World, assert_same_tree, expect_problem, fixtures,
+    Format, Image, RegistryAuth, Rule, World, assert_same_tree, expect_problem, fixtures,
 };
 use serde_json::json;
 
@@ -211,15 +211,7 @@ async fn a_queued_job_with_credentials_fails_with_credentials_lost_after_a_resta
     let big = fixtures::big(1_000_000, 9);
     world.push(&big, "private/big:1", Format::Oci);
     world.push(&IMAGE, "private/img:1", Format::Oci);
-    world.proxy().add_rule(
-        Rule::new(
-            Fault::Slow {
-                bytes_per_sec: 100_000,
-            },
-            "/blobs/",
-        )
-        .method("GET"),
-    );
+    world.proxy().add_rule(Rule::slow_gets("/blobs/", 100_000));
     let auth = json!({"username": "erin", "password": PASSWORD});
     let running = world
         .submit_pull(

@@ -9,7 +9,7 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use common::{Fault, Format, Image, Pushed, Rule, World, assert_same_tree, fixtures};
+use common::{Format, Image, Pushed, Rule, World, assert_same_tree, fixtures};
 use serde_json::json;
 
 static IMAGE: LazyLock<Image> = LazyLock::new(|| fixtures::big(400_000, 3));
@@ -182,15 +182,7 @@ async fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
     let world = World::builder().proxy().workers(4).start().await;
     let pushed = world.push(&IMAGE, "cache/img:1", Format::Oci);
     // slow enough that the three pulls overlap
-    world.proxy().add_rule(
-        Rule::new(
-            Fault::Slow {
-                bytes_per_sec: 400_000,
-            },
-            "/blobs/",
-        )
-        .method("GET"),
-    );
+    world.proxy().add_rule(Rule::slow_gets("/blobs/", 400_000));
     let mut ids = Vec::new();
     for dest in ["c1", "c2", "c3"] {
         let job = world

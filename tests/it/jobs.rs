@@ -22,10 +22,6 @@ static BIG: LazyLock<Image> = LazyLock::new(|| fixtures::big(1_500_000, 42));
 static BIG_REF: LazyLock<Unpacked> = LazyLock::new(|| BIG.unpack_reference());
 static SMALL: LazyLock<Image> = LazyLock::new(|| fixtures::small("jobs"));
 
-fn slow_blobs(bytes_per_sec: u64) -> Rule {
-    Rule::new(Fault::Slow { bytes_per_sec }, "/blobs/").method("GET")
-}
-
 #[tokio::test]
 async fn jobs_are_listed_newest_first_and_filtered() {
     let world = World::start().await;
@@ -60,7 +56,9 @@ async fn jobs_are_listed_newest_first_and_filtered() {
 async fn events_stream_states_and_progress_then_end() {
     let world = World::builder().proxy().start().await;
     world.push(&BIG, "jobs/big:1", Format::Oci);
-    world.proxy().add_rule(slow_blobs(1_000_000));
+    world
+        .proxy()
+        .add_rule(Rule::slow_gets("/blobs/", 1_000_000));
     let job = world
         .submit_pull(json!({"image": world.image("jobs/big:1"), "dest": "evented"}))
         .await;
@@ -128,7 +126,7 @@ async fn cancelling_a_running_pull_leaves_no_dest_and_no_partial_blob() {
     let world = World::builder().proxy().start().await;
     let pushed = world.push(&BIG, "jobs/big:1", Format::Oci);
     let big_layer = pushed.layer_digests()[1].clone();
-    world.proxy().add_rule(slow_blobs(100_000)); // 15 s for the big layer
+    world.proxy().add_rule(Rule::slow_gets("/blobs/", 100_000)); // 15 s for the big layer
     let job = world
         .submit_pull(json!({"image": world.image("jobs/big:1"), "dest": "cancelled"}))
         .await;
@@ -190,7 +188,7 @@ async fn cancelling_a_queued_pull_means_it_never_starts() {
     let world = World::builder().proxy().workers(1).start().await;
     world.push(&BIG, "jobs/big:1", Format::Oci);
     world.push(&SMALL, "jobs/small:1", Format::Oci);
-    world.proxy().add_rule(slow_blobs(100_000));
+    world.proxy().add_rule(Rule::slow_gets("/blobs/", 100_000));
     let running = world
         .submit_pull(json!({"image": world.image("jobs/big:1"), "dest": "first"}))
         .await;
@@ -236,7 +234,7 @@ async fn cancelling_a_queued_pull_means_it_never_starts() {
 async fn jobs_survive_the_daemon_going_away(graceful: bool) {
     let mut world = World::builder().proxy().workers(1).start().await;
     world.push(&BIG, "jobs/big:1", Format::Oci);
-    world.proxy().add_rule(slow_blobs(150_000));
+    world.proxy().add_rule(Rule::slow_gets("/blobs/", 150_000));
     let mut ids = Vec::new();
     for dest in ["r1", "r2", "r3"] {
         let job = world

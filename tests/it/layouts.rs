@@ -16,8 +16,8 @@ use std::time::Duration;
 use common::image;
 use common::tree::{Options, snapshot, snapshot_diff};
 use common::{
-    Fault, Format, Image, ImageBuilder, Pushed, Rule, World, assert_same_tree, diff_trees,
-    expect_problem, fixtures, tools,
+    Format, Image, ImageBuilder, Pushed, Rule, World, assert_same_tree, diff_trees, expect_problem,
+    fixtures, tools,
 };
 use serde_json::{Value, json};
 
@@ -653,15 +653,9 @@ async fn cancelled_oci_and_git_layout_pulls_leave_dest_as_it_was() {
     let pushed = world.push(&BIG, "layout/big:1", Format::Oci);
     let big_layer = pushed.layer_digests()[1].clone();
     // the big layer comes at 100 kB/s: 15 s, while the small one is already written
-    world.proxy().add_rule(
-        Rule::new(
-            Fault::Slow {
-                bytes_per_sec: 100_000,
-            },
-            &format!("/blobs/{big_layer}"),
-        )
-        .method("GET"),
-    );
+    world
+        .proxy()
+        .add_rule(Rule::slow_gets(&format!("/blobs/{big_layer}"), 100_000));
     existing_tree(&world.root().join("existing"));
     let before = snapshot(world.root(), &[]);
     for layout in ["oci", "git"] {

@@ -94,15 +94,9 @@ fn assert_empty_dir(dir: &Path) {
 async fn kill_pulls_mid_way(world: &mut World, extra: &serde_json::Value) -> Vec<Job> {
     let pushed = world.push(&BIG, "private/big:1", Format::Oci);
     let big_layer = pushed.layer_digests()[1].clone();
-    world.proxy().add_rule(
-        Rule::new(
-            Fault::Slow {
-                bytes_per_sec: 100_000,
-            },
-            &format!("/blobs/{big_layer}"),
-        )
-        .method("GET"),
-    );
+    world
+        .proxy()
+        .add_rule(Rule::slow_gets(&format!("/blobs/{big_layer}"), 100_000));
     let image = world.image("private/big:1");
     let mut jobs: Vec<Job> = Vec::new();
     for (dest, layout) in [

@@ -213,15 +213,7 @@ async fn concurrent_cold_pulls_share_one_config_download() {
     let pushed = world.push(&image, "shared/img:1", Format::Oci);
     let config = pushed.manifest["config"]["digest"].as_str().unwrap();
     // slow enough that the pulls overlap
-    world.proxy().add_rule(
-        Rule::new(
-            common::Fault::Slow {
-                bytes_per_sec: 2_000,
-            },
-            config,
-        )
-        .method("GET"),
-    );
+    world.proxy().add_rule(Rule::slow_gets(config, 2_000));
     let dests = ["s1", "s2", "s3"];
     let mut ids = Vec::new();
     for dest in dests {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::image::Unpacked;
 use common::service::{Activation, Endpoint, Service, ServiceSpec, require};
 use common::{
-    Fault, Format, Image, Registry, RegistryAuth, Rule, World, assert_same_tree, fixtures, tools,
+    Format, Image, Registry, RegistryAuth, Rule, World, assert_same_tree, fixtures, tools,
 };
 use serde_json::{Value, json};
 
@@ -37,10 +37,6 @@ fn tempdir() -> tempfile::TempDir {
         .prefix("hoist-cli-")
         .tempdir()
         .expect("temp dir")
-}
-
-fn slow_blobs(bytes_per_sec: u64) -> Rule {
-    Rule::new(Fault::Slow { bytes_per_sec }, "/blobs/").method("GET")
 }
 
 /// What one run of the CLI did.
@@ -373,7 +369,7 @@ async fn every_subcommand_works_over_a_unix_socket() {
 async fn job_cancel_stops_a_running_pull() {
     let world = World::builder().proxy().start().await;
     world.push(&BIG, "cli/big:1", Format::Oci);
-    world.proxy().add_rule(slow_blobs(100_000));
+    world.proxy().add_rule(Rule::slow_gets("/blobs/", 100_000));
     let cli = Cli::new(&world.hoist.base_url(), Via::Flag);
     let id = cli
         .ok(&["pull", &world.image("cli/big:1"), "big", "--detach"])

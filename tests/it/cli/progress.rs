@@ -8,7 +8,9 @@ use super::*;
 async fn progress_in_ci_is_plain_lines() {
     let world = World::builder().proxy().start().await;
     let pushed = world.push(&BIG, "cli/big:1", Format::Oci);
-    world.proxy().add_rule(slow_blobs(1_000_000));
+    world
+        .proxy()
+        .add_rule(Rule::slow_gets("/blobs/", 1_000_000));
     for (ci, dest) in [(Some("true"), "ci"), (None, "piped")] {
         let mut cli = Cli::new(&world.hoist.base_url(), Via::Flag);
         if let Some(v) = ci {
@@ -146,7 +148,7 @@ async fn progress_on_a_terminal_is_bars_per_layer() {
     let world = World::builder().proxy().start().await;
     let pushed = world.push(&BIG, "cli/big:1", Format::Oci);
     // ~1 MB at 200 kB/s: about five seconds of bars
-    world.proxy().add_rule(slow_blobs(200_000));
+    world.proxy().add_rule(Rule::slow_gets("/blobs/", 200_000));
     let tmux = Tmux::start(world.dir());
     let hoist = env!("CARGO_BIN_EXE_hoist");
     let script = |env: &str, dest: &str| {

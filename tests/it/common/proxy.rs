@@ -64,6 +64,12 @@ impl Rule {
         }
     }
 
+    /// GETs whose path contains `path_contains` (e.g. `"/blobs/"`, or one blob's digest)
+    /// are answered at `bytes_per_sec`.
+    pub fn slow_gets(path_contains: &str, bytes_per_sec: u64) -> Rule {
+        Rule::new(Fault::Slow { bytes_per_sec }, path_contains).method("GET")
+    }
+
     pub fn method(mut self, method: &str) -> Rule {
         self.method = Some(method.into());
         self

@@ -152,7 +152,7 @@ async fn idle_socket_activated_daemon_exits_0_and_the_next_activation_loses_noth
     let proxy = FaultProxy::start(registry.addr);
     let pushed = BIG.push(&registry, "svc/big:1", Format::Oci);
     // ~1 MB at 250 kB/s: the job runs about 4 s, twice the idle time
-    proxy.add_rule(slow_blobs(250_000));
+    proxy.add_rule(Rule::slow_gets("/blobs/", 250_000));
     let mut svc = Service::start(
         &dir.path().join("hoist"),
         ServiceSpec::new(Endpoint::free_tcp(), Activation::Socket { fdname: None })

@@ -241,7 +241,7 @@ async fn metrics_count_jobs_durations_and_cache_hits_and_misses_after_pulls() {
 async fn metrics_count_blobs_shared_between_concurrent_pulls() {
     let world = World::builder().proxy().workers(2).start().await;
     let pushed = world.push(&BIG, "metrics/big:1", Format::Oci);
-    world.proxy().add_rule(slow_blobs(500_000));
+    world.proxy().add_rule(Rule::slow_gets("/blobs/", 500_000));
     let a = world
         .submit_pull(json!({"image": world.image("metrics/big:1"), "dest": "a"}))
         .await;

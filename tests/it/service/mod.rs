@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use common::image::Unpacked;
 use common::service::{Activation, Answer, Endpoint, Service, ServiceSpec, require};
 use common::{
-    Fault, FaultProxy, Format, Image, Pushed, Registry, RegistryAuth, Rule, World,
-    assert_same_tree, fixtures,
+    FaultProxy, Format, Image, Pushed, Registry, RegistryAuth, Rule, World, assert_same_tree,
+    fixtures,
 };
 use serde_json::{Value, json};
 
@@ -44,10 +44,6 @@ fn tempdir() -> tempfile::TempDir {
         .prefix("hoist-svc-")
         .tempdir()
         .expect("temp dir")
-}
-
-fn slow_blobs(bytes_per_sec: u64) -> Rule {
-    Rule::new(Fault::Slow { bytes_per_sec }, "/blobs/").method("GET")
 }
 
 /// Polls `GET /jobs/{id}?wait=30` until the job ends.
