@@ -135,15 +135,7 @@ async fn cancelling_a_running_pull_leaves_no_dest_and_no_partial_blob() {
             j.status() == "running" && j.0["progress"]["bytes_done"].as_u64().unwrap_or(0) > 0
         })
         .await;
-    let resp = world
-        .delete(&format!("/jobs/{}", job.id()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let answered = Job(resp.json().await.unwrap());
-    assert_eq!(answered.id(), job.id());
-    let job = world.wait_job(job.id()).await;
+    let job = world.cancel_job(job.id()).await;
     assert_eq!(job.status(), "cancelled", "{job:?}");
     assert_eq!(job.error_code(), Some("cancelled"));
     assert!(job.result().is_null());

@@ -672,13 +672,7 @@ async fn cancelled_oci_and_git_layout_pulls_leave_dest_as_it_was() {
                             > pushed.layers()[0]["size"].as_u64().unwrap()
                 })
                 .await;
-            let resp = world
-                .delete(&format!("/jobs/{}", job.id()))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), 200);
-            let job = world.wait_job(job.id()).await;
+            let job = world.cancel_job(job.id()).await;
             assert_eq!(job.status(), "cancelled", "{job:?}");
             assert_eq!(
                 root_changes(world.root(), &before),

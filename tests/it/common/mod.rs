@@ -373,6 +373,16 @@ impl World {
         Job(body)
     }
 
+    /// `DELETE /jobs/{id}` of a job that has not ended: 200 with that job, then waits for
+    /// its end (which the caller checks: `cancelled`, or what won the race).
+    pub async fn cancel_job(&self, id: &str) -> Job {
+        let resp = self.delete(&format!("/jobs/{id}")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "DELETE /jobs/{id}");
+        let answered = Job(resp.json().await.unwrap());
+        assert_eq!(answered.id(), id);
+        self.wait_job(id).await
+    }
+
     /// Long-polls `GET /jobs/{id}?wait=60` until the job ends.
     pub async fn wait_job(&self, id: &str) -> Job {
         let start = Instant::now();
