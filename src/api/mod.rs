@@ -7,6 +7,7 @@
 //! `Jobs::env`). Nothing below this module knows axum. Not for: deciding what a job does
 //! (`jobs`), or the daemon's listeners and lifetime (`serve`).
 
+mod access_log;
 mod builds;
 mod cache;
 mod error;
@@ -17,6 +18,7 @@ mod jobs;
 mod metrics;
 mod pulls;
 mod system;
+mod trees;
 mod wire;
 
 pub use error::ApiError;
@@ -70,6 +72,7 @@ pub static ROUTES: &[Route] = &[
     route(Method::GET, "/inspect", |m| on(m, images::inspect)),
     route(Method::GET, "/cache", |m| on(m, cache::stats)),
     route(Method::DELETE, "/cache", |m| on(m, cache::purge)),
+    route(Method::DELETE, "/trees", |m| on(m, trees::remove)),
 ];
 
 const fn route(
@@ -102,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
+        .layer(middleware::from_fn(access_log::access_log))
         .with_state(state)
 }
 

@@ -34,7 +34,7 @@ mod tests_breakouts;
 #[cfg(test)]
 mod tests_layers;
 
-pub use staging::{Staging, remove_scratch};
+pub use staging::{Aside, Staging, remove_scratch};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -21,6 +21,7 @@ mod jobs;
 mod layouts;
 mod leftovers;
 mod openapi;
+mod ops;
 mod pipeline;
 mod pull_layers;
 mod resources;
