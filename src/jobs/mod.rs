@@ -80,7 +80,7 @@ impl crate::error::ErrorCode for JobsError {
             JobsError::ShuttingDown => "shutting_down",
             JobsError::DestBusy { .. } => "dest_busy",
             JobsError::DestNotFound(_) => "dest_not_found",
-            JobsError::Tree(_) => "io_error",
+            JobsError::Tree(_) => "internal_error",
             JobsError::Db(_) => "internal_error",
         }
     }

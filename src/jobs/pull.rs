@@ -25,7 +25,7 @@ use crate::image::{GitHistory, LayerCommit, OciLayout};
 use crate::oci::{Compression, Descriptor};
 use crate::registry::{Credentials, ManifestKind, ResolvedImage};
 use crate::store::BlobGuard;
-use crate::unpack::{Staging, Tree, UnpackOptions, remove_scratch};
+use crate::unpack::{Staging, Tree, UnpackOptions, Warnings, remove_scratch};
 
 pub async fn run(
     env: &JobEnv,
@@ -108,7 +108,7 @@ pub async fn run(
     };
 
     tracker.set_phase("downloading");
-    if let Err(e) = fill(
+    let warnings = match fill(
         &spec,
         &image,
         layers,
@@ -119,15 +119,27 @@ pub async fn run(
     )
     .await
     {
-        // Removed now, on the blocking pool; the worker then clears what else the job
-        // recorded (the git repository) before the job is reported ended.
-        staging.discard().await;
-        if let Some(dir) = blob_dir {
-            dir.remove().await;
+        Ok(warnings) => warnings,
+        Err(e) => {
+            // Removed now, on the blocking pool; the worker then clears what else the job
+            // recorded (the git repository) before the job is reported ended.
+            staging.discard().await;
+            if let Some(dir) = blob_dir {
+                dir.remove().await;
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     let dest = staging.commit(spec.force).await?;
+    if !warnings.is_empty() {
+        tracing::warn!(
+            job = %job_id,
+            image = %spec.reference,
+            warnings = warnings.count,
+            first = ?warnings.first.first(),
+            "pulled without everything the layers ask for (not root); see result.warnings"
+        );
+    }
     if let Some(dir) = blob_dir {
         dir.remove().await;
     }
@@ -139,6 +151,7 @@ pub async fn run(
         dest,
         platform: image.platform.to_string(),
         layers: layers.iter().map(Into::into).collect(),
+        warnings,
     })
 }
 
@@ -153,7 +166,8 @@ async fn fill(
     diff_ids: &[Digest],
     fetcher: &Fetcher,
     tree_path: &Path,
-) -> Result<(), JobError> {
+) -> Result<Warnings, JobError> {
+    let mut warnings = Warnings::default();
     let (tracker, cancel) = (&fetcher.tracker, &fetcher.cancel);
 
     let (_downloads, mut blobs) = fetcher.fetch_all(layers.to_vec());
@@ -204,6 +218,7 @@ async fn fill(
                     })
                     .await?;
                 }
+                warnings.extend(applied.warnings);
                 tracker.layer_done(index, "done");
             }
             tree.finish().await?;
@@ -239,7 +254,7 @@ async fn fill(
                 .await?;
         }
     }
-    Ok(())
+    Ok(warnings)
 }
 
 /// The next verified blob from the downloads, or why there is none.

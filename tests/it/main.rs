@@ -25,4 +25,5 @@ mod ops;
 mod pipeline;
 mod pull_layers;
 mod resources;
+mod rootless;
 mod service;

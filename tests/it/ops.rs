@@ -326,3 +326,23 @@ async fn delete_trees_is_busy_while_a_job_writes_there() {
     assert_eq!(resp.status(), 204);
     assert!(!world.root().join("site").exists());
 }
+
+/// `hoist serve --help` documents the new settings with their variables.
+#[test]
+fn serve_help_documents_hoist_log_and_job_retention() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--log <",
+        "HOIST_LOG",
+        "RUST_LOG syntax",
+        "--job-retention",
+        "HOIST_JOB_RETENTION",
+    ] {
+        assert!(help.contains(needle), "{needle} in:\n{help}");
+    }
+}

@@ -16,6 +16,7 @@ pub mod image;
 pub mod proxy;
 pub mod registry;
 pub mod resources;
+pub mod rootless;
 pub mod service;
 pub mod sse;
 pub mod token;
