@@ -59,6 +59,41 @@ async fn sweep(db: &SqlitePool, retention: Duration) -> Result<u64, sqlx::Error>
 mod tests {
     use super::*;
 
+    /// Only ended jobs past the retention go, and not while a scratch row is left.
+    #[tokio::test]
+    async fn sweep_deletes_ended_jobs_past_the_retention_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = crate::db::open(&tmp.path().join("hoist.db")).await.unwrap();
+        let insert = |id: &'static str, status: &'static str, ended: Option<&'static str>| {
+            let db = db.clone();
+            async move {
+                sqlx::query(
+                    "INSERT INTO jobs (id, kind, status, created_at, finished_at, request)
+                     VALUES (?, 'pull', ?, '2020-01-01T00:00:00Z', ?, '{}')",
+                )
+                .bind(id)
+                .bind(status)
+                .bind(ended)
+                .execute(&db)
+                .await
+                .unwrap();
+            }
+        };
+        insert("old", "succeeded", Some("2020-01-01T00:00:01.5Z")).await;
+        insert("old-with-scratch", "failed", Some("2020-01-01T00:00:01Z")).await;
+        insert("running", "running", None).await;
+        insert("recent", "cancelled", Some("2999-01-01T00:00:00Z")).await;
+        table::add_scratch(&db, "old-with-scratch", std::path::Path::new("/nowhere"))
+            .await
+            .unwrap();
+        assert_eq!(sweep(&db, Duration::from_secs(3600)).await.unwrap(), 1);
+        let left: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs ORDER BY id")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+        assert_eq!(left, ["old-with-scratch", "recent", "running"]);
+    }
+
     #[test]
     fn sweeps_are_between_a_second_and_a_minute_apart() {
         assert_eq!(interval(Duration::ZERO), Duration::from_secs(1));

@@ -122,6 +122,32 @@ pub async fn clean_all(db: &SqlitePool) -> Result<(), sqlx::Error> {
 mod tests {
     use super::*;
 
+    /// A daemon killed after the rename: the next start removes the tree its row names,
+    /// then the row; a row whose rename never happened names nothing, and goes too.
+    #[tokio::test]
+    async fn removals_left_by_a_crash_are_finished_at_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = crate::db::open(&tmp.path().join("hoist.db")).await.unwrap();
+        let aside = tmp.path().join("root/.hoist-removing-x");
+        std::fs::create_dir_all(aside.join("etc/deep")).unwrap();
+        std::fs::write(aside.join("etc/deep/file"), "x").unwrap();
+        let never = tmp.path().join("root/.hoist-removing-never");
+        let mine = tmp.path().join("root/.hoist-removing-mine");
+        std::fs::create_dir_all(&mine).unwrap();
+        table::add_tree_removal(&db, &aside).await.unwrap();
+        table::add_tree_removal(&db, &never).await.unwrap();
+        clean_all(&db).await.unwrap();
+        assert!(
+            aside.symlink_metadata().is_err(),
+            "the recorded tree is gone"
+        );
+        assert!(
+            mine.is_dir(),
+            "an unrecorded folder of the same kind of name stays"
+        );
+        assert!(table::tree_removals(&db).await.unwrap().is_empty());
+    }
+
     #[test]
     fn a_tree_overlaps_what_is_inside_it_and_what_holds_it() {
         let p = Path::new;
