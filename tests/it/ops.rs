@@ -346,3 +346,67 @@ fn serve_help_documents_hoist_log_and_job_retention() {
         assert!(help.contains(needle), "{needle} in:\n{help}");
     }
 }
+
+/// The problem `type` the README shows is the one the daemon sends (`dest_exists`).
+#[tokio::test]
+async fn readme_shows_the_problem_type_the_daemon_sends() {
+    let world = World::start().await;
+    std::fs::create_dir_all(world.root().join("taken")).unwrap();
+    let resp = world
+        .post_pull(&json!({"image": world.image("ops/small:1"), "dest": "taken"}))
+        .await;
+    let problem = expect_problem(resp, 409, Some("dest_exists")).await;
+    let sent = format!("\"type\":{}", problem["type"]);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(
+        readme.contains(&sent),
+        "README's problem example does not show the type the daemon sends ({sent})"
+    );
+}
+
+/// `GET /inspect` of an index whose entry for this platform turns out to be another index
+/// (labelled as an image manifest; an entry labelled as an index is never chosen): 422
+/// `unsupported_manifest` (the request was valid; the image is what cannot be used), as
+/// openapi.yaml says.
+#[tokio::test]
+async fn inspect_of_an_index_inside_an_index_is_a_422() {
+    use crate::common::upload::{host_arch, put_manifest};
+    const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    let world = World::start().await;
+    let pushed = world.push(&SMALL, "ops/nested:image", Format::Oci);
+    let entry = |media_type: &str, digest: &str, size: usize| {
+        json!({"mediaType": media_type, "digest": digest, "size": size,
+               "platform": {"os": "linux", "architecture": host_arch()}})
+    };
+    let inner = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": INDEX,
+        "manifests": [entry("application/vnd.oci.image.manifest.v1+json", &pushed.digest, pushed.raw.len())],
+    }))
+    .unwrap();
+    let inner_digest = crate::common::tools::digest_of(&inner);
+    put_manifest(&world.registry, "ops/nested", "inner", INDEX, &inner).await;
+    let outer = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": INDEX,
+        "manifests": [entry("application/vnd.oci.image.manifest.v1+json", &inner_digest, inner.len())],
+    }))
+    .unwrap();
+    put_manifest(&world.registry, "ops/nested", "outer", INDEX, &outer).await;
+    let resp = world
+        .get(&format!(
+            "/inspect?image={}",
+            world.image("ops/nested:outer")
+        ))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 422, Some("unsupported_manifest")).await;
+    let spec =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
+    let inspect = &spec[spec.find("\n  /inspect:").unwrap()..];
+    let inspect = &inspect[..inspect.find("\n  /cache:").unwrap()];
+    assert!(
+        inspect.contains("'422':\n          $ref: '#/components/responses/UnsupportedManifest'"),
+        "openapi.yaml documents the 422 of /inspect"
+    );
+}
