@@ -437,3 +437,49 @@ async fn ctrl_c_on_a_terminal_cancels_the_pull() {
     assert_eq!(world.job(&id).await.status(), "cancelled");
     assert!(!world.root().join("big").exists());
 }
+
+/// `scripts/install --systemd` (staged with `DESTDIR`, from the binary under test) puts
+/// `hoist` in PREFIX/bin, the units with ExecStart= naming it and DOCKER_CONFIG set (a
+/// system service has no $HOME), a private /etc/hoist/env and /etc/hoist/docker; a
+/// second run keeps the settings a user wrote.
+#[test]
+fn install_script_puts_hoist_on_path_with_units_and_settings() {
+    let dest = tempdir();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install");
+    let install = || {
+        let mut cmd = Command::new(&script);
+        cmd.env("DESTDIR", dest.path())
+            .args(["--systemd", "--prefix", "/opt/hoist", "--bin"])
+            .arg(env!("CARGO_BIN_EXE_hoist"));
+        tools::run(&mut cmd);
+    };
+    install();
+    let bin = dest.path().join("opt/hoist/bin/hoist");
+    let mut version = Command::new(&bin);
+    version.arg("--version");
+    assert!(tools::run_stdout(&mut version).starts_with("hoist "));
+    let units = dest.path().join("etc/systemd/system");
+    let service = std::fs::read_to_string(units.join("hoist.service")).unwrap();
+    assert!(
+        service
+            .lines()
+            .any(|l| l == "ExecStart=/opt/hoist/bin/hoist serve"),
+        "{service}"
+    );
+    let docker_config = service
+        .lines()
+        .find_map(|l| l.strip_prefix("Environment=DOCKER_CONFIG="))
+        .unwrap_or_else(|| panic!("the unit does not set DOCKER_CONFIG:\n{service}"));
+    assert_eq!(docker_config, "/etc/hoist/docker");
+    assert!(units.join("hoist.socket").is_file());
+    let mode = |p: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+            & 0o777
+    };
+    let env = dest.path().join("etc/hoist/env");
+    assert_eq!(mode(&env), 0o600, "settings may hold HOIST_API_TOKEN");
+    assert_eq!(mode(&dest.path().join("etc/hoist/docker")), 0o700);
+    std::fs::write(&env, "HOIST_WORKERS=2\n").unwrap();
+    install();
+    assert_eq!(std::fs::read_to_string(&env).unwrap(), "HOIST_WORKERS=2\n");
+}
