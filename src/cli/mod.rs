@@ -293,7 +293,7 @@ async fn inspect(
                 .as_u64()
                 .map(output::bytes)
                 .unwrap_or_default(),
-            output::str(&layer["mediaType"]),
+            output::str(layer.get("media_type").unwrap_or(&layer["mediaType"])),
         ]);
     }
     table.print();

@@ -186,8 +186,9 @@ async fn output_and_references_as_crane_and_skopeo_users_expect() {
     assert!(header.contains("SIZE"), "{text}");
     let layer = pushed.layer_digests()[0].clone();
     assert!(
-        text.lines().any(|l| l.starts_with(&layer)),
-        "no row for {layer}:\n{text}"
+        text.lines()
+            .any(|l| l.starts_with(&layer) && l.contains("application/vnd.oci.image.layer")),
+        "no row for {layer} with its media type:\n{text}"
     );
 
     let pulled = cli
