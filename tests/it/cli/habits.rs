@@ -335,10 +335,10 @@ async fn running_job(world: &World) -> String {
 }
 
 /// Without a terminal, a slow pull says how it is doing at least every 10 s (phase,
-/// bytes, rate, the layer at work), then SIGINT cancels it: `cancelled job ID`, a
-/// non-zero status, the job `cancelled`, no dest.
+/// bytes, rate, the layer at work), then SIGINT cancels it (and SIGTERM another one):
+/// `cancelled job ID`, a non-zero status, the job `cancelled`, no dest.
 #[tokio::test]
-async fn without_a_terminal_progress_comes_every_few_seconds_and_sigint_cancels() {
+async fn without_a_terminal_progress_comes_every_few_seconds_and_signals_cancel() {
     let world = World::builder().proxy().start().await;
     world.push(&BIG, "cli/big:1", Format::Oci);
     // ~1 MB at 40 kB/s: some 25 s of one layer downloading, with no change of state
@@ -382,11 +382,48 @@ async fn without_a_terminal_progress_comes_every_few_seconds_and_sigint_cancels(
         .unwrap_or_else(|| panic!("no status line with bytes, rate and layer: {seen:#?}"));
     assert!(status.starts_with(&format!("job {id}: ")), "{status}");
 
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+    signal_cancels(
+        &world,
+        child,
+        lines,
+        &id,
         rustix::process::Signal::INT,
+        "big",
     )
-    .unwrap();
+    .await;
+
+    // SIGTERM (a CI system stopping the step) does the same
+    let mut cmd = cli.command(&["pull", &world.image("cli/big:1"), "big-term"]);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut child);
+    let term_id = loop {
+        let newest = running_job(&world).await;
+        if newest != id {
+            break newest;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let signal = rustix::process::Signal::TERM;
+    signal_cancels(&world, child, lines, &term_id, signal, "big-term").await;
+}
+
+/// Sends `signal` to the CLI following job `id` into `dest`: it exits 1 saying
+/// `cancelled job ID`, the job is `cancelled`, `dest` absent.
+async fn signal_cancels(
+    world: &World,
+    mut child: std::process::Child,
+    lines: mpsc::Receiver<(Instant, String)>,
+    id: &str,
+    signal: rustix::process::Signal,
+    dest: &str,
+) {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, signal).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let exit = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -394,20 +431,24 @@ async fn without_a_terminal_progress_comes_every_few_seconds_and_sigint_cancels(
         }
         assert!(
             Instant::now() < deadline,
-            "the CLI did not end after SIGINT"
+            "the CLI did not end after {signal:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     };
+    std::thread::sleep(Duration::from_millis(100));
     let rest: Vec<String> = lines.try_iter().map(|(_, l)| l).collect();
-    assert_eq!(exit.code(), Some(1), "{rest:#?}");
+    assert_eq!(exit.code(), Some(1), "{signal:?}: {rest:#?}");
     assert!(
         rest.iter()
             .any(|l| l == &format!("hoist: cancelled job {id}")),
-        "{rest:#?}"
+        "{signal:?}: {rest:#?}"
     );
-    let job = world.job(&id).await;
-    assert_eq!(job.status(), "cancelled", "{job:?}");
-    assert!(!world.root().join("big").exists());
+    let job = world.job(id).await;
+    assert_eq!(job.status(), "cancelled", "{signal:?}: {job:?}");
+    assert!(
+        !world.root().join(dest).exists(),
+        "{signal:?}: {dest} exists"
+    );
 }
 
 /// On a terminal, Ctrl-C (through tmux, so the terminal sends SIGINT) cancels the pull.
