@@ -165,20 +165,20 @@ fn print_job(job: &Value) {
     let request = &job["request"];
     f.push_from(request, &["image", "source", "target", "base", "dest"]);
     f.push_from(job, &["created_at", "started_at", "finished_at"]);
-    if let Some(p) = job.get("progress").filter(|p| p.is_object()) {
-        if job["status"] == "running" {
-            f.push(
-                "progress",
-                format!(
-                    "{}, layers {}/{}, {}/{}",
-                    output::str(&p["phase"]),
-                    p["layers_done"].as_u64().unwrap_or(0),
-                    p["layers_total"].as_u64().unwrap_or(0),
-                    output::bytes(p["bytes_done"].as_u64().unwrap_or(0)),
-                    output::bytes(p["bytes_total"].as_u64().unwrap_or(0)),
-                ),
-            );
-        }
+    if let Some(p) = job.get("progress").filter(|p| p.is_object())
+        && job["status"] == "running"
+    {
+        f.push(
+            "progress",
+            format!(
+                "{}, layers {}/{}, {}/{}",
+                output::str(&p["phase"]),
+                p["layers_done"].as_u64().unwrap_or(0),
+                p["layers_total"].as_u64().unwrap_or(0),
+                output::bytes(p["bytes_done"].as_u64().unwrap_or(0)),
+                output::bytes(p["bytes_total"].as_u64().unwrap_or(0)),
+            ),
+        );
     }
     let result = &job["result"];
     f.push("digest", output::str(&result["digest"]));

@@ -81,6 +81,7 @@ pub enum Output {
 
 /// The client subcommands.
 #[derive(Debug, clap::Subcommand)]
+#[allow(clippy::large_enum_variant)] // one, parsed once per run
 pub enum Client {
     /// Pull IMAGE into DEST (a folder inside HOIST_ROOTS) and follow the job; Ctrl-C cancels it
     Pull(PullArgs),

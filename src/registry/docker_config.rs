@@ -90,10 +90,10 @@ impl DockerConfig {
 
     /// The credentials configured for `registry` (`docker.io`, `host:5000`), if any.
     pub async fn credentials(&self, registry: &str) -> Result<Option<Credentials>, RegistryError> {
-        if let Some((at, creds)) = self.lock().get(registry) {
-            if at.elapsed() < CACHE_FOR {
-                return Ok(creds.clone());
-            }
+        if let Some((at, creds)) = self.lock().get(registry)
+            && at.elapsed() < CACHE_FOR
+        {
+            return Ok(creds.clone());
         }
         let creds = self.lookup(registry).await?;
         self.lock()
@@ -131,10 +131,10 @@ impl DockerConfig {
             .map(|(_, v)| v.clone())
             .or(config.creds_store.clone())
             .filter(|h| !h.is_empty());
-        if let Some(helper) = helper {
-            if let Some(creds) = self.run_helper(&helper, registry).await? {
-                return Ok(Some(creds));
-            }
+        if let Some(helper) = helper
+            && let Some(creds) = self.run_helper(&helper, registry).await?
+        {
+            return Ok(Some(creds));
         }
         Ok(from_auths(&config.auths, registry))
     }

@@ -189,10 +189,10 @@ fn check_registry(registry: &str) -> Result<(), &'static str> {
             None => (registry, None),
         }
     };
-    if let Some(port) = port {
-        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.len() > 5 {
-            return Err("registry port must be a number");
-        }
+    if let Some(port) = port
+        && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.len() > 5)
+    {
+        return Err("registry port must be a number");
     }
     if !registry.starts_with('[') {
         let label_ok = |l: &str| {
