@@ -433,6 +433,19 @@ esac"#,
     }
 
     #[test]
+    fn describe_names_the_file_read_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let absent = DockerConfig::new(Some(dir.path().to_path_buf())).describe();
+        assert!(absent.ends_with("config.json (absent)"), "{absent}");
+        let c = config(dir.path(), "{}");
+        assert_eq!(
+            c.describe(),
+            dir.path().join("config.json").display().to_string()
+        );
+        assert_eq!(DockerConfig::new(None).describe(), "none");
+    }
+
+    #[test]
     fn keys_normalise_to_registry_names() {
         assert_eq!(normalise_key("https://index.docker.io/v1/"), "docker.io");
         assert_eq!(normalise_key("registry-1.docker.io"), "docker.io");

@@ -108,6 +108,21 @@ async fn the_callers_docker_credentials_reach_the_registry_and_show_nowhere() {
     let text = by_auths.ok(&["inspect", &image]).stdout;
     assert!(text.contains(&pushed.digest), "{text}");
 
+    // what curl users send (README): standard base64 with padding, `+` and `/` allowed
+    let header = base64_encode(&json!({"username": "alice", "password": PASSWORD}).to_string());
+    for (endpoint, with) in [("/digest", true), ("/inspect", true), ("/digest", false)] {
+        let mut rb = world.get(&format!("{endpoint}?image={image}"));
+        if with {
+            rb = rb.header("x-registry-auth", &header);
+        }
+        let status = rb.send().await.unwrap().status().as_u16();
+        assert_eq!(
+            status,
+            if with { 200 } else { 403 },
+            "{endpoint}, header {with}"
+        );
+    }
+
     // never in the job row, the job list or the daemon's log
     let (_, row) = world.get_json(&format!("/jobs/{id}")).await;
     assert_eq!(row["status"], "succeeded", "{row}");
