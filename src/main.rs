@@ -1,10 +1,10 @@
 //! The `hoist` binary: `hoist serve` runs the daemon; the other subcommands are clients of
-//! a running daemon, over the same HTTP API.
+//! a running daemon, over the same HTTP API (`hoist::cli::Client`).
 
-use clap::{Parser, Subcommand};
-use hyper::Method;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use hoist::cli::{self, Api, Connection, encode};
+use hoist::cli::{self, Connection};
 use hoist::config::{Config, ServeArgs};
 
 #[derive(Parser)]
@@ -24,48 +24,41 @@ struct Cli {
 enum Command {
     /// Run the daemon in the foreground
     Serve(ServeArgs),
-    /// Pull IMAGE into DEST (a folder inside HOIST_ROOTS) and follow the job
-    Pull(cli::PullArgs),
-    /// Print an image's digest without pulling it
-    Digest {
-        image: String,
-        #[arg(long)]
-        platform: Option<String>,
-    },
-    /// Print an image's platforms, config and layers without pulling it
-    Inspect {
-        image: String,
-        #[arg(long)]
-        platform: Option<String>,
-    },
-    /// Build SOURCE (a folder inside HOIST_ROOTS) into one layer and push it as TARGET
-    Build(cli::BuildArgs),
-    /// List jobs, newest first
-    Jobs {
-        #[arg(long)]
-        status: Option<String>,
-        #[arg(long)]
-        kind: Option<String>,
-        #[arg(long)]
-        limit: Option<u32>,
-    },
-    /// Show one job (or cancel it, or follow it to its end)
-    Job {
-        id: String,
-        #[arg(long, conflicts_with = "follow")]
-        cancel: bool,
-        #[arg(long)]
-        follow: bool,
-    },
-    /// Show the cache, or purge it
-    Cache {
-        /// `purge` removes every blob no running job uses
-        action: Option<String>,
-    },
+    #[command(flatten)]
+    Client(cli::Client),
+}
+
+/// The client's own flags (`--daemon`, `--token`, `-o`) given to `hoist serve`, which
+/// would otherwise be accepted and ignored (`serve --token X` ran without auth): a usage
+/// error naming the daemon's flag.
+fn refuse_client_flags_on_serve(matches: &ArgMatches) {
+    let Some(serve) = matches.subcommand_matches("serve") else {
+        return;
+    };
+    for (id, flag) in cli::CLIENT_ARGS {
+        let given = [matches, serve]
+            .iter()
+            .any(|m| m.value_source(id) == Some(ValueSource::CommandLine));
+        if given {
+            let hint = match *id {
+                "token" => "; the daemon's token is --api-token (or HOIST_API_TOKEN)",
+                "daemon" => "; the daemon's address is --listen (or HOIST_LISTEN)",
+                _ => "",
+            };
+            let mut cmd = Cli::command();
+            cmd.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("{flag} is a client flag, not one of `hoist serve`{hint}"),
+            )
+            .exit();
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    refuse_client_flags_on_serve(&matches);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if matches!(cli.command, Command::Serve(_)) {
         hoist::serve::tune_allocator();
     }
@@ -87,7 +80,7 @@ fn main() -> std::process::ExitCode {
                 hoist::serve::run(config).await
             })
         }
-        other => runtime.block_on(run_client(other, cli.conn)),
+        Command::Client(client) => runtime.block_on(client.run(cli.conn)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -98,94 +91,33 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn api(conn: Connection) -> Api {
-    Api {
-        daemon: conn.daemon,
-        token: conn.token,
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn query(pairs: &[(&str, Option<&str>)]) -> String {
-    let parts: Vec<String> = pairs
-        .iter()
-        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", encode(v))))
-        .collect();
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", parts.join("&"))
-    }
-}
-
-async fn run_client(command: Command, conn: Connection) -> anyhow::Result<()> {
-    match command {
-        Command::Serve(_) => unreachable!("handled in main"),
-        Command::Pull(args) => cli::pull(&api(conn), &args).await,
-        Command::Digest { image, platform } => {
-            let q = query(&[("image", Some(&image)), ("platform", platform.as_deref())]);
-            cli::call_and_print(&api(conn), Method::GET, &format!("/digest{q}")).await
-        }
-        Command::Inspect { image, platform } => {
-            let q = query(&[("image", Some(&image)), ("platform", platform.as_deref())]);
-            cli::call_and_print(&api(conn), Method::GET, &format!("/inspect{q}")).await
-        }
-        Command::Build(args) => cli::build(&api(conn), &args).await,
-        Command::Jobs {
-            status,
-            kind,
-            limit,
-        } => {
-            let limit = limit.map(|l| l.to_string());
-            let q = query(&[
-                ("status", status.as_deref()),
-                ("kind", kind.as_deref()),
-                ("limit", limit.as_deref()),
-            ]);
-            let (_, jobs) = api(conn)
-                .call(Method::GET, &format!("/jobs{q}"), None)
-                .await?;
-            for job in jobs.as_array().into_iter().flatten() {
-                let what = job["request"]["image"]
-                    .as_str()
-                    .or_else(|| job["request"]["target"].as_str())
-                    .unwrap_or("");
-                println!(
-                    "{}  {:<5}  {:<9}  {}  {}",
-                    job["id"].as_str().unwrap_or(""),
-                    job["kind"].as_str().unwrap_or(""),
-                    job["status"].as_str().unwrap_or(""),
-                    job["created_at"].as_str().unwrap_or(""),
-                    what
-                );
-            }
-            Ok(())
-        }
-        Command::Job { id, cancel, follow } => {
-            let api = api(conn);
-            if cancel {
-                return cli::call_and_print(
-                    &api,
-                    Method::DELETE,
-                    &format!("/jobs/{}", encode(&id)),
-                )
-                .await;
-            }
-            if follow {
-                let end = cli::follow_job(&api, &id).await?;
-                cli::print_json(&end);
-                if end["status"] != "succeeded" {
-                    anyhow::bail!("job {id} {}", end["status"].as_str().unwrap_or("ended"));
+    /// Every argument of every subcommand says what it is for in `--help`.
+    #[test]
+    fn every_flag_and_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
                 }
-                return Ok(());
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
             }
-            cli::call_and_print(&api, Method::GET, &format!("/jobs/{}", encode(&id))).await
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (the subcommand)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
         }
-        Command::Cache { action } => match action.as_deref() {
-            None => cli::call_and_print(&api(conn), Method::GET, "/cache").await,
-            Some("purge") => cli::call_and_print(&api(conn), Method::DELETE, "/cache").await,
-            Some(other) => anyhow::bail!(
-                "unknown cache action {other:?}; use `hoist cache` or `hoist cache purge`"
-            ),
-        },
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "hoist", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+        Cli::command().debug_assert();
     }
 }

@@ -193,6 +193,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         insecure_registries: config.insecure_registries.clone(),
         docker_config_dir: config.docker_config_dir.clone(),
     })?;
+    // Which credentials the daemon falls back on, for an admin wondering why a pull is
+    // (not) authorized: under systemd there is no $HOME, so the unit sets DOCKER_CONFIG.
+    tracing::info!(
+        docker_config = %registry.docker_config(),
+        "registry credentials of the daemon's own, when a request brings none"
+    );
     let jobs = Jobs::start(
         db,
         JobEnv {

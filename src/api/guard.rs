@@ -120,20 +120,20 @@ fn refusal(state: &AppState, req: &Request) -> Option<Response> {
         );
     }
     let authority = requested_authority(req);
-    if let (Some(hosts), Some(authority)) = (&state.hosts, &authority) {
-        if !hosts.allows(host_of(authority)) {
-            return Some(
-                ApiError::new(
-                    StatusCode::MISDIRECTED_REQUEST,
-                    "misdirected_request",
-                    format!(
-                        "this daemon does not answer to the host {authority:?}; use its listen \
+    if let (Some(hosts), Some(authority)) = (&state.hosts, &authority)
+        && !hosts.allows(host_of(authority))
+    {
+        return Some(
+            ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected_request",
+                format!(
+                    "this daemon does not answer to the host {authority:?}; use its listen \
                      address or localhost, or add the name to HOIST_ALLOWED_HOSTS"
-                    ),
-                )
-                .into_response(),
-            );
-        }
+                ),
+            )
+            .into_response(),
+        );
     }
     if let Some(why) = cross_site(req.headers(), authority.as_deref()) {
         return Some(

@@ -1,6 +1,8 @@
 //! `GET /digest` and `GET /inspect`: what an image is, without pulling it.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
+use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -8,7 +10,42 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::Query;
 use crate::jobs::parse_platform;
-use crate::registry::{ManifestKind, Platform, Reference};
+use crate::registry::{Credentials, ManifestKind, Platform, Reference};
+
+/// The caller's registry credentials for this one question, named as Docker's Engine API
+/// names them: base64 (URL-safe or standard) of `{"username": …, "password": …}`. A
+/// header, not the query, so they stay out of URLs and request logs; never stored.
+pub const REGISTRY_AUTH: &str = "x-registry-auth";
+
+/// The credentials of `X-Registry-Auth`, if sent. Messages never quote the value.
+fn registry_auth(headers: &HeaderMap) -> Result<Option<Credentials>, ApiError> {
+    let Some(value) = headers.get(REGISTRY_AUTH) else {
+        return Ok(None);
+    };
+    let bad = |why: &str| {
+        ApiError::bad_request(
+            "invalid_registry_auth",
+            format!("X-Registry-Auth {why}: send base64 of {{\"username\": …, \"password\": …}}"),
+        )
+    };
+    let text = value.to_str().map_err(|_| bad("is not ASCII"))?;
+    let text: String = text
+        .trim()
+        .trim_end_matches('=')
+        .chars()
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| bad("is not base64"))?;
+    let creds: Credentials = serde_json::from_slice(&bytes)
+        .map_err(|_| bad("is not JSON with username and password"))?;
+    Ok(Some(creds))
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,12 +76,16 @@ impl ImageQuery {
 
 pub async fn digest(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Query(q): Query<ImageQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let (reference, platform) = q.parse()?;
+    let creds = registry_auth(&headers)?;
     let registry = &state.jobs.env().registry;
     // Concurrent identical questions share one registry request (single flight).
-    let answer = registry.digest(&reference, platform.as_ref(), None).await?;
+    let answer = registry
+        .digest(&reference, platform.as_ref(), creds.as_ref())
+        .await?;
     let mut body = json!({
         "image": reference.to_string(),
         "digest": answer.digest,
@@ -59,12 +100,14 @@ pub async fn digest(
 
 pub async fn inspect(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Query(q): Query<ImageQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let (reference, platform) = q.parse()?;
+    let creds = registry_auth(&headers)?;
     let registry = &state.jobs.env().registry;
     let image = registry
-        .resolve(&reference, platform.as_ref(), None)
+        .resolve(&reference, platform.as_ref(), creds.as_ref())
         .await?;
     let ManifestKind::Image { config, layers } = &image.manifest.kind else {
         return Err(ApiError::new(

@@ -161,13 +161,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ProblemIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         ready!(self.poll_pending(cx))?;
-        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
-            if let Some(answer) = rewrite(first) {
-                self.pending = answer;
-                self.sent = 0;
-                let _ = self.poll_pending(cx)?;
-                return Poll::Ready(Ok(first.len()));
-            }
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty())
+            && let Some(answer) = rewrite(first)
+        {
+            self.pending = answer;
+            self.sent = 0;
+            let _ = self.poll_pending(cx)?;
+            return Poll::Ready(Ok(first.len()));
         }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }

@@ -10,6 +10,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
+use super::request::Login;
+
+/// The header `/digest` and `/inspect` take registry credentials in (the daemon's
+/// `api::images::REGISTRY_AUTH`).
+const REGISTRY_AUTH: &str = "x-registry-auth";
+
 /// Where the daemon is: `http://HOST:PORT` or `unix:/path`.
 #[derive(Clone, Debug)]
 pub enum Daemon {
@@ -80,6 +86,17 @@ impl Api {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Response<Incoming>, ClientError> {
+        self.send_with(method, path, body, &[]).await
+    }
+
+    /// [`Api::send`] with extra request headers (`X-Registry-Auth`).
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+    ) -> Result<Response<Incoming>, ClientError> {
         let connect_err = |e: std::io::Error| ClientError::Connect {
             daemon: self.daemon.to_string(),
             message: e.to_string(),
@@ -106,6 +123,9 @@ impl Api {
         if let Some(token) = &self.token {
             req = req.header("authorization", format!("Bearer {token}"));
         }
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
         let payload = match body {
             Some(v) => {
                 req = req.header("content-type", "application/json");
@@ -129,7 +149,32 @@ impl Api {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Value), ClientError> {
-        let resp = self.send(method, path, body).await?;
+        self.call_with(method, path, body, &[]).await
+    }
+
+    /// A GET carrying the caller's registry credentials for this one question
+    /// (`/digest`, `/inspect`), in the header the daemon reads them from.
+    pub(crate) async fn get_with_registry_auth(
+        &self,
+        path: &str,
+        login: Option<&Login>,
+    ) -> Result<Value, ClientError> {
+        let headers: Vec<(&str, String)> = login
+            .map(|l| (REGISTRY_AUTH, l.header_value()))
+            .into_iter()
+            .collect();
+        let (_, value) = self.call_with(Method::GET, path, None, &headers).await?;
+        Ok(value)
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+    ) -> Result<(StatusCode, Value), ClientError> {
+        let resp = self.send_with(method, path, body, headers).await?;
         let status = resp.status();
         let bytes = resp
             .into_body()

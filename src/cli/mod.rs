@@ -1,22 +1,35 @@
 //! The `hoist` command-line client: each subcommand is one or two calls to a running
 //! daemon; a job is followed through its event stream, with progress bars on a terminal
 //! and plain lines otherwise (CI logs).
+//!
+//! It speaks like crane and skopeo: text for people (a table with a header for a list,
+//! `name: value` lines for one object, the digest alone for `hoist digest`), the whole
+//! object as the daemon answered it with `-o json`; exit status 0, 1 for a failure, 2 for
+//! a usage error (clap's). The caller's own registry credentials go with each request
+//! (`request`); Ctrl-C while following a job the CLI started cancels it (`follow`).
+//!
+//! A new subcommand is a variant of [`Client`] with its args struct and a function here
+//! (or in a file of its own for a family, as `jobs`).
 
 mod follow;
 mod http;
+mod jobs;
+mod output;
 mod request;
 
 pub use http::{Api, ClientError, Daemon};
-pub use request::{BuildArgs, PullArgs};
+pub use request::{BuildArgs, ImageArgs, PullArgs};
 
 use std::io::IsTerminal;
 
 use hyper::Method;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::jobs::{BuildResult, PullResult};
+
+use crate::registry::DockerConfig;
+use output::{Fields, Table};
 
 /// Connection options shared by every client subcommand.
 #[derive(Clone, Debug, clap::Args)]
@@ -32,6 +45,94 @@ pub struct Connection {
     /// bearer token, when the daemon has HOIST_API_TOKEN set
     #[arg(long, env = "HOIST_API_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// text (for people: tables, the digest alone) or json (the whole object, for scripts)
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub output: Output,
+}
+
+/// The arguments above, by id: `hoist serve` refuses them (they are the client's).
+pub const CLIENT_ARGS: &[(&str, &str)] = &[
+    ("daemon", "--daemon"),
+    ("token", "--token"),
+    ("output", "--output"),
+];
+
+impl Connection {
+    fn api(&self) -> Api {
+        Api {
+            daemon: self.daemon.clone(),
+            token: self.token.clone(),
+        }
+    }
+}
+
+/// What the client prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// The client subcommands.
+#[derive(Debug, clap::Subcommand)]
+#[allow(clippy::large_enum_variant)] // one, parsed once per run
+pub enum Client {
+    /// Pull IMAGE into DEST (a folder inside HOIST_ROOTS) and follow the job; Ctrl-C cancels it
+    Pull(PullArgs),
+    /// Print an image's digest (alone) without pulling it
+    Digest(ImageArgs),
+    /// Print an image's platforms, config and layers without pulling it
+    Inspect(ImageArgs),
+    /// Build SOURCE (a folder inside HOIST_ROOTS) into one layer, push it as TARGET, follow the job
+    Build(BuildArgs),
+    /// List jobs, newest first
+    Jobs(jobs::JobsArgs),
+    /// Show one job (or cancel it, or follow it to its end); ID may be a unique prefix
+    Job(jobs::JobArgs),
+    /// Show the cache, or purge it
+    Cache(CacheArgs),
+}
+
+/// `hoist cache [purge]`.
+#[derive(Debug, clap::Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    action: Option<CacheAction>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum CacheAction {
+    /// Remove every blob no running job uses
+    Purge,
+}
+
+impl Client {
+    pub async fn run(self, conn: Connection) -> anyhow::Result<()> {
+        let api = conn.api();
+        let out = conn.output;
+        let docker = DockerConfig::from_env();
+        match self {
+            Client::Pull(args) => {
+                let body = args.to_request(&docker).await?;
+                submit_and_follow(&api, out, "/pulls", &body, args.detach).await
+            }
+            Client::Build(args) => {
+                let body = args.to_request(&docker).await?;
+                submit_and_follow(&api, out, "/builds", &body, args.detach).await
+            }
+            Client::Digest(args) => digest(&api, out, &args, &docker).await,
+            Client::Inspect(args) => inspect(&api, out, &args, &docker).await,
+            Client::Jobs(args) => jobs::list(&api, out, &args).await,
+            Client::Job(args) => jobs::show(&api, out, &args).await,
+            Client::Cache(args) => cache(&api, out, args.action).await,
+        }
+    }
 }
 
 /// How to show a followed job.
@@ -39,7 +140,7 @@ pub struct Connection {
 pub(crate) enum Display {
     /// Progress bars (stderr is a terminal, not CI).
     Bars,
-    /// One line per change.
+    /// One line per change, and one at least every few seconds.
     Lines,
 }
 
@@ -54,22 +155,11 @@ impl Display {
     }
 }
 
-/// `hoist pull`: submits the pull and follows it to its end unless `--detach`.
-pub async fn pull(api: &Api, args: &PullArgs) -> anyhow::Result<()> {
-    let body = args.to_request()?;
-    submit_and_follow::<PullResult>(api, "/pulls", &body, args.detach).await
-}
-
-/// `hoist build`: submits the build and follows it to its end unless `--detach`.
-pub async fn build(api: &Api, args: &BuildArgs) -> anyhow::Result<()> {
-    let body = args.to_request()?;
-    submit_and_follow::<BuildResult>(api, "/builds", &body, args.detach).await
-}
-
-/// Submits a job (`/pulls` or `/builds`) and follows it to its end unless `detach`; `R`
-/// is the job's typed result.
-async fn submit_and_follow<R: Summary + DeserializeOwned>(
+/// Submits a job (`/pulls` or `/builds`) and follows it to its end unless `detach`. A
+/// signal while following cancels the job (the CLI started it) and waits for its end.
+async fn submit_and_follow(
     api: &Api,
+    out: Output,
     path: &str,
     body: &impl Serialize,
     detach: bool,
@@ -78,66 +168,181 @@ async fn submit_and_follow<R: Summary + DeserializeOwned>(
     let (_, job) = api.call(Method::POST, path, Some(&body)).await?;
     let id = job["id"].as_str().unwrap_or_default().to_string();
     if detach {
-        println!("{id}");
+        match out {
+            Output::Json => output::json(&job),
+            Output::Text => println!("{id}"),
+        }
         return Ok(());
     }
-    let end = follow::follow(api, &id, Display::detect()).await?;
-    if std::io::stdout().is_terminal() {
-        if let Ok(result) = R::deserialize(&end["result"]) {
-            println!("{}", result.summary());
+    let followed = follow::follow(api, &id, Display::detect(), true).await?;
+    let end = followed.job;
+    match out {
+        Output::Json => output::json(&end),
+        Output::Text => {
+            if let Some(line) = summary(&end).filter(|_| end["status"] == "succeeded") {
+                println!("{line}");
+            }
         }
+    }
+    job_outcome(&id, &end, followed.interrupted)
+}
+
+/// Ok for a succeeded job; else the error the CLI exits with.
+fn job_outcome(id: &str, end: &Value, interrupted: bool) -> anyhow::Result<()> {
+    let status = end["status"].as_str().unwrap_or("ended");
+    if status == "succeeded" {
+        return Ok(());
+    }
+    if interrupted && status == "cancelled" {
+        anyhow::bail!("cancelled job {id}");
+    }
+    match end["error"]["code"].as_str() {
+        Some(code) => {
+            let message = end["error"]["message"].as_str().unwrap_or("");
+            anyhow::bail!("job {id} {status}: {code}: {message}")
+        }
+        None => anyhow::bail!("job {id} {status}"),
+    }
+}
+
+/// One line for a person: what was pulled or pushed, and its digest (read through the
+/// daemon's own result types).
+fn summary(job: &Value) -> Option<String> {
+    let result = &job["result"];
+    match job["kind"].as_str() {
+        Some("build") => BuildResult::deserialize(result)
+            .ok()
+            .map(|r| format!("pushed {} ({})", r.target, r.digest)),
+        _ => PullResult::deserialize(result).ok().map(|r| {
+            format!(
+                "pulled {} ({}) into {}",
+                r.image,
+                r.digest,
+                r.dest.display()
+            )
+        }),
+    }
+}
+
+fn image_query(args: &ImageArgs) -> String {
+    query(&[
+        ("image", Some(&args.image)),
+        ("platform", args.platform.as_deref()),
+    ])
+}
+
+/// `hoist digest`: the digest alone (with `--platform`, that platform's manifest's, as
+/// `crane digest --platform` prints it).
+async fn digest(
+    api: &Api,
+    out: Output,
+    args: &ImageArgs,
+    docker: &DockerConfig,
+) -> anyhow::Result<()> {
+    let login = args.creds.for_image(&args.image, docker).await?;
+    let path = format!("/digest{}", image_query(args));
+    let answer = api.get_with_registry_auth(&path, login.as_ref()).await?;
+    match out {
+        Output::Json => output::json(&answer),
+        Output::Text => {
+            let digest = answer
+                .get("platform_digest")
+                .unwrap_or(&answer["digest"])
+                .as_str()
+                .unwrap_or("");
+            println!("{digest}");
+        }
+    }
+    Ok(())
+}
+
+/// `hoist inspect`: what the image is, then its layers as a table.
+async fn inspect(
+    api: &Api,
+    out: Output,
+    args: &ImageArgs,
+    docker: &DockerConfig,
+) -> anyhow::Result<()> {
+    let login = args.creds.for_image(&args.image, docker).await?;
+    let path = format!("/inspect{}", image_query(args));
+    let answer = api.get_with_registry_auth(&path, login.as_ref()).await?;
+    if out == Output::Json {
+        output::json(&answer);
+        return Ok(());
+    }
+    let platforms: Vec<&str> = answer["platforms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut fields = Fields::of(&answer, &["image", "digest", "media_type"]);
+    if !platforms.is_empty() {
+        fields.push("platforms", platforms.join(", "));
+    }
+    fields.push_from(&answer, &["platform", "platform_digest", "config_digest"]);
+    if let Some(size) = answer["size"].as_u64() {
+        fields.push("size", output::bytes(size));
+    }
+    fields.print();
+    println!();
+    let mut table = Table::new(&["LAYER", "SIZE", "MEDIA TYPE"]);
+    for layer in answer["layers"].as_array().into_iter().flatten() {
+        table.row(vec![
+            output::str(&layer["digest"]),
+            layer["size"]
+                .as_u64()
+                .map(output::bytes)
+                .unwrap_or_default(),
+            output::str(layer.get("media_type").unwrap_or(&layer["mediaType"])),
+        ]);
+    }
+    table.print();
+    Ok(())
+}
+
+async fn cache(api: &Api, out: Output, action: Option<CacheAction>) -> anyhow::Result<()> {
+    let method = match action {
+        None => Method::GET,
+        Some(CacheAction::Purge) => Method::DELETE,
+    };
+    let (_, answer) = api.call(method, "/cache", None).await?;
+    match (out, action) {
+        (Output::Json, _) => output::json(&answer),
+        (Output::Text, None) => {
+            let mut fields = Fields::of(&answer, &["path", "blobs"]);
+            if let Some(b) = answer["bytes"].as_u64() {
+                fields.push("bytes", output::bytes(b));
+            }
+            fields.push(
+                "max_bytes",
+                answer["max_bytes"]
+                    .as_u64()
+                    .map(output::bytes)
+                    .unwrap_or_else(|| "unlimited".into()),
+            );
+            fields.print();
+        }
+        (Output::Text, Some(CacheAction::Purge)) => println!(
+            "removed {} blobs, freed {}",
+            answer["removed_blobs"].as_u64().unwrap_or(0),
+            output::bytes(answer["freed_bytes"].as_u64().unwrap_or(0))
+        ),
+    }
+    Ok(())
+}
+
+/// `?k=v&…` of the pairs that have a value, percent-encoded.
+fn query(pairs: &[(&str, Option<&str>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", encode(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
     } else {
-        print_json(&end["result"]);
-    }
-    if end["status"] != "succeeded" {
-        let code = end["error"]["code"].as_str().unwrap_or("failed");
-        let message = end["error"]["message"].as_str().unwrap_or("");
-        anyhow::bail!(
-            "job {id} {}: {code}: {message}",
-            end["status"].as_str().unwrap_or("ended")
-        );
-    }
-    Ok(())
-}
-
-/// Runs a simple GET/DELETE and prints its JSON answer.
-pub async fn call_and_print(api: &Api, method: Method, path: &str) -> anyhow::Result<()> {
-    let (_, value) = api.call(method, path, None).await?;
-    print_json(&value);
-    Ok(())
-}
-
-/// One line for a person: what was pulled or pushed, and its digest.
-trait Summary {
-    fn summary(&self) -> String;
-}
-
-impl Summary for PullResult {
-    fn summary(&self) -> String {
-        format!(
-            "pulled {} ({}) into {}",
-            self.image,
-            self.digest,
-            self.dest.display()
-        )
-    }
-}
-
-impl Summary for BuildResult {
-    fn summary(&self) -> String {
-        format!("pushed {} ({})", self.target, self.digest)
-    }
-}
-
-pub fn print_json(v: &Value) {
-    if !v.is_null() {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        format!("?{}", parts.join("&"))
     }
 }
 
 pub use http::encode;
-
-/// Follows a job to its end with the display this terminal calls for.
-pub async fn follow_job(api: &Api, id: &str) -> anyhow::Result<Value> {
-    follow::follow(api, id, Display::detect()).await
-}

@@ -1,17 +1,22 @@
 //! The bodies the CLI sends: the API's own request types (`jobs::PullRequest`,
 //! `jobs::BuildRequest`, so the CLI has every field the API has), with the credentials
-//! that those types never serialize (a stored request has none) carried beside them.
+//! that those types never serialize (a stored request has none) carried beside them:
+//! the flags' (`--creds`, `--creds-file`), else the caller's own from their Docker config
+//! (`$DOCKER_CONFIG` or `~/.docker/config.json`, credential helpers included), looked up
+//! for the image's registry and sent with this one request.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
+use base64::Engine as _;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::image::ConfigOverrides;
 use crate::jobs::{BuildCompression, BuildRequest, CacheMode, Layout, PullRequest};
 use crate::oci::Format;
+use crate::registry::{Credentials, DockerConfig, Reference};
 
 /// A request as sent: the API's request type plus its credentials.
 #[derive(Serialize)]
@@ -31,6 +36,23 @@ pub(crate) struct Login {
     pub password: String,
 }
 
+impl Login {
+    /// The `X-Registry-Auth` form: base64url of the JSON `{"username", "password"}`.
+    pub(crate) fn header_value(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+}
+
+impl From<Credentials> for Login {
+    fn from(c: Credentials) -> Login {
+        Login {
+            username: c.username,
+            password: c.password,
+        }
+    }
+}
+
 impl fmt::Debug for Login {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -41,10 +63,11 @@ impl fmt::Debug for Login {
     }
 }
 
-/// Registry credentials for one job; never printed.
+/// Registry credentials for one request; never printed.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub(crate) struct CredsArgs {
-    /// registry credentials as USER:PASSWORD
+    /// registry credentials as USER:PASSWORD [default: yours for that registry, from
+    /// $DOCKER_CONFIG/config.json or ~/.docker/config.json, credential helpers included]
     #[arg(long, value_name = "USER:PASSWORD")]
     pub creds: Option<String>,
     /// a file holding USER:PASSWORD, or a GCR JSON key (sent as user _json_key)
@@ -67,6 +90,34 @@ impl CredsArgs {
     pub(crate) fn to_login(&self) -> anyhow::Result<Option<Login>> {
         login(self.creds.as_deref(), self.creds_file.as_ref())
     }
+
+    /// The flags' credentials, else the caller's own for `image`'s registry.
+    pub(crate) async fn for_image(
+        &self,
+        image: &str,
+        docker: &DockerConfig,
+    ) -> anyhow::Result<Option<Login>> {
+        match self.to_login()? {
+            Some(login) => Ok(Some(login)),
+            None => caller_login(image, docker).await,
+        }
+    }
+}
+
+/// The caller's credentials for `image`'s registry from their Docker config, if any. An
+/// image that does not parse has none: the daemon says what is wrong with it.
+pub(crate) async fn caller_login(
+    image: &str,
+    docker: &DockerConfig,
+) -> anyhow::Result<Option<Login>> {
+    let Ok(reference) = image.parse::<Reference>() else {
+        return Ok(None);
+    };
+    let creds = docker
+        .credentials(&reference.registry)
+        .await
+        .map_err(|e| anyhow::anyhow!("your docker credentials for {}: {e}", reference.registry))?;
+    Ok(creds.map(Login::from))
 }
 
 impl BaseCredsArgs {
@@ -109,7 +160,9 @@ fn api_enum<T: DeserializeOwned + Send + Sync + Clone + 'static>(value: &str) ->
 /// `hoist pull`: every field of `POST /pulls`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct PullArgs {
+    /// the image: [docker://][HOST[:PORT]/]REPO[:TAG|@DIGEST], e.g. debian:bookworm
     image: String,
+    /// where the tree goes: relative to the daemon's first root, or absolute inside a root
     dest: String,
     /// os/arch[/variant] to pick from a multi-platform index
     #[arg(long)]
@@ -123,7 +176,7 @@ pub struct PullArgs {
     /// neither read nor write the daemon's shared cache
     #[arg(long)]
     no_cache: bool,
-    /// print the job id and return without following it
+    /// print the job id and return without following it (Ctrl-C then cancels nothing)
     #[arg(long)]
     pub detach: bool,
     #[command(flatten)]
@@ -131,7 +184,10 @@ pub struct PullArgs {
 }
 
 impl PullArgs {
-    pub(crate) fn to_request(&self) -> anyhow::Result<Submit<PullRequest>> {
+    pub(crate) async fn to_request(
+        &self,
+        docker: &DockerConfig,
+    ) -> anyhow::Result<Submit<PullRequest>> {
         Ok(Submit {
             request: PullRequest {
                 image: self.image.clone(),
@@ -146,16 +202,30 @@ impl PullArgs {
                 layout: self.layout,
                 auth: None,
             },
-            auth: self.creds.to_login()?,
+            auth: self.creds.for_image(&self.image, docker).await?,
             base_auth: None,
         })
     }
 }
 
+/// `hoist digest` and `hoist inspect`: one image, asked about without pulling it.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ImageArgs {
+    /// the image: [docker://][HOST[:PORT]/]REPO[:TAG|@DIGEST], e.g. debian:bookworm
+    pub(crate) image: String,
+    /// os/arch[/variant] to pick from a multi-platform index
+    #[arg(long)]
+    pub(crate) platform: Option<String>,
+    #[command(flatten)]
+    pub(crate) creds: CredsArgs,
+}
+
 /// `hoist build`: every field of `POST /builds`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BuildArgs {
+    /// the folder to build: relative to the daemon's first root, or absolute inside a root
     source: String,
+    /// where to push: [docker://]HOST[:PORT]/REPO:TAG
     target: String,
     /// image the new layer goes on top of
     #[arg(long)]
@@ -181,6 +251,7 @@ pub struct BuildArgs {
     /// PORT[/tcp|udp|sctp], repeatable: added to the base's exposed ports
     #[arg(long = "expose", value_name = "PORT")]
     exposed_ports: Vec<String>,
+    /// os/arch[/variant] of the image, and the one picked from the base's index
     #[arg(long)]
     platform: Option<String>,
     /// oci or docker
@@ -195,6 +266,7 @@ pub struct BuildArgs {
     /// clamp file times to this time (seconds since the epoch) and use it as `created`
     #[arg(long, value_name = "SECONDS")]
     source_date_epoch: Option<u64>,
+    /// print the job id and return without following it (Ctrl-C then cancels nothing)
     #[arg(long)]
     pub detach: bool,
     #[command(flatten)]
@@ -204,7 +276,10 @@ pub struct BuildArgs {
 }
 
 impl BuildArgs {
-    pub(crate) fn to_request(&self) -> anyhow::Result<Submit<BuildRequest>> {
+    pub(crate) async fn to_request(
+        &self,
+        docker: &DockerConfig,
+    ) -> anyhow::Result<Submit<BuildRequest>> {
         let some = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
         let labels = self
             .labels
@@ -215,6 +290,15 @@ impl BuildArgs {
                     .ok_or_else(|| anyhow::anyhow!("--label {l:?}: expected K=V"))
             })
             .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+        // With --creds and no --base-creds the daemon uses --creds for the base, as the
+        // API says; from the Docker config, each registry gets its own entry.
+        let base_auth = match (self.base_creds.to_login()?, &self.base) {
+            (Some(login), _) => Some(login),
+            (None, Some(base)) if self.creds.to_login()?.is_none() => {
+                caller_login(base, docker).await?
+            }
+            (None, _) => None,
+        };
         Ok(Submit {
             request: BuildRequest {
                 source: self.source.clone(),
@@ -237,8 +321,8 @@ impl BuildArgs {
                 auth: None,
                 base_auth: None,
             },
-            auth: self.creds.to_login()?,
-            base_auth: self.base_creds.to_login()?,
+            auth: self.creds.for_image(&self.target, docker).await?,
+            base_auth,
         })
     }
 }
@@ -256,12 +340,67 @@ mod tests {
         Build(BuildArgs),
     }
 
+    /// The body sent, for a caller without a Docker config.
     fn body(args: &[&str]) -> serde_json::Value {
-        let value = match Cli::try_parse_from(args).unwrap() {
-            Cli::Pull(a) => serde_json::to_value(a.to_request().unwrap()),
-            Cli::Build(a) => serde_json::to_value(a.to_request().unwrap()),
-        };
+        body_with(args, &DockerConfig::new(None))
+    }
+
+    fn body_with(args: &[&str], docker: &DockerConfig) -> serde_json::Value {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let value = rt.block_on(async {
+            match Cli::try_parse_from(args).unwrap() {
+                Cli::Pull(a) => serde_json::to_value(a.to_request(docker).await.unwrap()),
+                Cli::Build(a) => serde_json::to_value(a.to_request(docker).await.unwrap()),
+            }
+        });
         value.unwrap()
+    }
+
+    #[test]
+    fn the_callers_docker_config_gives_each_registry_its_own_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        std::fs::write(
+            dir.path().join("config.json"),
+            format!(
+                r#"{{"auths":{{"t.io":{{"auth":"{}"}},"b.io:5000":{{"auth":"{}"}}}}}}"#,
+                auth("tu:tp"),
+                auth("bu:bp")
+            ),
+        )
+        .unwrap();
+        let docker = DockerConfig::new(Some(dir.path().to_path_buf()));
+        let login = |u: &str, p: &str| json!({"username": u, "password": p});
+        let pull = body_with(&["x", "pull", "docker://t.io/a:1", "d"], &docker);
+        assert_eq!(pull["auth"], login("tu", "tp"));
+        let other = body_with(&["x", "pull", "elsewhere.io/a:1", "d"], &docker);
+        assert!(other.get("auth").is_none(), "{other}");
+        let flagged = body_with(&["x", "pull", "t.io/a", "d", "--creds", "f:fp"], &docker);
+        assert_eq!(flagged["auth"], login("f", "fp"));
+        let build = body_with(
+            &["x", "build", "app", "t.io/a:1", "--base", "b.io:5000/b:1"],
+            &docker,
+        );
+        assert_eq!(build["auth"], login("tu", "tp"));
+        assert_eq!(build["base_auth"], login("bu", "bp"));
+        // --creds is for both, as the API has it, unless --base-creds says otherwise
+        let build = body_with(
+            &[
+                "x",
+                "build",
+                "app",
+                "t.io/a:1",
+                "--base",
+                "b.io:5000/b:1",
+                "--creds",
+                "f:fp",
+            ],
+            &docker,
+        );
+        assert_eq!(build["auth"], login("f", "fp"));
+        assert!(build.get("base_auth").is_none(), "{build}");
     }
 
     #[test]

@@ -339,7 +339,7 @@ fn text(len: usize) -> Vec<u8> {
         state ^= state >> 7;
         state ^= state << 17;
         out.extend_from_slice(WORDS[(state % 12) as usize]);
-        if state % 7 == 0 {
+        if state.is_multiple_of(7) {
             out.extend_from_slice(&state.to_le_bytes());
         }
     }

@@ -103,7 +103,7 @@ pub async fn report(
             });
             last_sent = now.clone();
         }
-        if (stopping || ticks % 4 == 0) && now != last_saved {
+        if (stopping || ticks.is_multiple_of(4)) && now != last_saved {
             if let Err(e) = table::set_progress(&db, &id, &now).await {
                 tracing::warn!(job = %id, error = %e, "saving progress");
             }

@@ -219,12 +219,12 @@ impl BuildRequest {
                     .into(),
             ));
         }
-        if let Some(epoch) = self.source_date_epoch {
-            if epoch_rfc3339(epoch).is_none() {
-                return Err(RequestError::Invalid(format!(
-                    "source_date_epoch {epoch} is not a time an image can record (years 1970 to 9999)"
-                )));
-            }
+        if let Some(epoch) = self.source_date_epoch
+            && epoch_rfc3339(epoch).is_none()
+        {
+            return Err(RequestError::Invalid(format!(
+                "source_date_epoch {epoch} is not a time an image can record (years 1970 to 9999)"
+            )));
         }
         Ok(BuildSpec {
             source,

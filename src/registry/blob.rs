@@ -79,10 +79,10 @@ impl RegistryClient {
                         .headers()
                         .get(header::CONTENT_LENGTH)
                         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-                    if let (Some(len), Some(e)) = (len, expected_size) {
-                        if len != e {
-                            return Err(size_error(format!("{len} bytes (content-length)")));
-                        }
+                    if let (Some(len), Some(e)) = (len, expected_size)
+                        && len != e
+                    {
+                        return Err(size_error(format!("{len} bytes (content-length)")));
                     }
                     pos
                 }

@@ -118,6 +118,11 @@ impl RegistryClient {
         })
     }
 
+    /// The daemon's own Docker config, as [`DockerConfig::describe`] says it.
+    pub fn docker_config(&self) -> String {
+        self.inner.docker.describe()
+    }
+
     /// Registry responses so far by HTTP status, ascending; status 0 counts requests that
     /// got no answer (connection errors, timeouts).
     pub fn request_counts(&self) -> Vec<(u16, u64)> {

@@ -1,7 +1,9 @@
 //! Credentials from `$DOCKER_CONFIG/config.json`: `auths`, `credsStore`, `credHelpers`.
 //!
-//! Looked up only when a registry asks for authentication and the request brought no
-//! credentials of its own. A credential helper is run as `docker-credential-NAME get` with
+//! Two readers share it: the daemon looks its own config up only when a registry asks for
+//! authentication and the request brought no credentials of its own; the CLI reads its
+//! caller's config (`DockerConfig::from_env`) and sends what it finds with that one
+//! request, so a user's `docker login` works for `hoist pull`. A credential helper is run as `docker-credential-NAME get` with
 //! the server URL on stdin, like Docker does. Answers are kept in memory for a minute so
 //! a pull of many layers does not run the helper for each. Never logs what it reads.
 //! Not for: writing credentials (`docker login` does that).
@@ -42,7 +44,7 @@ struct AuthEntry {
 }
 
 /// Reads Docker's client configuration for one registry at a time.
-pub(super) struct DockerConfig {
+pub struct DockerConfig {
     dir: Option<PathBuf>,
     /// Where to find `docker-credential-*` (None: `PATH`); for tests.
     helper_dir: Option<PathBuf>,
@@ -50,11 +52,33 @@ pub(super) struct DockerConfig {
 }
 
 impl DockerConfig {
+    /// The `config.json` in `dir`; `None`: no credentials at all.
     pub fn new(dir: Option<PathBuf>) -> DockerConfig {
         DockerConfig {
             dir,
             helper_dir: None,
             cache: Mutex::default(),
+        }
+    }
+
+    /// This process's own: `$DOCKER_CONFIG`, else `~/.docker`.
+    pub fn from_env() -> DockerConfig {
+        DockerConfig::new(default_dir())
+    }
+
+    /// Which file is read, for a log line: its path (marked when it does not exist), or
+    /// `none`.
+    pub fn describe(&self) -> String {
+        match &self.dir {
+            None => "none".to_string(),
+            Some(dir) => {
+                let path = dir.join("config.json");
+                if path.exists() {
+                    path.display().to_string()
+                } else {
+                    format!("{} (absent)", path.display())
+                }
+            }
         }
     }
 
@@ -66,10 +90,10 @@ impl DockerConfig {
 
     /// The credentials configured for `registry` (`docker.io`, `host:5000`), if any.
     pub async fn credentials(&self, registry: &str) -> Result<Option<Credentials>, RegistryError> {
-        if let Some((at, creds)) = self.lock().get(registry) {
-            if at.elapsed() < CACHE_FOR {
-                return Ok(creds.clone());
-            }
+        if let Some((at, creds)) = self.lock().get(registry)
+            && at.elapsed() < CACHE_FOR
+        {
+            return Ok(creds.clone());
         }
         let creds = self.lookup(registry).await?;
         self.lock()
@@ -107,10 +131,10 @@ impl DockerConfig {
             .map(|(_, v)| v.clone())
             .or(config.creds_store.clone())
             .filter(|h| !h.is_empty());
-        if let Some(helper) = helper {
-            if let Some(creds) = self.run_helper(&helper, registry).await? {
-                return Ok(Some(creds));
-            }
+        if let Some(helper) = helper
+            && let Some(creds) = self.run_helper(&helper, registry).await?
+        {
+            return Ok(Some(creds));
         }
         Ok(from_auths(&config.auths, registry))
     }
@@ -406,6 +430,19 @@ esac"#,
             None,
             "helper not installed"
         );
+    }
+
+    #[test]
+    fn describe_names_the_file_read_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let absent = DockerConfig::new(Some(dir.path().to_path_buf())).describe();
+        assert!(absent.ends_with("config.json (absent)"), "{absent}");
+        let c = config(dir.path(), "{}");
+        assert_eq!(
+            c.describe(),
+            dir.path().join("config.json").display().to_string()
+        );
+        assert_eq!(DockerConfig::new(None).describe(), "none");
     }
 
     #[test]

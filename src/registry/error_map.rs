@@ -10,7 +10,14 @@ use super::transport::read_limited;
 use super::{Reference, RegistryError};
 use crate::digest::Digest;
 
-const LOGIN_HINT: &str = "pass auth in the request or log in with docker login";
+/// What to do about a 401, for hoist: the CLI sends its caller's Docker credentials, the
+/// daemon reads its own `DOCKER_CONFIG` only as a fallback.
+fn login_hint(registry: &str) -> String {
+    format!(
+        "run `docker login {registry}` as the user running `hoist` (the CLI sends that \
+         user's credentials), or pass --creds USER:PASSWORD (API: \"auth\")"
+    )
+}
 
 /// What a failed request was about, to name the right "unknown" error.
 pub(super) enum Target<'a> {
@@ -49,10 +56,11 @@ pub(super) fn unauthorized(
     scopes: &[Scope],
     had_creds: bool,
 ) -> RegistryError {
+    let login = login_hint(&reference.registry);
     let hint = if had_creds {
-        format!(" (check the credentials; {LOGIN_HINT})")
+        format!(" (check the credentials; {login})")
     } else {
-        format!(" (no credentials were given: {LOGIN_HINT}, and check that the repository exists)")
+        format!(" (no credentials were given: {login}; and check that the repository exists)")
     };
     RegistryError::Unauthorized {
         registry: reference.registry.clone(),
@@ -150,7 +158,9 @@ mod tests {
         let e = unauthorized(&r, &[Scope::pull("library/ubuntu")], false);
         let s = e.to_string();
         assert!(
-            s.contains("docker login") && s.contains("repository:library/ubuntu:pull"),
+            s.contains("`docker login docker.io` as the user running `hoist`")
+                && s.contains("--creds")
+                && s.contains("repository:library/ubuntu:pull"),
             "{s}"
         );
         assert_eq!(e.code(), "unauthorized");

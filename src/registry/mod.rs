@@ -52,6 +52,7 @@ mod tests_push;
 
 pub use auth::Credentials;
 pub use client::{RegistryClient, RegistryConfig};
+pub use docker_config::DockerConfig;
 pub use error::RegistryError;
 pub use manifest::{FetchedManifest, ManifestKind, ResolvedImage, ResolvedManifest};
 pub use platform::Platform;

@@ -79,6 +79,8 @@ impl FromStr for Reference {
             value: s.to_string(),
             reason: reason.to_string(),
         };
+        // skopeo's transport prefix (`docker://ubuntu`): the only transport hoist speaks.
+        let s = s.strip_prefix("docker://").unwrap_or(s);
         if s.is_empty() {
             return Err(err("empty"));
         }
@@ -187,10 +189,10 @@ fn check_registry(registry: &str) -> Result<(), &'static str> {
             None => (registry, None),
         }
     };
-    if let Some(port) = port {
-        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.len() > 5 {
-            return Err("registry port must be a number");
-        }
+    if let Some(port) = port
+        && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.len() > 5)
+    {
+        return Err("registry port must be a number");
     }
     if !registry.starts_with('[') {
         let label_ok = |l: &str| {
@@ -284,6 +286,18 @@ mod tests {
         assert_eq!(r.to_string(), "docker.io/library/ubuntu:latest");
         assert_eq!(r.api_host(), "registry-1.docker.io");
         assert_eq!(r.manifest_ref(), "latest");
+    }
+
+    #[test]
+    fn skopeo_docker_transport_prefix_is_accepted() {
+        let r = parse("docker://ubuntu:18.04");
+        assert_eq!(r.to_string(), "docker.io/library/ubuntu:18.04");
+        assert_eq!(
+            parse("docker://127.0.0.1:5000/a/b:1").registry,
+            "127.0.0.1:5000"
+        );
+        let e = "docker://".parse::<Reference>().unwrap_err();
+        assert_eq!(e.value, "docker://");
     }
 
     #[test]

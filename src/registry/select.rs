@@ -41,10 +41,10 @@ impl ManifestKind {
             if !is_image_manifest_type(&desc.media_type) {
                 continue;
             }
-            if let Some(score) = wanted.match_score(platform) {
-                if best.is_none_or(|(s, _, _)| score > s) {
-                    best = Some((score, platform, desc));
-                }
+            if let Some(score) = wanted.match_score(platform)
+                && best.is_none_or(|(s, _, _)| score > s)
+            {
+                best = Some((score, platform, desc));
             }
         }
         best.map(|(_, p, d)| (p, d))

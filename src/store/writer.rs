@@ -169,14 +169,14 @@ impl AsyncWrite for BlobWriter {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if let Some(size) = this.size {
-            if this.out.written().saturating_add(buf.len() as u64) > size {
-                // Refuse early: a lying server must not fill the disk.
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("blob {}: more than the declared {size} bytes", this.digest),
-                )));
-            }
+        if let Some(size) = this.size
+            && this.out.written().saturating_add(buf.len() as u64) > size
+        {
+            // Refuse early: a lying server must not fill the disk.
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("blob {}: more than the declared {size} bytes", this.digest),
+            )));
         }
         Pin::new(&mut this.out).poll_write(cx, buf)
     }
@@ -232,9 +232,9 @@ async fn publish(temp: PathGuard, path: &Path) -> Result<(), StoreError> {
 /// Removes a file whose removal failing changes nothing for the caller (the next
 /// `Store::open` would clean it anyway); logs anything but "already gone".
 pub(super) async fn remove_quietly(path: &Path) {
-    if let Err(err) = tokio::fs::remove_file(path).await {
-        if err.kind() != io::ErrorKind::NotFound {
-            tracing::warn!(path = %path.display(), error = %err, "could not remove cache file");
-        }
+    if let Err(err) = tokio::fs::remove_file(path).await
+        && err.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %err, "could not remove cache file");
     }
 }

@@ -33,7 +33,7 @@ async fn api_token_comes_from_the_flag_or_the_environment() {
     assert_same_tree(&SMALL_REF.rootfs, &world.root().join("allowed"));
     let mut by_env = Cli::new(&world.hoist.base_url(), Via::Flag);
     by_env.env.push(("HOIST_API_TOKEN".into(), TOKEN.into()));
-    assert_eq!(by_env.ok(&["jobs"]).lines().len(), 1);
+    assert_eq!(by_env.ok(&["jobs", "-q"]).lines().len(), 1);
     let id = by_env
         .ok(&["pull", &world.image("cli/small:1"), "detached", "--detach"])
         .stdout
@@ -69,6 +69,7 @@ fn assert_secret_nowhere(world: &World, cli: &Cli, id: &str, pulled: &Ran, secre
     for ran in [
         cli.ok(&["jobs"]),
         cli.ok(&["job", id]),
+        cli.ok(&["job", id, "-o", "json"]),
         cli.ok(&["job", id, "--follow"]),
     ] {
         assert!(
@@ -109,7 +110,7 @@ async fn creds_reach_a_basic_auth_registry_and_show_nowhere() {
     let creds = format!("alice:{PASSWORD}");
     let pulled = cli.ok(&["pull", &image, "private", "--creds", &creds]);
     assert_same_tree(&SMALL_REF.rootfs, &world.root().join("private"));
-    let id = cli.ok(&["jobs"]).lines()[0]
+    let id = cli.ok(&["jobs", "-q"]).lines()[0]
         .split_whitespace()
         .next()
         .unwrap()
@@ -177,7 +178,7 @@ async fn creds_file_with_a_json_key_is_sent_as_user_json_key() {
         asked.iter().all(|r| r.user.as_deref() == Some("_json_key")),
         "credentials of another user were presented: {asked:#?}"
     );
-    let id = cli.ok(&["jobs"]).lines()[0]
+    let id = cli.ok(&["jobs", "-q"]).lines()[0]
         .split_whitespace()
         .next()
         .unwrap()
@@ -265,14 +266,19 @@ async fn build_takes_every_api_field_and_both_credentials() {
         &creds,
         "--base-creds",
         &creds,
+        "-o",
+        "json",
     ]);
-    let digest = built.json()["digest"].as_str().expect("digest").to_owned();
-    let id = cli.ok(&["jobs", "--kind", "build"]).lines()[0]
+    let digest = built.json()["result"]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    let id = cli.ok(&["jobs", "--kind", "build", "-q"]).lines()[0]
         .split_whitespace()
         .next()
         .unwrap()
         .to_owned();
-    let job = cli.ok(&["job", &id]).json();
+    let job = cli.ok(&["job", &id, "-o", "json"]).json();
     let request = &job["request"];
     assert_eq!(request["base"], world.image("cli/base:1").as_str(), "{job}");
     assert_eq!(request["compression"], "zstd", "{job}");

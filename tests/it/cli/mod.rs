@@ -6,6 +6,7 @@
 //! terminal (a real one, under tmux).
 
 mod creds;
+mod habits;
 mod progress;
 
 use crate::common;
@@ -215,7 +216,7 @@ impl Cli {
 /// the registry at `host` (where SMALL is `cli/small:1`).
 fn exercise_every_subcommand(cli: &Cli, host: &str, root: &Path) {
     let image = format!("{host}/cli/small:1");
-    let digest = cli.ok(&["digest", &image]).json();
+    let digest = cli.ok(&["digest", &image, "-o", "json"]).json();
     assert_eq!(
         digest["image"].as_str().map(|s| s.contains("cli/small")),
         Some(true),
@@ -224,7 +225,7 @@ fn exercise_every_subcommand(cli: &Cli, host: &str, root: &Path) {
     let manifest_digest = digest["digest"].as_str().expect("digest").to_owned();
     assert!(manifest_digest.starts_with("sha256:"), "{digest}");
 
-    let inspect = cli.ok(&["inspect", &image]).json();
+    let inspect = cli.ok(&["inspect", &image, "-o", "json"]).json();
     assert_eq!(inspect["digest"], manifest_digest.as_str(), "{inspect}");
     assert_eq!(
         inspect["layers"].as_array().map(Vec::len),
@@ -232,9 +233,9 @@ fn exercise_every_subcommand(cli: &Cli, host: &str, root: &Path) {
         "{inspect}"
     );
 
-    // pull and follow: the result on stdout, the tree in place
-    let pulled = cli.ok(&["pull", &image, "one"]);
-    let result = pulled.json();
+    // pull and follow: the job on stdout, the tree in place
+    let pulled = cli.ok(&["pull", &image, "one", "-o", "json"]);
+    let result = pulled.json()["result"].clone();
     assert_eq!(
         result["dest"],
         root.join("one").display().to_string(),
@@ -251,11 +252,11 @@ fn exercise_every_subcommand(cli: &Cli, host: &str, root: &Path) {
         vec![id.as_str()],
         "--detach prints the job id only"
     );
-    let followed = cli.ok(&["job", &id, "--follow"]).json();
+    let followed = cli.ok(&["job", &id, "--follow", "-o", "json"]).json();
     assert_eq!(followed["id"], id.as_str(), "{followed}");
     assert_eq!(followed["status"], "succeeded", "{followed}");
     assert_same_tree(&SMALL_REF.rootfs, &root.join("two"));
-    let shown = cli.ok(&["job", &id]).json();
+    let shown = cli.ok(&["job", &id, "-o", "json"]).json();
     assert_eq!(shown["id"], id.as_str());
     assert_eq!(shown["status"], "succeeded");
     assert_eq!(shown["request"]["image"], image.as_str());
@@ -266,10 +267,15 @@ fn exercise_every_subcommand(cli: &Cli, host: &str, root: &Path) {
     assert_same_tree(&SMALL_REF.rootfs, &root.join("three"));
 
     let jobs = cli.ok(&["jobs"]);
-    let lines = jobs.lines();
+    let lines = &jobs.lines()[1..];
+    assert!(
+        jobs.lines()[0].starts_with("ID "),
+        "a header:\n{}",
+        jobs.stdout
+    );
     assert_eq!(lines.len(), 3, "three jobs:\n{}", jobs.stdout);
     assert!(lines[1].starts_with(&id), "newest first:\n{}", jobs.stdout);
-    for line in &lines {
+    for line in lines {
         for word in ["pull", "succeeded", image.as_str()] {
             assert!(
                 line.contains(word),
@@ -277,9 +283,12 @@ fn exercise_every_subcommand(cli: &Cli, host: &str, root: &Path) {
             );
         }
     }
-    assert_eq!(cli.ok(&["jobs", "--limit", "1"]).lines().len(), 1);
-    assert_eq!(cli.ok(&["jobs", "--status", "failed"]).lines().len(), 0);
-    assert_eq!(cli.ok(&["jobs", "--kind", "build"]).lines().len(), 0);
+    assert_eq!(cli.ok(&["jobs", "--limit", "1", "-q"]).lines().len(), 1);
+    assert_eq!(
+        cli.ok(&["jobs", "--status", "failed", "-q"]).lines().len(),
+        0
+    );
+    assert_eq!(cli.ok(&["jobs", "--kind", "build", "-q"]).lines().len(), 0);
 
     // build a folder into an image, push it, and ask for its digest
     let src = root.join("app");
@@ -295,29 +304,34 @@ fn exercise_every_subcommand(cli: &Cli, host: &str, root: &Path) {
             "/hello",
             "--env",
             "K=V",
+            "-o",
+            "json",
         ])
         .json();
-    let built_digest = built["digest"].as_str().expect("build digest").to_owned();
+    let built_digest = built["result"]["digest"]
+        .as_str()
+        .expect("build digest")
+        .to_owned();
     assert_eq!(
-        cli.ok(&["digest", &target]).json()["digest"],
-        built_digest.as_str()
+        cli.ok(&["digest", &target]).stdout,
+        format!("{built_digest}\n")
     );
-    let config = cli.ok(&["inspect", &target]).json();
+    let config = cli.ok(&["inspect", &target, "-o", "json"]).json();
     assert!(
         config.to_string().contains("K=V") && config.to_string().contains("/hello"),
         "the build's config: {config}"
     );
-    assert_eq!(cli.ok(&["jobs", "--kind", "build"]).lines().len(), 1);
+    assert_eq!(cli.ok(&["jobs", "--kind", "build", "-q"]).lines().len(), 1);
 
     // the cache, purged; a --no-cache pull (with --force and another layout) keeps it empty
-    let cache = cli.ok(&["cache"]).json();
+    let cache = cli.ok(&["cache", "-o", "json"]).json();
     assert!(cache["blobs"].as_u64().is_some_and(|n| n > 0), "{cache}");
-    let purged = cli.ok(&["cache", "purge"]).json();
+    let purged = cli.ok(&["cache", "purge", "-o", "json"]).json();
     assert!(
         purged["removed_blobs"].as_u64().is_some_and(|n| n > 0),
         "{purged}"
     );
-    assert_eq!(cli.ok(&["cache"]).json()["blobs"], 0);
+    assert_eq!(cli.ok(&["cache", "-o", "json"]).json()["blobs"], 0);
     cli.ok(&[
         "pull",
         &image,
@@ -329,7 +343,11 @@ fn exercise_every_subcommand(cli: &Cli, host: &str, root: &Path) {
     ]);
     assert!(root.join("one/oci-layout").is_file(), "--layout oci");
     assert!(root.join("one/index.json").is_file(), "--layout oci");
-    assert_eq!(cli.ok(&["cache"]).json()["blobs"], 0, "--no-cache");
+    assert_eq!(
+        cli.ok(&["-o", "json", "cache"]).json()["blobs"],
+        0,
+        "--no-cache"
+    );
 }
 
 #[tokio::test]
@@ -340,9 +358,9 @@ async fn every_subcommand_works_over_tcp() {
     exercise_every_subcommand(&cli, &world.image_host(), world.root());
     // HOIST_URL, with or without the scheme
     let by_env = Cli::new(&world.hoist.base_url(), Via::Env);
-    assert_eq!(by_env.ok(&["jobs"]).lines().len(), 5);
+    assert_eq!(by_env.ok(&["jobs", "-q"]).lines().len(), 5);
     let bare = Cli::new(&world.hoist.addr.to_string(), Via::Env);
-    assert_eq!(bare.ok(&["jobs", "--kind", "build"]).lines().len(), 1);
+    assert_eq!(bare.ok(&["jobs", "--kind", "build", "-q"]).lines().len(), 1);
 }
 
 #[tokio::test]
@@ -360,7 +378,7 @@ async fn every_subcommand_works_over_a_unix_socket() {
     let cli = Cli::new(&svc.endpoint.daemon_arg(), Via::Env);
     exercise_every_subcommand(&cli, &registry.host(), &svc.roots[0]);
     let by_flag = Cli::new(&svc.endpoint.daemon_arg(), Via::Flag);
-    assert_eq!(by_flag.ok(&["jobs"]).lines().len(), 5);
+    assert_eq!(by_flag.ok(&["jobs", "-q"]).lines().len(), 5);
 }
 
 /// A running pull cancelled by `hoist job ID --cancel`; cancelling it again is a 409 whose
@@ -379,7 +397,7 @@ async fn job_cancel_stops_a_running_pull() {
     world
         .wait_until(&id, Duration::from_secs(30), |j| j.status() == "running")
         .await;
-    let cancelled = cli.ok(&["job", &id, "--cancel"]).json();
+    let cancelled = cli.ok(&["job", &id, "--cancel", "-o", "json"]).json();
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     assert!(!world.root().join("big").exists());
 
@@ -507,8 +525,9 @@ async fn failures_exit_non_zero_with_the_problem_detail_on_stderr() {
         "{}",
         ran.stderr
     );
-    // wrong usage
-    cli.run(&["cache", "bogus"]).fails();
+    // wrong usage: clap's status 2
+    let ran = cli.run(&["cache", "bogus"]);
+    assert_eq!(ran.status.code(), Some(2), "{}", ran.stderr);
     let ran = cli
         .run(&["pull", &image, "x", "--creds", "no-colon"])
         .fails();

@@ -16,7 +16,7 @@ async fn progress_in_ci_is_plain_lines() {
         if let Some(v) = ci {
             cli.env.push(("CI".into(), v.into()));
         }
-        let ran = cli.ok(&["pull", &world.image("cli/big:1"), dest]);
+        let ran = cli.ok(&["pull", &world.image("cli/big:1"), dest, "-o", "json"]);
         let err = &ran.stderr;
         assert!(
             !err.contains('\u{1b}'),
@@ -46,24 +46,27 @@ async fn progress_in_ci_is_plain_lines() {
             "one line per change, not per chunk: {} lines\n{err}",
             lines.len()
         );
-        assert!(ran.json()["dest"].is_string(), "the result on stdout");
+        assert!(
+            ran.json()["result"]["dest"].is_string(),
+            "the job on stdout"
+        );
     }
 }
 
 /// A private tmux server (its own socket), started without `CI` in its environment.
-struct Tmux {
+pub(super) struct Tmux {
     socket: PathBuf,
 }
 
 impl Tmux {
-    fn start(dir: &Path) -> Tmux {
+    pub(super) fn start(dir: &Path) -> Tmux {
         require("tmux", "tmux");
         Tmux {
             socket: dir.join("tmux.sock"),
         }
     }
 
-    fn command(&self) -> Command {
+    pub(super) fn command(&self) -> Command {
         let mut cmd = Command::new("tmux");
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -73,7 +76,7 @@ impl Tmux {
     }
 
     /// A detached 200×50 session running `script` in `sh`.
-    fn session(&self, name: &str, script: &str) {
+    pub(super) fn session(&self, name: &str, script: &str) {
         let mut cmd = self.command();
         cmd.args([
             "new-session",
@@ -89,14 +92,19 @@ impl Tmux {
         tools::run(&mut cmd);
     }
 
-    fn capture(&self, name: &str) -> String {
+    pub(super) fn capture(&self, name: &str) -> String {
         let mut cmd = self.command();
         cmd.args(["capture-pane", "-p", "-t", name]);
         tools::run_stdout(&mut cmd)
     }
 
     /// Captures until `done` holds for the screen, calling `each` on every capture.
-    fn watch(&self, name: &str, done: impl Fn(&str) -> bool, mut each: impl FnMut(&str)) -> String {
+    pub(super) fn watch(
+        &self,
+        name: &str,
+        done: impl Fn(&str) -> bool,
+        mut each: impl FnMut(&str),
+    ) -> String {
         let deadline = Instant::now() + RUN_DEADLINE;
         loop {
             let screen = self.capture(name);
@@ -137,7 +145,7 @@ fn bar_lines(screen: &str) -> Vec<&str> {
         .collect()
 }
 
-fn quote(s: &str) -> String {
+pub(super) fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 

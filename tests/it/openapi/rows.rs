@@ -392,5 +392,21 @@ pub fn rows(d: &Daemon) -> Vec<Row> {
             Code(code),
         ));
     }
+    // Registry credentials in a header that does not decode: refused before any registry
+    // is asked (the registry named here does not exist).
+    for (endpoint, value) in [
+        ("/digest", "not base64!"),
+        ("/inspect", "eyJ1c2VybmFtZSI6MX0"), // {"username":1}
+    ] {
+        rows.push(
+            get(
+                &format!("{endpoint}?image=127.0.0.1:1/x:y"),
+                endpoint,
+                400,
+                Code("invalid_registry_auth"),
+            )
+            .with_header("x-registry-auth", value),
+        );
+    }
     rows
 }
