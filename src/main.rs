@@ -40,6 +40,12 @@ enum Command {
     },
     /// Build SOURCE (a folder inside HOIST_ROOTS) into one layer and push it as TARGET
     Build(cli::BuildArgs),
+    /// Copy SOURCE to TARGET, registry to registry (all platforms, byte for byte, unless --platform)
+    Copy(cli::CopyArgs),
+    /// Tag SOURCE's manifest as NEW_TAG in the same repository (one manifest PUT)
+    Tag(cli::TagArgs),
+    /// List a repository's tags
+    Ls(cli::LsArgs),
     /// List jobs, newest first
     Jobs {
         #[arg(long)]
@@ -130,6 +136,9 @@ async fn run_client(command: Command, conn: Connection) -> anyhow::Result<()> {
             cli::call_and_print(&api(conn), Method::GET, &format!("/inspect{q}")).await
         }
         Command::Build(args) => cli::build(&api(conn), &args).await,
+        Command::Copy(args) => cli::copy(&api(conn), &args).await,
+        Command::Tag(args) => cli::tag(&api(conn), &args).await,
+        Command::Ls(args) => cli::ls(&api(conn), &args).await,
         Command::Jobs {
             status,
             kind,

@@ -99,7 +99,9 @@ impl From<JobsError> for ApiError {
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         let status = match &e {
-            RegistryError::ManifestUnknown { .. } | RegistryError::BlobUnknown { .. } => {
+            RegistryError::ManifestUnknown { .. }
+            | RegistryError::NameUnknown { .. }
+            | RegistryError::BlobUnknown { .. } => {
                 StatusCode::NOT_FOUND
             }
             RegistryError::PlatformNotFound { .. } => StatusCode::NOT_FOUND,

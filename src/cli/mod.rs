@@ -2,10 +2,12 @@
 //! daemon; a job is followed through its event stream, with progress bars on a terminal
 //! and plain lines otherwise (CI logs).
 
+mod copy;
 mod follow;
 mod http;
 mod request;
 
+pub use copy::{CopyArgs, LsArgs, TagArgs, copy, ls, tag};
 pub use http::{Api, ClientError, Daemon};
 pub use request::{BuildArgs, PullArgs};
 

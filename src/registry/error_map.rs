@@ -16,6 +16,8 @@ const LOGIN_HINT: &str = "pass auth in the request or log in with docker login";
 pub(super) enum Target<'a> {
     Manifest,
     Blob(&'a Digest),
+    /// A question about the repository itself (its tags).
+    Repository,
     Other,
 }
 
@@ -97,6 +99,12 @@ pub(super) async fn error_for(
             return RegistryError::ManifestUnknown {
                 registry: reference.registry.clone(),
                 reference: reference.to_string(),
+            };
+        }
+        Target::Repository if not_found => {
+            return RegistryError::NameUnknown {
+                registry: reference.registry.clone(),
+                repository: reference.repository.clone(),
             };
         }
         Target::Blob(digest) if not_found => {
