@@ -15,6 +15,7 @@ use crate::common::image::{incompressible_bytes, inspect_raw};
 use crate::common::registry::{Registry, RegistryAuth};
 use crate::common::upload::{put_manifest, upload_blob};
 use crate::common::{Job, Rule, TarEntry, World, expect_problem, tools};
+use crate::openapi::spec::{Answer, Spec};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -141,6 +142,17 @@ async fn manifest(registry: &Registry, repo: &str, reference: &str) -> (u16, Vec
     (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
 }
 
+/// `GET path` answered as `openapi.yaml` says operation `template` answers; the body.
+async fn spec_checked(world: &World, path: &str, template: &str) -> Value {
+    let resp = world.get(path).send().await.unwrap();
+    let answer = Answer {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body: resp.bytes().await.unwrap().to_vec(),
+    };
+    Spec::load().check("GET", template, &answer)
+}
+
 fn creds(registry: &Registry) -> Value {
     let (u, p) = registry.credentials().unwrap();
     json!({"username": u, "password": p})
@@ -169,6 +181,8 @@ async fn an_index_is_copied_whole_byte_for_byte_between_a_token_and_a_basic_regi
     });
     let job = copy(&world, body.clone()).await;
     let result = job.expect_succeeded();
+    let shown = spec_checked(&world, &format!("/jobs/{}", job.id()), "/jobs/{id}").await;
+    assert_eq!(shown["result"], *result);
     assert_eq!(result["digest"], pushed.digest.as_str(), "{job:?}");
     assert_eq!(result["media_type"], OCI_INDEX);
     assert_eq!(inspect_raw(&target, "dst/app:1"), pushed.raw, "index bytes");
@@ -450,8 +464,7 @@ async fn tags_are_listed_whole_in_order_and_page_by_page() {
     want.push("base".into());
     want.sort();
     let path = format!("/tags?repository={}", world.image("many/app"));
-    let (status, body) = world.get_json(&path).await;
-    assert_eq!(status, 200, "{body}");
+    let body = spec_checked(&world, &path, "/tags").await;
     assert_eq!(body["repository"], world.image("many/app"));
     let got: Vec<String> = serde_json::from_value(body["tags"].clone()).unwrap();
     assert_eq!(got, want);
