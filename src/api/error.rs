@@ -101,9 +101,7 @@ impl From<RegistryError> for ApiError {
         let status = match &e {
             RegistryError::ManifestUnknown { .. }
             | RegistryError::NameUnknown { .. }
-            | RegistryError::BlobUnknown { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            | RegistryError::BlobUnknown { .. } => StatusCode::NOT_FOUND,
             RegistryError::PlatformNotFound { .. } => StatusCode::NOT_FOUND,
             // 403, not 401: a 401 from hoist means hoist's own API token is wrong.
             RegistryError::Unauthorized { .. } | RegistryError::Denied { .. } => {

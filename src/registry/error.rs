@@ -13,7 +13,10 @@ pub enum RegistryError {
     #[error("manifest {reference} not found in {registry}")]
     ManifestUnknown { registry: String, reference: String },
     #[error("repository {repository} not found in {registry}")]
-    NameUnknown { registry: String, repository: String },
+    NameUnknown {
+        registry: String,
+        repository: String,
+    },
     #[error("blob {digest} not found in {repository}")]
     BlobUnknown { repository: String, digest: Digest },
     #[error("registry {registry} answered 401 unauthorized for {scope}{hint}")]

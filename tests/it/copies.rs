@@ -469,7 +469,9 @@ async fn tags_are_listed_whole_in_order_and_page_by_page() {
     let got: Vec<String> = serde_json::from_value(body["tags"].clone()).unwrap();
     assert_eq!(got, want);
     assert!(body.get("next").is_none(), "{}", body["next"]);
-    let pages = world.registry.access_log_lines("GET /v2/many/app/tags/list");
+    let pages = world
+        .registry
+        .access_log_lines("GET /v2/many/app/tags/list");
     assert_eq!(pages.len(), 1, "{pages:#?}");
     assert!(pages[0].contains("?n=1000 "), "{pages:#?}");
 
