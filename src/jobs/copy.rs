@@ -16,7 +16,7 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, ReadBuf};
@@ -282,8 +282,9 @@ impl Copy<'_> {
             cache: self.spec.cache,
             tracker: progress.clone(),
             cancel: self.cancel,
+            stream_failure: Arc::default(),
         };
-        let report = self
+        let pushed = self
             .env
             .registry
             .push_image(
@@ -294,7 +295,13 @@ impl Copy<'_> {
                 &progress,
                 self.cancel,
             )
-            .await?;
+            .await;
+        let report = match pushed {
+            Ok(report) => report,
+            // A streamed blob's download failed (or its bytes did not hash to its
+            // digest): that, not the upload it broke off, is what went wrong.
+            Err(e) => return Err(opener.take_stream_failure().map_or(e, JobError::from)),
+        };
         self.counts.copied += report.uploaded as u64;
         self.counts.mounted += report.mounted as u64;
         self.counts.skipped += report.skipped as u64;
@@ -432,6 +439,17 @@ struct Opener<'a> {
     /// The manifest's place in the job's progress (a blob is `downloading` while read).
     tracker: Arc<Offset>,
     cancel: &'a CancellationToken,
+    /// Why a streamed blob's download failed, for the job's error.
+    stream_failure: Arc<Mutex<Option<RegistryError>>>,
+}
+
+impl Opener<'_> {
+    fn take_stream_failure(&self) -> Option<RegistryError> {
+        self.stream_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
 }
 
 /// Bytes in flight between a bypassed blob's download and its upload.
@@ -468,30 +486,14 @@ impl OpenBlob for Opener<'_> {
                 let (registry, from, auth) =
                     (self.env.registry.clone(), from.clone(), self.auth.cloned());
                 let (desc, cancel) = (blob.descriptor.clone(), self.cancel.clone());
+                let failure = self.stream_failure.clone();
                 let task = tokio::spawn(async move {
-                    let mut sink = HashingWriter::new(writer, desc.digest.algorithm());
-                    registry
-                        .copy_blob(
-                            &from,
-                            &desc.digest,
-                            Some(desc.size),
-                            auth.as_ref(),
-                            &mut sink,
-                            0,
-                            &|_| {},
-                            &cancel,
-                        )
-                        .await?;
-                    let (_writer, got, _) = sink.into_parts();
-                    if got != desc.digest {
-                        return Err(RegistryError::DigestMismatch {
-                            image: from.to_string(),
-                            what: format!("blob {}", desc.digest),
-                            expected: desc.digest.to_string(),
-                            actual: got.to_string(),
-                        });
+                    let result =
+                        stream(&registry, &from, &desc, auth.as_ref(), writer, &cancel).await;
+                    if let Err(e) = &result {
+                        *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
                     }
-                    Ok(())
+                    result
                 });
                 Ok(Box::new(Streamed {
                     pipe: reader,
@@ -500,6 +502,41 @@ impl OpenBlob for Opener<'_> {
             }
         }
     }
+}
+
+/// Downloads `desc` from `from` into the pipe, hashing it: an error unless every byte came
+/// and they hash to the digest.
+async fn stream(
+    registry: &crate::registry::RegistryClient,
+    from: &Reference,
+    desc: &crate::oci::Descriptor,
+    auth: Option<&Credentials>,
+    writer: tokio::io::DuplexStream,
+    cancel: &CancellationToken,
+) -> Result<(), RegistryError> {
+    let mut sink = HashingWriter::new(writer, desc.digest.algorithm());
+    registry
+        .copy_blob(
+            from,
+            &desc.digest,
+            Some(desc.size),
+            auth,
+            &mut sink,
+            0,
+            &|_| {},
+            cancel,
+        )
+        .await?;
+    let (_writer, got, _) = sink.into_parts();
+    if got != desc.digest {
+        return Err(RegistryError::DigestMismatch {
+            image: from.to_string(),
+            what: format!("blob {}", desc.digest),
+            expected: desc.digest.to_string(),
+            actual: got.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// A blob streamed from its download: the pipe's end is the blob's end only once the

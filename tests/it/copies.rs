@@ -666,3 +666,41 @@ async fn the_cli_copies_retags_and_lists_tags() {
     let (ok, _, err) = hoist(w, &["copy", &src, &src]);
     assert!(!ok && err.contains("source and target are both"), "{err}");
 }
+
+#[tokio::test]
+async fn a_source_blob_that_does_not_match_its_digest_is_never_copied() {
+    let world = World::start().await;
+    let target = second_registry(&world, RegistryAuth::Open);
+    let pushed = push_index(&world.registry, "src/app", "1", &["amd64"], 256 << 10).await;
+    let shared = pushed.children[0].blobs[0].clone();
+    world.registry.corrupt_blob(&shared);
+    for (cache, repo) in [("bypass", "streamed"), ("use", "cached")] {
+        let job = copy(
+            &world,
+            json!({"source": world.image("src/app:1"),
+                   "target": format!("{}/{repo}/app:1", target.host()), "cache": cache}),
+        )
+        .await;
+        job.expect_failed("digest_mismatch");
+        assert_eq!(
+            manifest(&target, &format!("{repo}/app"), "1").await.0,
+            404,
+            "{cache}: tagged"
+        );
+        let head = reqwest::Client::new()
+            .head(target.url(&format!("/v2/{repo}/app/blobs/{shared}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head.status(),
+            404,
+            "{cache}: the bad blob reached the target"
+        );
+    }
+    assert!(
+        !world.cached_blobs().contains(&shared),
+        "the bad blob was cached"
+    );
+    world.assert_cache_verified();
+}
