@@ -89,6 +89,7 @@ pub async fn run(
         bytes: 0,
         manifests: 0,
         next_index: 0,
+        declared: 0,
     };
     let (digest, media_type) = if spec.is_retag() {
         // Every blob and child is in this repository already: one PUT, no blob traffic.
@@ -108,7 +109,9 @@ pub async fn run(
                 Tagged::Index { .. } => None,
             })
             .collect();
-        tracker.set_layers(images.iter().flat_map(|m| blobs_of(m)));
+        let blobs: Vec<(String, u64)> = images.iter().flat_map(|m| blobs_of(m)).collect();
+        copy.declared = blobs.len();
+        tracker.set_layers(blobs);
         for child in &children {
             copy.image(&spec.target.with_digest(child.digest.clone()), child)
                 .await?;
@@ -265,12 +268,19 @@ struct Copy<'a> {
     manifests: u64,
     /// The tracker's index of the next manifest's first blob.
     next_index: usize,
+    /// Blobs the tracker lists so far (those of a referrer are added as it comes).
+    declared: usize,
 }
 
 impl Copy<'_> {
     /// An image manifest with its blobs to `target` (a digest, or the tag last of all).
     async fn image(&mut self, target: &Reference, m: &FetchedManifest) -> Result<Digest, JobError> {
         let image = ImageToPush::from_fetched(m, &self.spec.source)?;
+        if self.next_index >= self.declared {
+            let blobs = blobs_of(m);
+            self.declared += blobs.len();
+            self.tracker.append_layers(blobs);
+        }
         let progress = Arc::new(Offset {
             tracker: self.tracker.clone(),
             base: self.next_index,

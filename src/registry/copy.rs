@@ -163,7 +163,51 @@ impl RegistryClient {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fake_registry::{Fake, client, reply};
     use super::*;
+
+    #[tokio::test]
+    async fn the_referrers_api_is_read_and_its_absence_is_none() {
+        let (a, b) = (digest('a'), digest('b'));
+        let listed = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"mediaType":"{}","digest":"{b}","size":9}}]}}"#,
+            MediaType::OciIndex.as_str(),
+            MediaType::OciManifest.as_str()
+        );
+        let wanted = format!("/referrers/{a}");
+        let fake = Fake::start(move |seen, _| match seen.path.as_str() {
+            p if p.starts_with("/v2/html/") => {
+                reply(200, &[("content-type", "text/html")], "<html>")
+            }
+            p if p.ends_with(&wanted) => reply(
+                200,
+                &[("content-type", MediaType::OciIndex.as_str())],
+                listed.clone(),
+            ),
+            _ => reply(
+                404,
+                &[],
+                r#"{"errors":[{"code":"NOT_FOUND","message":"no"}]}"#,
+            ),
+        })
+        .await;
+        let client = client();
+        let found = client
+            .referrers_api(&fake.reference("x/y:1"), &a, None)
+            .await
+            .unwrap();
+        assert_eq!(found, Some(vec![b.clone()]));
+        let none = client
+            .referrers_api(&fake.reference("x/y:1"), &b, None)
+            .await
+            .unwrap();
+        assert_eq!(none, None, "a 404: no referrers API");
+        let page = client
+            .referrers_api(&fake.reference("html/y:1"), &a, None)
+            .await
+            .unwrap();
+        assert_eq!(page, None, "not an index: no referrers API");
+    }
 
     fn digest(c: char) -> Digest {
         format!("sha256:{}", c.to_string().repeat(64))
