@@ -14,28 +14,21 @@
 //! A retag (the target in the source's own repository) is one manifest PUT: every blob and
 //! child is there already. Not for: the registry protocol (`registry::copy`, `push*`).
 
-use std::future::Future as _;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 
-use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
 
 use super::JobEnv;
-use super::build::{Pinned, open};
 use super::cancel::cancellable;
-use super::fetch::Fetcher;
+use super::copy_source::{Offset, Opener};
 use super::model::{BlobCounts, CopyResult, JobError};
 use super::progress::Tracker;
-use super::request::{CacheMode, CopySpec};
-use crate::digest::{Digest, HashingWriter};
+use super::request::CopySpec;
+use crate::digest::Digest;
 use crate::oci::MediaType;
 use crate::registry::{
-    BlobPushed, BlobReader, BlobSource, Credentials, FetchedManifest, ImageToPush, MAX_REFERRERS,
-    ManifestKind, OpenBlob, PushBlob, PushProgress, Reference, RegistryError, referrer_tags,
-    subset_index,
+    Credentials, FetchedManifest, ImageToPush, MAX_REFERRERS, ManifestKind, Reference,
+    RegistryError, referrer_tags, subset_index,
 };
 
 /// Children of an index copied at most (an index with more is refused).
@@ -419,162 +412,5 @@ impl Copy<'_> {
         }
         self.put(&target, &m.media_type, m.bytes.clone()).await?;
         Ok(())
-    }
-}
-
-/// A manifest's push progress at its place in the job's list of blobs.
-struct Offset {
-    tracker: Arc<Tracker>,
-    base: usize,
-}
-
-impl PushProgress for Offset {
-    fn bytes(&self, index: usize, n: u64) {
-        self.tracker.bytes(self.base + index, n);
-    }
-    fn uploading(&self, index: usize) {
-        self.tracker.uploading(self.base + index);
-    }
-    fn done(&self, index: usize, how: BlobPushed) {
-        self.tracker.done(self.base + index, how);
-    }
-}
-
-/// Opens a source blob the target lacks: through the verified cache (`cache: use`), or
-/// streamed from the source as the upload reads it (`cache: bypass`).
-struct Opener<'a> {
-    env: &'a JobEnv,
-    auth: Option<&'a Credentials>,
-    cache: CacheMode,
-    /// The manifest's place in the job's progress (a blob is `downloading` while read).
-    tracker: Arc<Offset>,
-    cancel: &'a CancellationToken,
-    /// Why a streamed blob's download failed, for the job's error.
-    stream_failure: Arc<Mutex<Option<RegistryError>>>,
-}
-
-impl Opener<'_> {
-    fn take_stream_failure(&self) -> Option<RegistryError> {
-        self.stream_failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-    }
-}
-
-/// Bytes in flight between a bypassed blob's download and its upload.
-const PIPE_BYTES: usize = 1 << 20;
-
-impl OpenBlob for Opener<'_> {
-    type Error = JobError;
-
-    async fn open(&self, index: usize, blob: &PushBlob) -> Result<BlobReader, JobError> {
-        let BlobSource::Repository(from) = &blob.source else {
-            return Err(JobError::new(
-                "internal_error",
-                "a copy's blobs all come from the source repository",
-            ));
-        };
-        let place = self.tracker.base + index;
-        self.tracker.tracker.layer_state(place, "downloading");
-        match self.cache {
-            CacheMode::Use => {
-                let fetcher = Fetcher {
-                    env: self.env.clone(),
-                    reference: from.clone(),
-                    auth: self.auth.cloned(),
-                    blob_dir: None,
-                    tracker: Arc::new(Tracker::default()),
-                    cancel: self.cancel.clone(),
-                };
-                let cached = fetcher.fetch(index, &blob.descriptor).await?;
-                let file = open(cached.path()).await?;
-                Ok(Box::new(Pinned { file, _pin: cached }))
-            }
-            CacheMode::Bypass => {
-                let (writer, reader) = tokio::io::duplex(PIPE_BYTES);
-                let (registry, from, auth) =
-                    (self.env.registry.clone(), from.clone(), self.auth.cloned());
-                let (desc, cancel) = (blob.descriptor.clone(), self.cancel.clone());
-                let failure = self.stream_failure.clone();
-                let task = tokio::spawn(async move {
-                    let result =
-                        stream(&registry, &from, &desc, auth.as_ref(), writer, &cancel).await;
-                    if let Err(e) = &result {
-                        *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
-                    }
-                    result
-                });
-                Ok(Box::new(Streamed {
-                    pipe: reader,
-                    download: AbortOnDropHandle::new(task),
-                }))
-            }
-        }
-    }
-}
-
-/// Downloads `desc` from `from` into the pipe, hashing it: an error unless every byte came
-/// and they hash to the digest.
-async fn stream(
-    registry: &crate::registry::RegistryClient,
-    from: &Reference,
-    desc: &crate::oci::Descriptor,
-    auth: Option<&Credentials>,
-    writer: tokio::io::DuplexStream,
-    cancel: &CancellationToken,
-) -> Result<(), RegistryError> {
-    let mut sink = HashingWriter::new(writer, desc.digest.algorithm());
-    registry
-        .copy_blob(
-            from,
-            &desc.digest,
-            Some(desc.size),
-            auth,
-            &mut sink,
-            0,
-            &|_| {},
-            cancel,
-        )
-        .await?;
-    let (_writer, got, _) = sink.into_parts();
-    if got != desc.digest {
-        return Err(RegistryError::DigestMismatch {
-            image: from.to_string(),
-            what: format!("blob {}", desc.digest),
-            expected: desc.digest.to_string(),
-            actual: got.to_string(),
-        });
-    }
-    Ok(())
-}
-
-/// A blob streamed from its download: the pipe's end is the blob's end only once the
-/// download said its bytes hashed to the digest; else reading fails, so the upload is
-/// never completed with wrong or missing bytes.
-struct Streamed {
-    pipe: tokio::io::DuplexStream,
-    download: AbortOnDropHandle<Result<(), RegistryError>>,
-}
-
-impl AsyncRead for Streamed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        match Pin::new(&mut self.pipe).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
-                // The writer is gone: the download ended. How?
-                match Pin::new(&mut self.download).poll(cx) {
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(Ok(Ok(()))) => Poll::Ready(Ok(())),
-                    Poll::Ready(Ok(Err(e))) => Poll::Ready(Err(std::io::Error::other(e))),
-                    Poll::Ready(Err(join)) => Poll::Ready(Err(std::io::Error::other(join))),
-                }
-            }
-            other => other,
-        }
     }
 }

@@ -11,6 +11,7 @@
 mod build;
 mod cancel;
 mod copy;
+mod copy_source;
 mod errors;
 mod fetch;
 mod metrics;
