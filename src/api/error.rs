@@ -102,9 +102,9 @@ impl From<JobsError> for ApiError {
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         let status = match &e {
-            RegistryError::ManifestUnknown { .. } | RegistryError::BlobUnknown { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            RegistryError::ManifestUnknown { .. }
+            | RegistryError::NameUnknown { .. }
+            | RegistryError::BlobUnknown { .. } => StatusCode::NOT_FOUND,
             RegistryError::PlatformNotFound { .. } => StatusCode::NOT_FOUND,
             // 403, not 401: a 401 from hoist means hoist's own API token is wrong.
             RegistryError::Unauthorized { .. } | RegistryError::Denied { .. } => {

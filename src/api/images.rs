@@ -18,7 +18,7 @@ use crate::registry::{Credentials, ManifestKind, Platform, Reference};
 pub const REGISTRY_AUTH: &str = "x-registry-auth";
 
 /// The credentials of `X-Registry-Auth`, if sent. Messages never quote the value.
-fn registry_auth(headers: &HeaderMap) -> Result<Option<Credentials>, ApiError> {
+pub(super) fn registry_auth(headers: &HeaderMap) -> Result<Option<Credentials>, ApiError> {
     let Some(value) = headers.get(REGISTRY_AUTH) else {
         return Ok(None);
     };

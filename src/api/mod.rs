@@ -3,13 +3,14 @@
 //! Every route is a row of [`ROUTES`], the table the router is built from and the
 //! `openapi` test holds `openapi.yaml` against. Every request passes `guard` first.
 //! Handlers parse requests into domain types at the edge and call `jobs` (and, for the
-//! read-only image queries, `registry`; for `/cache`, `store`; both through
+//! read-only image queries and `/tags`, `registry`; for `/cache`, `store`; both through
 //! `Jobs::env`). Nothing below this module knows axum. Not for: deciding what a job does
 //! (`jobs`), or the daemon's listeners and lifetime (`serve`).
 
 mod access_log;
 mod builds;
 mod cache;
+mod copies;
 mod error;
 mod extract;
 mod guard;
@@ -18,6 +19,7 @@ mod jobs;
 mod metrics;
 mod pulls;
 mod system;
+mod tags;
 mod trees;
 mod wire;
 
@@ -64,12 +66,14 @@ pub static ROUTES: &[Route] = &[
     route(Method::GET, "/metrics", |m| on(m, metrics::metrics)),
     route(Method::POST, "/pulls", |m| on(m, pulls::create)),
     route(Method::POST, "/builds", |m| on(m, builds::create)),
+    route(Method::POST, "/copies", |m| on(m, copies::create)),
     route(Method::GET, "/jobs", |m| on(m, jobs::list)),
     route(Method::GET, "/jobs/{id}", |m| on(m, jobs::get)),
     route(Method::DELETE, "/jobs/{id}", |m| on(m, jobs::cancel)),
     route(Method::GET, "/jobs/{id}/events", |m| on(m, jobs::events)),
     route(Method::GET, "/digest", |m| on(m, images::digest)),
     route(Method::GET, "/inspect", |m| on(m, images::inspect)),
+    route(Method::GET, "/tags", |m| on(m, tags::list)),
     route(Method::GET, "/cache", |m| on(m, cache::stats)),
     route(Method::DELETE, "/cache", |m| on(m, cache::purge)),
     route(Method::DELETE, "/trees", |m| on(m, trees::remove)),

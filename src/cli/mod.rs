@@ -11,12 +11,14 @@
 //! A new subcommand is a variant of [`Client`] with its args struct and a function here
 //! (or in a file of its own for a family, as `jobs`).
 
+mod copy;
 mod follow;
 mod http;
 mod jobs;
 mod output;
 mod request;
 
+pub use copy::{CopyArgs, LsArgs, TagArgs};
 pub use http::{Api, ClientError, Daemon};
 pub use request::{BuildArgs, ImageArgs, PullArgs};
 
@@ -26,7 +28,7 @@ use hyper::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::jobs::{BuildResult, PullResult};
+use crate::jobs::{BuildResult, CopyResult, PullResult};
 
 use crate::registry::DockerConfig;
 use output::{Fields, Table};
@@ -97,6 +99,12 @@ pub enum Client {
     Job(jobs::JobArgs),
     /// Show the cache, or purge it
     Cache(CacheArgs),
+    /// Copy SOURCE to TARGET, registry to registry (all platforms, byte for byte, unless --platform)
+    Copy(CopyArgs),
+    /// Tag SOURCE's manifest as NEW_TAG in the same repository (one manifest PUT, no blobs)
+    Tag(TagArgs),
+    /// List a repository's tags
+    Ls(LsArgs),
 }
 
 /// `hoist cache [purge]`.
@@ -131,6 +139,9 @@ impl Client {
             Client::Jobs(args) => jobs::list(&api, out, &args).await,
             Client::Job(args) => jobs::show(&api, out, &args).await,
             Client::Cache(args) => cache(&api, out, args.action).await,
+            Client::Copy(args) => copy::copy(&api, out, &args, &docker).await,
+            Client::Tag(args) => copy::tag(&api, out, &args, &docker).await,
+            Client::Ls(args) => copy::ls(&api, out, &args, &docker).await,
         }
     }
 }
@@ -213,6 +224,9 @@ fn summary(job: &Value) -> Option<String> {
         Some("build") => BuildResult::deserialize(result)
             .ok()
             .map(|r| format!("pushed {} ({})", r.target, r.digest)),
+        Some("copy") => CopyResult::deserialize(result)
+            .ok()
+            .map(|r| copy::summary(&r)),
         _ => PullResult::deserialize(result).ok().map(|r| {
             format!(
                 "pulled {} ({}) into {}",

@@ -127,7 +127,7 @@ impl BaseCredsArgs {
 }
 
 /// `USER:PASSWORD` from the flag or the file; a JSON key becomes user `_json_key`.
-fn login(creds: Option<&str>, file: Option<&PathBuf>) -> anyhow::Result<Option<Login>> {
+pub(super) fn login(creds: Option<&str>, file: Option<&PathBuf>) -> anyhow::Result<Option<Login>> {
     let text = match (creds, file) {
         (Some(c), _) => c.to_string(),
         (None, Some(f)) => std::fs::read_to_string(f)

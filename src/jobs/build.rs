@@ -213,16 +213,16 @@ impl OpenBlob for Opener<'_> {
     }
 }
 
-async fn open(path: &Path) -> Result<tokio::fs::File, JobError> {
+pub(super) async fn open(path: &Path) -> Result<tokio::fs::File, JobError> {
     tokio::fs::File::open(path)
         .await
         .map_err(JobError::io(path))
 }
 
 /// A cached blob's file, read while its pin keeps it from eviction and purge.
-struct Pinned {
-    file: tokio::fs::File,
-    _pin: BlobGuard,
+pub(super) struct Pinned {
+    pub(super) file: tokio::fs::File,
+    pub(super) _pin: BlobGuard,
 }
 
 impl AsyncRead for Pinned {

@@ -5,11 +5,13 @@
 //! memory only, for as long as the job is queued or running. The folders a job creates
 //! beside its dest are recorded (`scratch.rs`) and removed when it ends, or at the next
 //! start when the daemon died first. `worker.rs` runs jobs;
-//! `pull.rs` and `build.rs` are the job bodies; they drive `registry`, `store`, `unpack`
+//! `pull.rs`, `build.rs` and `copy.rs` are the job bodies; they drive `registry`, `store`, `unpack`
 //! and `image`, which know nothing of jobs.
 
 mod build;
 mod cancel;
+mod copy;
+mod copy_source;
 mod errors;
 mod fetch;
 mod metrics;
@@ -25,9 +27,10 @@ mod worker;
 
 pub use metrics::{BUCKETS as DURATION_BUCKETS, JobMetrics};
 use model::subject;
-pub use model::{BuildResult, Job, JobError, JobEvent, JobKind, JobStatus, PullResult};
+pub use model::{BuildResult, CopyResult, Job, JobError, JobEvent, JobKind, JobStatus, PullResult};
 pub use request::{
-    BuildCompression, BuildRequest, CacheMode, Layout, PullRequest, RequestError, parse_platform,
+    BuildCompression, BuildRequest, CacheMode, CopyPlatforms, CopyRequest, Layout, PullRequest,
+    RequestError, parse_platform,
 };
 
 use std::collections::HashMap;
@@ -91,6 +94,7 @@ impl crate::error::ErrorCode for JobsError {
 struct Secrets {
     auth: Option<Credentials>,
     base_auth: Option<Credentials>,
+    target_auth: Option<Credentials>,
 }
 
 struct Inner {
@@ -195,7 +199,7 @@ impl Jobs {
         }
         let secrets = Secrets {
             auth: request.auth.clone(),
-            base_auth: None,
+            ..Secrets::default()
         };
         let stored = serde_json::to_value(&request).unwrap_or_default();
         self.enqueue(JobKind::Pull, stored, secrets).await
@@ -212,9 +216,22 @@ impl Jobs {
         let secrets = Secrets {
             auth: request.auth.clone(),
             base_auth: request.base_auth.clone(),
+            ..Secrets::default()
         };
         let stored = serde_json::to_value(&request).unwrap_or_default();
         self.enqueue(JobKind::Build, stored, secrets).await
+    }
+
+    /// Validates and queues a copy.
+    pub async fn submit_copy(&self, request: CopyRequest) -> Result<Job, JobsError> {
+        request.validate()?;
+        let secrets = Secrets {
+            auth: request.auth.clone(),
+            target_auth: request.target_auth.clone(),
+            ..Secrets::default()
+        };
+        let stored = serde_json::to_value(&request).unwrap_or_default();
+        self.enqueue(JobKind::Copy, stored, secrets).await
     }
 
     async fn enqueue(
@@ -227,7 +244,8 @@ impl Jobs {
             return Err(JobsError::ShuttingDown);
         }
         let id = uuid::Uuid::new_v4().to_string();
-        let had_credentials = secrets.auth.is_some() || secrets.base_auth.is_some();
+        let had_credentials =
+            secrets.auth.is_some() || secrets.base_auth.is_some() || secrets.target_auth.is_some();
         if had_credentials {
             self.lock_secrets().insert(id.clone(), secrets);
         }

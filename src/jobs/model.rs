@@ -16,6 +16,7 @@ use crate::oci::{Descriptor, MediaType};
 pub enum JobKind {
     Pull,
     Build,
+    Copy,
 }
 
 impl JobKind {
@@ -23,12 +24,14 @@ impl JobKind {
         match self {
             JobKind::Pull => "pull",
             JobKind::Build => "build",
+            JobKind::Copy => "copy",
         }
     }
     pub fn parse(s: &str) -> Option<JobKind> {
         match s {
             "pull" => Some(JobKind::Pull),
             "build" => Some(JobKind::Build),
+            "copy" => Some(JobKind::Copy),
             _ => None,
         }
     }
@@ -90,7 +93,8 @@ pub struct Progress {
 }
 
 /// Progress of one layer: `state` is `waiting`, `downloading`, `cached`, `downloaded`,
-/// `extracting`, `done` (pulls) or `pushing`, `exists`, `mounted`, `pushed` (builds).
+/// `extracting`, `done` (pulls) or `pushing`, `exists`, `mounted`, `pushed` (builds and
+/// copies; a copy's blobs that are fetched into the cache first are `downloading` then).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerProgress {
     pub digest: String,
@@ -155,6 +159,32 @@ pub struct BuildResult {
     pub layers: Vec<ResultLayer>,
     /// The new layer's uncompressed digest.
     pub diff_id: Digest,
+}
+
+/// A succeeded copy's `result`: what was copied where, and how each blob got there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyResult {
+    pub source: String,
+    pub target: String,
+    /// The digest the target's tag now names: the source's own (all platforms, or one),
+    /// or that of the new index of the platforms asked for.
+    pub digest: Digest,
+    pub media_type: MediaType,
+    /// Blobs of each manifest pushed, by how they got into the target.
+    pub blobs: BlobCounts,
+    /// Bytes of the blobs uploaded (neither skipped nor mounted).
+    pub bytes_copied: u64,
+    /// Manifests PUT (children, referrers and the tagged one).
+    pub manifests: u64,
+}
+
+/// How a copy's blobs got into the target: `copied` (uploaded), `mounted` (linked from the
+/// source repository on the same registry), `skipped` (the target had them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobCounts {
+    pub copied: u64,
+    pub mounted: u64,
+    pub skipped: u64,
 }
 
 /// One layer of a job's result.

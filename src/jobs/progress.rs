@@ -46,6 +46,23 @@ impl Tracker {
         self.set_totals(layers.len() as u64, layers.iter().map(|l| l.size).sum());
         *self.lock_layers() = layers;
     }
+    /// Declares more layers (digest, size), `waiting`, after those of [`set_layers`]
+    /// (a copy's referrers, found once the image is in), and adds them to the totals.
+    ///
+    /// [`set_layers`]: Tracker::set_layers
+    pub fn append_layers(&self, layers: impl IntoIterator<Item = (String, u64)>) {
+        let mut all = self.lock_layers();
+        for (digest, size) in layers {
+            self.layers_total.fetch_add(1, Ordering::Relaxed);
+            self.bytes_total.fetch_add(size, Ordering::Relaxed);
+            all.push(LayerProgress {
+                digest,
+                size,
+                bytes_done: 0,
+                state: "waiting".into(),
+            });
+        }
+    }
     fn lock_layers(&self) -> std::sync::MutexGuard<'_, Vec<LayerProgress>> {
         self.layers.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -64,6 +64,8 @@ pub enum RequestError {
     SourceNotFolder(PathBuf),
     #[error("target {0}: give a tag to push to, not a digest")]
     TargetDigest(String),
+    #[error("source and target are both {0}; give another tag or repository as target")]
+    SameSourceAndTarget(String),
     #[error(transparent)]
     Config(#[from] ImageError),
     #[error("{0}")]
@@ -82,6 +84,7 @@ impl crate::error::ErrorCode for RequestError {
             }
             RequestError::Source(_) | RequestError::SourceNotFolder(_) => "invalid_source",
             RequestError::TargetDigest(_) => "invalid_reference",
+            RequestError::SameSourceAndTarget(_) => "same_source_and_target",
             RequestError::Config(e) => e.code(),
             RequestError::Invalid(_) => "invalid_request",
         }
@@ -248,4 +251,123 @@ pub fn epoch_rfc3339(epoch: u64) -> Option<String> {
     }
     t.format(&time::format_description::well_known::Rfc3339)
         .ok()
+}
+
+/// The platforms of a copy: `"all"` (the whole index, byte for byte), or a list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CopyPlatforms {
+    /// Must be `"all"`.
+    Keyword(String),
+    List(Vec<String>),
+}
+
+impl Default for CopyPlatforms {
+    fn default() -> Self {
+        CopyPlatforms::Keyword("all".into())
+    }
+}
+
+/// Platforms one copy may name.
+pub const COPY_PLATFORMS_MAX: usize = 64;
+
+/// `POST /copies` body. `auth` (source) and `target_auth` are never serialized.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyRequest {
+    pub source: String,
+    pub target: String,
+    #[serde(default)]
+    pub platforms: CopyPlatforms,
+    #[serde(default)]
+    pub cache: CacheMode,
+    /// Also copy the referrers (signatures, SBOMs, attestations) of what is copied.
+    #[serde(default)]
+    pub referrers: bool,
+    #[serde(default, skip_serializing)]
+    pub auth: Option<Credentials>,
+    #[serde(default, skip_serializing)]
+    pub target_auth: Option<Credentials>,
+}
+
+/// A copy request, validated.
+#[derive(Clone, Debug)]
+pub struct CopySpec {
+    pub source: Reference,
+    pub target: Reference,
+    /// `None`: all of them.
+    pub platforms: Option<Vec<Platform>>,
+    pub cache: CacheMode,
+    pub referrers: bool,
+}
+
+impl CopySpec {
+    /// A retag: the target is another tag of the source's own repository, so every blob
+    /// and child manifest is there already.
+    pub fn is_retag(&self) -> bool {
+        self.source.registry == self.target.registry
+            && self.source.repository == self.target.repository
+    }
+}
+
+impl CopyRequest {
+    pub fn validate(&self) -> Result<CopySpec, RequestError> {
+        let source: Reference = self.source.trim().parse()?;
+        let target: Reference = self.target.trim().parse()?;
+        if target.digest.is_some() {
+            return Err(RequestError::TargetDigest(self.target.clone()));
+        }
+        if source.digest.is_none()
+            && source.registry == target.registry
+            && source.repository == target.repository
+            && source.tag == target.tag
+        {
+            return Err(RequestError::SameSourceAndTarget(target.to_string()));
+        }
+        let platforms = match &self.platforms {
+            CopyPlatforms::Keyword(k) if k == "all" => None,
+            CopyPlatforms::Keyword(k) => {
+                return Err(RequestError::Invalid(format!(
+                    "platforms {}: give \"all\" or a list such as [\"linux/amd64\"]",
+                    crate::text::quote(k.as_bytes())
+                )));
+            }
+            CopyPlatforms::List(list) if list.is_empty() => {
+                return Err(RequestError::Invalid(
+                    "platforms is an empty list: give \"all\" or at least one platform".into(),
+                ));
+            }
+            CopyPlatforms::List(list) if list.len() > COPY_PLATFORMS_MAX => {
+                return Err(RequestError::Invalid(format!(
+                    "platforms lists {} entries, at most {COPY_PLATFORMS_MAX} are taken",
+                    list.len()
+                )));
+            }
+            CopyPlatforms::List(list) => {
+                let mut parsed: Vec<Platform> = Vec::with_capacity(list.len());
+                for p in list {
+                    let platform =
+                        parse_platform(Some(p))?.ok_or_else(|| RequestError::Platform {
+                            value: p.clone(),
+                            reason: "empty platform in platforms".into(),
+                        })?;
+                    if parsed.contains(&platform) {
+                        return Err(RequestError::Platform {
+                            value: p.clone(),
+                            reason: format!("platform {platform} is listed twice"),
+                        });
+                    }
+                    parsed.push(platform);
+                }
+                Some(parsed)
+            }
+        };
+        Ok(CopySpec {
+            source,
+            target,
+            platforms,
+            cache: self.cache,
+            referrers: self.referrers,
+        })
+    }
 }

@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::model::subject;
 use super::{
-    BuildRequest, Job, JobEnv, JobError, JobKind, JobStatus, Jobs, JobsError, PullRequest, Secrets,
-    build, progress, pull, scratch, table,
+    BuildRequest, CopyRequest, Job, JobEnv, JobError, JobKind, JobStatus, Jobs, JobsError,
+    PullRequest, Secrets, build, copy, progress, pull, scratch, table,
 };
 
 impl Jobs {
@@ -166,6 +166,16 @@ async fn run_body(
                 base: secrets.base_auth,
             };
             let result = build::run(&env, &job.id, spec, auth, &tracker, &cancel).await?;
+            to_value(&result)
+        }
+        JobKind::Copy => {
+            let request: CopyRequest = serde_json::from_value(job.request.clone())
+                .map_err(|e| JobError::new("invalid_request", format!("stored request: {e}")))?;
+            let auth = copy::CopyAuth {
+                source: secrets.auth,
+                target: secrets.target_auth,
+            };
+            let result = copy::run(&env, request.validate()?, auth, &tracker, &cancel).await?;
             to_value(&result)
         }
     }

@@ -12,6 +12,11 @@ fn quote(remote: &str) -> String {
 pub enum RegistryError {
     #[error("manifest {reference} not found in {registry}")]
     ManifestUnknown { registry: String, reference: String },
+    #[error("repository {repository} not found in {registry}")]
+    NameUnknown {
+        registry: String,
+        repository: String,
+    },
     #[error("blob {digest} not found in {repository}")]
     BlobUnknown { repository: String, digest: Digest },
     #[error("registry {registry} answered 401 unauthorized for {scope}{hint}")]
@@ -78,6 +83,13 @@ impl Clone for RegistryError {
             } => ManifestUnknown {
                 registry: registry.clone(),
                 reference: reference.clone(),
+            },
+            NameUnknown {
+                registry,
+                repository,
+            } => NameUnknown {
+                registry: registry.clone(),
+                repository: repository.clone(),
             },
             BlobUnknown { repository, digest } => BlobUnknown {
                 repository: repository.clone(),
@@ -162,6 +174,7 @@ impl crate::error::ErrorCode for RegistryError {
     fn code(&self) -> &'static str {
         match self {
             RegistryError::ManifestUnknown { .. } => "manifest_unknown",
+            RegistryError::NameUnknown { .. } => "name_unknown",
             RegistryError::BlobUnknown { .. } => "blob_unknown",
             RegistryError::Unauthorized { .. } => "unauthorized",
             RegistryError::Denied { .. } => "denied",

@@ -23,6 +23,8 @@ fn login_hint(registry: &str) -> String {
 pub(super) enum Target<'a> {
     Manifest,
     Blob(&'a Digest),
+    /// A question about the repository itself (its tags).
+    Repository,
     Other,
 }
 
@@ -105,6 +107,12 @@ pub(super) async fn error_for(
             return RegistryError::ManifestUnknown {
                 registry: reference.registry.clone(),
                 reference: reference.to_string(),
+            };
+        }
+        Target::Repository if not_found => {
+            return RegistryError::NameUnknown {
+                registry: reference.registry.clone(),
+                repository: reference.repository.clone(),
             };
         }
         Target::Blob(digest) if not_found => {

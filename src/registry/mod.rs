@@ -6,7 +6,9 @@
 //!
 //! Map: `reference`, `platform`, `manifest` and `select` parse and choose; `client`
 //! (manifests, resolve), `blob` (downloads), `push` (one request each: HEAD, mount,
-//! upload, manifest PUT) and `push_image` (an [`ImageToPush`] pushed whole) are the API;
+//! upload, manifest PUT), `push_image` (an [`ImageToPush`] pushed whole), `copy` (a
+//! fetched manifest as an `ImageToPush`, index subsets, referrers) and `tags` (tag
+//! listing, paginated and bounded) are the API;
 //! every request goes through `transport` (retries, redirects, `hosts` for the scheme),
 //! which answers 401s with `token` (`challenge`, `auth`, `docker_config`). Errors:
 //! `error`, with registry answers mapped in `error_map`. `singleflight` lets concurrent
@@ -26,6 +28,7 @@ mod auth;
 mod blob;
 mod challenge;
 mod client;
+mod copy;
 mod docker_config;
 mod error;
 mod error_map;
@@ -38,6 +41,7 @@ mod reference;
 mod retry;
 mod select;
 mod singleflight;
+mod tags;
 mod token;
 mod transport;
 
@@ -52,6 +56,7 @@ mod tests_push;
 
 pub use auth::Credentials;
 pub use client::{RegistryClient, RegistryConfig};
+pub use copy::{MAX_REFERRERS, referrer_tags, subset_index};
 pub use docker_config::DockerConfig;
 pub use error::RegistryError;
 pub use manifest::{FetchedManifest, ManifestKind, ResolvedImage, ResolvedManifest};

@@ -12,6 +12,7 @@ mod auth;
 mod build;
 mod cache;
 mod cli;
+mod copies;
 mod failures;
 mod forgery;
 mod harness;

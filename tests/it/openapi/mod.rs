@@ -11,7 +11,7 @@
 
 mod daemon;
 mod rows;
-mod spec;
+pub mod spec;
 mod spec_checks;
 
 use std::collections::BTreeSet;

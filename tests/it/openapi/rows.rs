@@ -354,6 +354,53 @@ pub fn rows(d: &Daemon) -> Vec<Row> {
     ] {
         rows.push(refused("/builds", body, status, code));
     }
+    // Copies refused before they become jobs.
+    let copy = |rest: &str| {
+        format!(r#"{{"source": "127.0.0.1:1/a/b:1", "target": "127.0.0.1:1/a/c:1"{rest}}}"#)
+    };
+    for (body, code) in [
+        (
+            r#"{"source": "127.0.0.1:1/a/b:1", "target": "127.0.0.1:1/a/b:1"}"#.to_string(),
+            "same_source_and_target",
+        ),
+        (copy(r#", "platforms": ["linux"]"#), "invalid_platform"),
+        (
+            copy(r#", "platforms": ["linux/amd64", "linux/amd64"]"#),
+            "invalid_platform",
+        ),
+        (copy(r#", "platforms": []"#), "invalid_request"),
+        (copy(r#", "platforms": "some""#), "invalid_request"),
+        (copy(r#", "cache": "maybe""#), "invalid_request"),
+        (copy(r#", "colour": "blue""#), "invalid_request"),
+        (
+            r#"{"source": "Not A Ref", "target": "127.0.0.1:1/a/c:1"}"#.to_string(),
+            "invalid_reference",
+        ),
+        (
+            format!(r#"{{"source": "127.0.0.1:1/a/b:1", "target": "127.0.0.1:1/a/c@{digest}"}}"#),
+            "invalid_reference",
+        ),
+    ] {
+        rows.push(refused("/copies", body, 400, code));
+    }
+    for (query, status, code) in [
+        ("", 400, "invalid_reference"),
+        ("?repository=Not%20A%20Ref", 400, "invalid_reference"),
+        ("?repository=127.0.0.1:1/a&n=0", 400, "invalid_request"),
+        (
+            "?repository=127.0.0.1:1/a&last=a%2Fb",
+            400,
+            "invalid_request",
+        ),
+        (
+            "?repository=127.0.0.1:1/a&colour=blue",
+            400,
+            "invalid_query",
+        ),
+        ("?repository=127.0.0.1:1/a", 502, "registry_unreachable"),
+    ] {
+        rows.push(get(&format!("/tags{query}"), "/tags", status, Code(code)));
+    }
     // Images, without a registry.
     for (endpoint, query, status, code) in [
         ("/digest", "", 400, "invalid_reference"),

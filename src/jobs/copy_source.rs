@@ -1,0 +1,185 @@
+//! Where a copy's blobs come from when the target lacks them and no mount could link them:
+//! the source repository, read through the verified cache (`cache: use`), or streamed as
+//! the upload reads it and hashed on the way (`cache: bypass`), so the upload never ends
+//! with bytes that do not match the digest. Also each manifest's place in the job's
+//! progress. Not for: the order of a copy (`copy.rs`) or the push (`registry::push_image`).
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+use super::JobEnv;
+use super::build::{Pinned, open};
+use super::fetch::Fetcher;
+use super::model::JobError;
+use super::progress::Tracker;
+use super::request::CacheMode;
+use crate::digest::HashingWriter;
+use crate::oci::Descriptor;
+use crate::registry::{
+    BlobPushed, BlobReader, BlobSource, Credentials, OpenBlob, PushBlob, PushProgress, Reference,
+    RegistryClient, RegistryError,
+};
+
+/// A manifest's push progress at its place in the job's list of blobs.
+pub(super) struct Offset {
+    pub(super) tracker: Arc<Tracker>,
+    pub(super) base: usize,
+}
+
+impl PushProgress for Offset {
+    fn bytes(&self, index: usize, n: u64) {
+        self.tracker.bytes(self.base + index, n);
+    }
+    fn uploading(&self, index: usize) {
+        self.tracker.uploading(self.base + index);
+    }
+    fn done(&self, index: usize, how: BlobPushed) {
+        self.tracker.done(self.base + index, how);
+    }
+}
+
+/// Opens a source blob the target lacks: through the verified cache (`cache: use`), or
+/// streamed from the source as the upload reads it (`cache: bypass`).
+pub(super) struct Opener<'a> {
+    pub(super) env: &'a JobEnv,
+    pub(super) auth: Option<&'a Credentials>,
+    pub(super) cache: CacheMode,
+    /// The manifest's place in the job's progress (a blob is `downloading` while read).
+    pub(super) tracker: Arc<Offset>,
+    pub(super) cancel: &'a CancellationToken,
+    /// Why a streamed blob's download failed, for the job's error.
+    pub(super) stream_failure: Arc<Mutex<Option<RegistryError>>>,
+}
+
+impl Opener<'_> {
+    /// Why a streamed blob's download failed, if one did.
+    pub(super) fn take_stream_failure(&self) -> Option<RegistryError> {
+        self.stream_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+/// Bytes in flight between a bypassed blob's download and its upload.
+const PIPE_BYTES: usize = 1 << 20;
+
+impl OpenBlob for Opener<'_> {
+    type Error = JobError;
+
+    async fn open(&self, index: usize, blob: &PushBlob) -> Result<BlobReader, JobError> {
+        let BlobSource::Repository(from) = &blob.source else {
+            return Err(JobError::new(
+                "internal_error",
+                "a copy's blobs all come from the source repository",
+            ));
+        };
+        let place = self.tracker.base + index;
+        self.tracker.tracker.layer_state(place, "downloading");
+        match self.cache {
+            CacheMode::Use => {
+                let fetcher = Fetcher {
+                    env: self.env.clone(),
+                    reference: from.clone(),
+                    auth: self.auth.cloned(),
+                    blob_dir: None,
+                    tracker: Arc::new(Tracker::default()),
+                    cancel: self.cancel.clone(),
+                };
+                let cached = fetcher.fetch(index, &blob.descriptor).await?;
+                let file = open(cached.path()).await?;
+                Ok(Box::new(Pinned { file, _pin: cached }))
+            }
+            CacheMode::Bypass => {
+                let (writer, reader) = tokio::io::duplex(PIPE_BYTES);
+                let (registry, from, auth) =
+                    (self.env.registry.clone(), from.clone(), self.auth.cloned());
+                let (desc, cancel) = (blob.descriptor.clone(), self.cancel.clone());
+                let failure = self.stream_failure.clone();
+                let task = tokio::spawn(async move {
+                    let result =
+                        stream(&registry, &from, &desc, auth.as_ref(), writer, &cancel).await;
+                    if let Err(e) = &result {
+                        *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                    }
+                    result
+                });
+                Ok(Box::new(Streamed {
+                    pipe: reader,
+                    download: AbortOnDropHandle::new(task),
+                }))
+            }
+        }
+    }
+}
+
+/// Downloads `desc` from `from` into the pipe, hashing it: an error unless every byte came
+/// and they hash to the digest.
+async fn stream(
+    registry: &RegistryClient,
+    from: &Reference,
+    desc: &Descriptor,
+    auth: Option<&Credentials>,
+    writer: tokio::io::DuplexStream,
+    cancel: &CancellationToken,
+) -> Result<(), RegistryError> {
+    let mut sink = HashingWriter::new(writer, desc.digest.algorithm());
+    registry
+        .copy_blob(
+            from,
+            &desc.digest,
+            Some(desc.size),
+            auth,
+            &mut sink,
+            0,
+            &|_| {},
+            cancel,
+        )
+        .await?;
+    let (_writer, got, _) = sink.into_parts();
+    if got != desc.digest {
+        return Err(RegistryError::DigestMismatch {
+            image: from.to_string(),
+            what: format!("blob {}", desc.digest),
+            expected: desc.digest.to_string(),
+            actual: got.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A blob streamed from its download: the pipe's end is the blob's end only once the
+/// download said its bytes hashed to the digest; else reading fails, so the upload is
+/// never completed with wrong or missing bytes.
+struct Streamed {
+    pipe: tokio::io::DuplexStream,
+    download: AbortOnDropHandle<Result<(), RegistryError>>,
+}
+
+impl AsyncRead for Streamed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.pipe).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
+                // The writer is gone: the download ended. How?
+                match Pin::new(&mut self.download).poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Ok(Ok(()))) => Poll::Ready(Ok(())),
+                    Poll::Ready(Ok(Err(e))) => Poll::Ready(Err(std::io::Error::other(e))),
+                    Poll::Ready(Err(join)) => Poll::Ready(Err(std::io::Error::other(join))),
+                }
+            }
+            other => other,
+        }
+    }
+}
