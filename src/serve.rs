@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AllowedHosts, AppState, ProblemListener, router};
 use crate::config::{Config, Listen, LogFormat};
 use crate::jobs::{JobEnv, JobEvent, Jobs};
+use crate::mirror::Mirror;
 use crate::registry::{RegistryClient, RegistryConfig};
 use crate::store::Store;
 
@@ -204,6 +205,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         insecure_registries: config.insecure_registries.clone(),
         docker_config_dir: config.docker_config_dir.clone(),
     })?;
+    // The mirror's own client has no Docker config: a /v2/ client reads upstream with its
+    // own credentials or none, never with the daemon's.
+    let mirror_registry = RegistryClient::new(RegistryConfig {
+        insecure_registries: config.insecure_registries.clone(),
+        docker_config_dir: None,
+    })?;
+    let mirror = Mirror::new(
+        mirror_registry,
+        store.clone(),
+        db.clone(),
+        config.mirror_default.clone(),
+    );
     let jobs = Jobs::start(
         db,
         JobEnv {
@@ -218,6 +231,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let last_request = Arc::new(AtomicU64::new(now_secs()));
     let app = router(AppState {
         jobs: jobs.clone(),
+        mirror,
         api_token: config.api_token.as_deref().map(Arc::from),
         hosts: listener.allowed_hosts(&config)?,
         last_request: last_request.clone(),

@@ -154,6 +154,32 @@ impl RegistryClient {
         Ok(pos)
     }
 
+    /// The size of blob `digest` in `reference`'s repository (HEAD, pull scope): the
+    /// registry's answer that these credentials may read it there. `BlobUnknown` on 404.
+    pub async fn head_blob(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        creds: Option<&Credentials>,
+    ) -> Result<u64, RegistryError> {
+        let path = format!("v2/{}/blobs/{digest}", reference.repository);
+        let scopes = vec![Scope::pull(&reference.repository)];
+        let req = self.request(Method::HEAD, reference, &path, scopes, creds)?;
+        let resp = self.inner.send(&req).await?;
+        if !resp.status().is_success() {
+            return Err(error_for(resp, reference, &req.scopes, Target::Blob(digest)).await);
+        }
+        resp.headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                RegistryError::Protocol(format!(
+                    "HEAD of blob {digest} at {} answered no Content-Length",
+                    reference.registry
+                ))
+            })
+    }
+
     /// The image config `desc` names, downloaded whole and verified (at most 16 MiB).
     pub async fn fetch_config(
         &self,

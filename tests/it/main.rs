@@ -23,5 +23,6 @@ mod leftovers;
 mod openapi;
 mod pipeline;
 mod pull_layers;
+mod registry_v2;
 mod resources;
 mod service;
