@@ -14,8 +14,9 @@
 //!   download appends at the offset; a server that ignores `Range` has its repeated bytes
 //!   skipped, `registry::blob`), so every follower reads the very bytes that were hashed;
 //! - a reader reaches its end only once the digest (and declared size) matched; a
-//!   mismatch, or a download that stopped, is a read error. Whatever was read before
-//!   that is unverified: the caller must not let it escape (a staging tree is discarded);
+//!   mismatch, or a download that stopped, is a read error (once the reader has read
+//!   what had landed when it last looked). Whatever was read before that is unverified:
+//!   the caller must not let it escape (a staging tree is discarded);
 //! - [`Follower::outcome`] is the blob committed and pinned, or the writer's error.
 //!
 //! Not for: deciding who downloads (that is `Store::acquire_or_follow`'s single flight).

@@ -36,8 +36,6 @@ pub(super) struct FileSink {
     spare: Vec<u8>,
     /// Bytes handed to writes (the next write's offset).
     queued: u64,
-    /// Bytes in the file.
-    landed: u64,
 }
 
 impl FileSink {
@@ -49,7 +47,6 @@ impl FileSink {
             inflight: None,
             spare: Vec::new(),
             queued: 0,
-            landed: 0,
         }
     }
 
@@ -61,7 +58,7 @@ impl FileSink {
             .map_err(io::Error::other)?
     }
 
-    /// Takes the result of the write under way, if it is done; publishes what landed.
+    /// Takes the result of the write under way, if it is done.
     fn poll_reap(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let Some(inflight) = self.inflight.as_mut() else {
             return Poll::Ready(Ok(()));
@@ -70,11 +67,8 @@ impl FileSink {
         self.inflight = None;
         let (mut spent, result) = joined.map_err(io::Error::other)?;
         result?;
-        self.landed += spent.len() as u64;
         spent.clear();
         self.spare = spent;
-        // Only now: the bytes are in the file, where followers read them.
-        self.landing.landed(self.landed);
         Poll::Ready(Ok(()))
     }
 
@@ -84,10 +78,16 @@ impl FileSink {
             return;
         }
         let chunk = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
-        let (file, at) = (self.file.clone(), self.queued);
+        let (file, landing, at) = (self.file.clone(), self.landing.clone(), self.queued);
         self.queued += chunk.len() as u64;
         self.inflight = Some(tokio::task::spawn_blocking(move || {
             let result = file.write_all_at(&chunk, at);
+            if result.is_ok() {
+                // Published by the write itself, as soon as its bytes are in the file
+                // (one write at a time, so offsets only grow), whenever the writer's
+                // owner polls it next.
+                landing.landed(at + chunk.len() as u64);
+            }
             (chunk, result)
         }));
     }

@@ -25,3 +25,4 @@ mod pipeline;
 mod pull_layers;
 mod resources;
 mod service;
+mod streaming;
