@@ -26,3 +26,4 @@ mod pull_layers;
 mod registry_v2;
 mod resources;
 mod service;
+mod streaming;
