@@ -334,6 +334,17 @@ fn canonicalize_existing_prefix(p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirror_default_is_a_registry_host() {
+        assert_eq!(mirror_default("docker.io").unwrap(), "docker.io");
+        assert_eq!(mirror_default("index.docker.io").unwrap(), "docker.io");
+        assert_eq!(mirror_default("127.0.0.1:5000/").unwrap(), "127.0.0.1:5000");
+        assert_eq!(mirror_default("Localhost").unwrap(), "localhost");
+        for bad in ["", "registry", "a.io/b", "a b.io", "http://a.io"] {
+            assert!(mirror_default(bad).is_err(), "{bad:?}");
+        }
+    }
     use crate::error::ErrorCode;
 
     fn roots() -> Vec<PathBuf> {

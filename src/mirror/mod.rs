@@ -33,12 +33,11 @@ use tokio::io::AsyncWriteExt;
 
 use access::{AccessCache, FRESH, Granted, REMEMBERED};
 use metrics::MirrorMetrics;
-use stream::DownloadError;
 
 use crate::digest::Digest;
 use crate::oci::MediaType;
 use crate::registry::{Credentials, Reference, RegistryClient, RegistryError};
-use crate::store::{Acquired, Store, StoreError};
+use crate::store::{Acquired, Opened, Store, StoreError};
 
 /// Manifests larger than this are not served (the distribution spec lets registries
 /// refuse manifests over 4 MiB; hoist's client reads up to 16 MiB).
@@ -64,15 +63,6 @@ pub enum MirrorError {
         #[source]
         source: std::io::Error,
     },
-}
-
-impl From<DownloadError> for MirrorError {
-    fn from(e: DownloadError) -> Self {
-        match e {
-            DownloadError::Registry(e) => MirrorError::Registry(e),
-            DownloadError::Store(e) => MirrorError::Store(e),
-        }
-    }
 }
 
 /// The `Warning` text when a tag's answer or an access answer is from memory.
@@ -122,6 +112,13 @@ pub struct Blob {
     pub range: Option<(u64, u64)>,
     pub body: Option<BodyStream>,
     pub warning: Option<&'static str>,
+}
+
+/// Where a blob's bytes come from for one response.
+enum Source {
+    Cached(crate::store::BlobGuard),
+    /// Being downloaded (by this request or another): read as it lands.
+    Landing(crate::store::Follower),
 }
 
 /// The mirror: cheap to clone.
@@ -386,32 +383,41 @@ impl Mirror {
         }
         let upstream = target.upstream().to_string();
         let (start, len) = range.unwrap_or((0, size));
-        let store = &self.inner.store;
-        let body = match store.acquire(digest, Some(size)).await? {
-            Acquired::Ready(guard) => {
+        let source = match self
+            .inner
+            .store
+            .acquire_or_follow(digest, Some(size))
+            .await?
+        {
+            Opened::Ready(guard) => {
                 self.inner.metrics.hit(&upstream);
-                self.cached(guard, digest, start, len).await?
+                Source::Cached(guard)
             }
-            Acquired::Fetch(writer) if range.is_some() => {
-                // A part of a blob cannot be checked on its own: download it whole first.
-                self.inner.metrics.miss(&upstream);
-                let registry = &self.inner.registry;
-                let (guard, _) =
-                    stream::download(registry, reference, digest, size, creds, writer, None)
-                        .await?;
-                self.cached(guard, digest, start, len).await?
+            // Another request's download of it: one upstream fetch for both.
+            Opened::Follow(follower) => {
+                self.inner.metrics.hit(&upstream);
+                Source::Landing(follower)
             }
-            Acquired::Fetch(writer) => {
+            Opened::Fetch(writer) => {
                 self.inner.metrics.miss(&upstream);
-                stream::follow_download(
+                Source::Landing(stream::start_download(
                     self.inner.registry.clone(),
                     reference.clone(),
                     digest.clone(),
                     size,
                     creds.cloned(),
                     writer,
-                )
+                ))
             }
+        };
+        let body = match (source, range) {
+            (Source::Cached(guard), _) => self.cached(guard, digest, start, len).await?,
+            // A part of a blob cannot be checked on its own: it is served once whole.
+            (Source::Landing(follower), Some(_)) => {
+                let guard = follower.outcome().await?;
+                self.cached(guard, digest, start, len).await?
+            }
+            (Source::Landing(follower), None) => stream::followed(follower),
         };
         let this = self.clone();
         blob.body = Some(Box::pin(body.inspect(move |chunk| {
@@ -435,5 +441,23 @@ impl Mirror {
                 digest: digest.clone(),
                 source,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ByteRange;
+
+    #[test]
+    fn ranges_are_clamped_to_the_blob_or_refused() {
+        let from = |start, end| ByteRange::From { start, end };
+        assert_eq!(from(0, Some(9)).within(100), Some((0, 10)));
+        assert_eq!(from(90, Some(200)).within(100), Some((90, 10)));
+        assert_eq!(from(90, None).within(100), Some((90, 10)));
+        assert_eq!(from(100, None).within(100), None);
+        assert_eq!(ByteRange::Suffix(10).within(100), Some((90, 10)));
+        assert_eq!(ByteRange::Suffix(500).within(100), Some((0, 100)));
+        assert_eq!(ByteRange::Suffix(0).within(100), None);
+        assert_eq!(from(0, None).within(0), None);
     }
 }

@@ -116,7 +116,7 @@ mod tests {
             ("ghcr.io", "o/r")
         );
         assert_eq!(t.want, Want::Manifest(ManifestRef::Tag("v1".into())));
-        let t = parse("localhost/r/blobs/".to_owned() + D, None).unwrap();
+        let t = parse(&format!("localhost/r/blobs/{D}"), None).unwrap();
         assert_eq!(t.upstream(), "localhost");
         assert_eq!(t.want, Want::Blob(D.parse().unwrap()));
         let t = parse("docker.io/library/debian/manifests/bookworm", None).unwrap();

@@ -1,16 +1,18 @@
 //! A blob's bytes for one `/v2/` response: a cached file (pinned while the body lives),
-//! or a download into the cache that the response follows as it is written.
+//! or a download into the cache that the response follows as it lands.
 //!
-//! The download is the cache's single flight (`Store::acquire` gave this request the
-//! digest's writer): its bytes go into the `BlobWriter` (hashed, written to the cache's
-//! temporary file) and, through a bounded channel, to the client. The last chunk is held
-//! back until the writer committed (digest and size matched), so a client never receives
-//! a whole body of bytes that did not verify: on a mismatch the body ends in an error (the
-//! connection is cut short) and nothing is cached. A client that goes away does not stop
-//! the download: the blob still lands in the cache for whoever waits for it.
+//! A download is the cache's single flight: `Store::acquire_or_follow` hands one request
+//! the digest's writer ([`start_download`] drives it in a task of its own) and every
+//! other request a [`Follower`] of the same download; each response reads the bytes as
+//! they land in the cache's temporary file ([`followed`]). The download goes on while
+//! anyone follows it, and stops (its file removed) once nobody does.
 //!
-//! This is the seam the store's follow-a-download primitive replaces: requests that find
-//! the digest being fetched wait for its commit in `acquire` and then read the file.
+//! A follower's reader ends only once the digest matched, and fails if it did not. That
+//! is not enough for HTTP: a response with a `Content-Length` is complete for the client
+//! as soon as its last byte is sent, before the body's end (or error) is even polled. So
+//! a followed body is passed on one chunk late: its last chunk goes out only after the
+//! reader reached its verified end, and on a mismatch the body ends in an error instead
+//! (the connection is cut short), never with all its bytes.
 
 use std::io;
 use std::pin::Pin;
@@ -18,32 +20,19 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
-use tokio_util::sync::{CancellationToken, PollSender};
+use tokio_util::sync::CancellationToken;
 
 use crate::digest::Digest;
-use crate::registry::{Credentials, Reference, RegistryClient, RegistryError};
-use crate::store::{BlobGuard, BlobWriter, StoreError};
+use crate::registry::{Credentials, Reference, RegistryClient};
+use crate::store::{BlobGuard, BlobWriter, Follower};
 
-/// Chunks in flight between a download and its client: the client's pace slows the
-/// download down to it, and memory stays at a few chunks whatever the blob's size.
-const CHANNEL_CHUNKS: usize = 16;
-/// Read size of a cached file.
-const FILE_CHUNK: usize = 256 * 1024;
+/// Read size of a cached or landing file.
+const CHUNK: usize = 256 * 1024;
 
 /// The bytes of a response body; an `Err` ends the response without its clean end.
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>;
-
-/// Why a download for a client failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DownloadError {
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 /// Bytes `start..start + len` of a cached blob; the guard (its pin) lives as long as the
 /// stream, so purge and eviction leave the file alone while it is being served.
@@ -52,133 +41,131 @@ pub async fn cached(guard: BlobGuard, start: u64, len: u64) -> Result<BodyStream
     if start > 0 {
         file.seek(io::SeekFrom::Start(start)).await?;
     }
-    let reader = file.take(len);
-    let stream = ReaderStream::with_capacity(reader, FILE_CHUNK).map(move |chunk| {
+    let stream = ReaderStream::with_capacity(file.take(len), CHUNK).map(move |chunk| {
         let _pinned = &guard;
         chunk
     });
     Ok(Box::pin(stream))
 }
 
-/// Downloads blob `digest` into `writer` (the cache's single flight for it) in a task of
-/// its own, and answers the stream a client follows it with.
-pub fn follow_download(
+/// The whole blob as it lands, held one chunk back until it verified. The follower (its
+/// pin, and the download's reason to go on) lives as long as the stream.
+pub fn followed(follower: Follower) -> BodyStream {
+    let reader = follower.reader(CancellationToken::new());
+    let stream = ReaderStream::with_capacity(reader, CHUNK).map(move |chunk| {
+        let _following = &follower;
+        chunk
+    });
+    Box::pin(OneChunkLate {
+        inner: Box::pin(stream),
+        held: None,
+    })
+}
+
+/// Starts downloading blob `digest` into `writer` (the cache's single flight for it),
+/// with the client's own credentials, and answers a follower of it. The download stops
+/// when nobody follows it any more; its outcome reaches the followers through the writer.
+pub fn start_download(
     registry: RegistryClient,
     reference: Reference,
     digest: Digest,
     size: u64,
     creds: Option<Credentials>,
-    writer: BlobWriter,
-) -> BodyStream {
-    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    mut writer: BlobWriter,
+) -> Follower {
+    // Made before the download starts: a download without followers stops.
+    let follower = writer.follow();
     tokio::spawn(async move {
-        let result = download(
-            &registry,
-            &reference,
-            &digest,
-            size,
-            creds.as_ref(),
-            writer,
-            Some(tx.clone()),
-        )
-        .await;
-        match result {
-            Ok((_guard, held)) => {
-                if let Some(last) = held {
-                    let _ = tx.send(Ok(last)).await;
-                }
+        let unfollowed = writer.unfollowed();
+        let never = CancellationToken::new();
+        let copied = tokio::select! {
+            biased;
+            () = unfollowed => None,
+            copied = registry.copy_blob(
+                &reference, &digest, Some(size), creds.as_ref(), &mut writer, 0, &|_| {}, &never,
+            ) => Some(copied),
+        };
+        match copied {
+            None => tracing::debug!(%digest, "mirror download stopped: nobody follows it"),
+            Some(Err(err)) => {
+                tracing::warn!(%digest, repository = %reference.name(), error = %err, "mirror download failed");
+                writer.abandon(&err);
             }
-            Err(e) => {
-                tracing::warn!(%digest, repository = %reference.name(), error = %e, "mirror download failed; the response is cut short");
-                let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
+            Some(Ok(_)) => {
+                // `commit` syncs and checks the digest and size; followers hear the verdict.
+                if let Err(err) = writer.commit().await {
+                    tracing::warn!(%digest, repository = %reference.name(), error = %err, "mirror download refused");
+                }
             }
         }
     });
-    Box::pin(tokio_stream_from(rx))
+    follower
 }
 
-/// Downloads blob `digest` into `writer` and commits it; with `tx`, every chunk but the
-/// last goes to it on the way, and the last one is handed back once the blob verified.
-pub async fn download(
-    registry: &RegistryClient,
-    reference: &Reference,
-    digest: &Digest,
-    size: u64,
-    creds: Option<&Credentials>,
-    writer: BlobWriter,
-    tx: Option<mpsc::Sender<Result<Bytes, io::Error>>>,
-) -> Result<(BlobGuard, Option<Bytes>), DownloadError> {
-    let gone = tx.is_none();
-    let mut tee = Tee {
-        writer,
-        tx: PollSender::new(tx.unwrap_or_else(|| mpsc::channel(1).0)),
-        held: None,
-        gone,
-    };
-    let cancel = CancellationToken::new();
-    registry
-        .copy_blob(
-            reference,
-            digest,
-            Some(size),
-            creds,
-            &mut tee,
-            0,
-            &|_| {},
-            &cancel,
-        )
-        .await?;
-    let Tee { writer, held, .. } = tee;
-    // `commit` flushes, syncs and checks the digest and size.
-    let guard = writer.commit().await?;
-    Ok((guard, held))
-}
-
-fn tokio_stream_from(
-    mut rx: mpsc::Receiver<Result<Bytes, io::Error>>,
-) -> impl Stream<Item = Result<Bytes, io::Error>> + Send {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-/// Writes into the blob writer and passes each chunk on to the client one chunk late, so
-/// that the last one is still held when the download ends.
-struct Tee {
-    writer: BlobWriter,
-    tx: PollSender<Result<Bytes, io::Error>>,
+/// Passes a stream on one chunk late: a chunk goes out once the next one (or the clean
+/// end) came, so the last chunk waits for the end, and an error drops it.
+struct OneChunkLate {
+    inner: BodyStream,
     held: Option<Bytes>,
-    /// The client went away (or there is none): nothing more is sent.
-    gone: bool,
 }
 
-impl AsyncWrite for Tee {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+impl Stream for OneChunkLate {
+    type Item = Result<Bytes, io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if this.held.is_some() && !this.gone {
-            match ready!(this.tx.poll_reserve(cx)) {
-                Ok(()) => {
-                    let chunk = this.held.take().expect("checked above");
-                    this.gone = this.tx.send_item(Ok(chunk)).is_err();
+        loop {
+            match ready!(this.inner.as_mut().poll_next(cx)) {
+                Some(Ok(chunk)) if chunk.is_empty() => continue,
+                Some(Ok(chunk)) => match this.held.replace(chunk) {
+                    Some(previous) => return Poll::Ready(Some(Ok(previous))),
+                    None => continue,
+                },
+                Some(Err(e)) => {
+                    this.held = None;
+                    return Poll::Ready(Some(Err(e)));
                 }
-                Err(_) => this.gone = true,
+                None => return Poll::Ready(this.held.take().map(Ok)),
             }
         }
-        this.held = None;
-        let n = ready!(Pin::new(&mut this.writer).poll_write(cx, buf))?;
-        if !this.gone {
-            this.held = Some(Bytes::copy_from_slice(&buf[..n]));
-        }
-        Poll::Ready(Ok(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn late(items: Vec<Result<&'static str, &'static str>>) -> Vec<Result<String, String>> {
+        let inner = futures_util::stream::iter(items.into_iter().map(|i| {
+            i.map(|s| Bytes::from_static(s.as_bytes()))
+                .map_err(io::Error::other)
+        }));
+        let stream = OneChunkLate {
+            inner: Box::pin(inner),
+            held: None,
+        };
+        stream
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .map(|r| {
+                r.map(|b| String::from_utf8(b.to_vec()).unwrap())
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().writer).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().writer).poll_shutdown(cx)
+    #[tokio::test]
+    async fn the_last_chunk_waits_for_the_clean_end_and_an_error_drops_it() {
+        assert_eq!(
+            late(vec![Ok("a"), Ok(""), Ok("b"), Ok("c")]).await,
+            vec![Ok("a".into()), Ok("b".into()), Ok("c".into())]
+        );
+        assert_eq!(
+            late(vec![Ok("a"), Ok("b"), Err("digest mismatch")]).await,
+            vec![Ok("a".into()), Err("digest mismatch".into())]
+        );
+        assert_eq!(late(vec![Err("x")]).await, vec![Err("x".into())]);
+        assert_eq!(late(vec![]).await, vec![]);
     }
 }

@@ -256,7 +256,12 @@ async fn a_miss_streams_at_once_and_ranges_are_206() {
         first_at < Duration::from_millis(1500) && all_at > Duration::from_secs(3),
         "the first bytes came after {first_at:?}, all of them after {all_at:?}: not streamed"
     );
-    assert!(world.cached_blobs().contains(&layer));
+    // the body ends once the bytes verified; the commit (fsync, rename) follows
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !world.cached_blobs().contains(&layer) {
+        assert!(Instant::now() < deadline, "{layer} not cached");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // ranges, from the cache now and from a cold blob (the config)
     let config = pushed.config_digest();
@@ -301,6 +306,48 @@ async fn a_miss_streams_at_once_and_ranges_are_206() {
             .proxy()
             .blob_gets(&pushed.layer_digests()[0])
             .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_second_client_follows_the_download_under_way() {
+    let world = MirrorWorld::builder().proxy().start();
+    let pushed = world.push(&BIG, "v2/big:1", Format::Oci);
+    let layer = pushed.layer_digests()[1].clone();
+    let origin_bytes = std::fs::read(world.registry().blob_file(&layer)).unwrap();
+    world.proxy().add_rule(Rule::slow_gets(&layer, 150_000));
+    let url = world.v2(&format!("v2/big/blobs/{layer}"));
+    let start = Instant::now();
+    let fetch = |delay: Duration| {
+        let (http, url) = (world.http.clone(), url.clone());
+        async move {
+            tokio::time::sleep(delay).await;
+            let resp = http.get(&url).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let mut body = resp.bytes_stream();
+            let mut first_at = None;
+            let mut got = Vec::new();
+            while let Some(chunk) = body.next().await {
+                first_at.get_or_insert_with(|| start.elapsed());
+                got.extend_from_slice(&chunk.unwrap());
+            }
+            (first_at.unwrap(), start.elapsed(), got)
+        }
+    };
+    // the second client comes a second into the first one's 4 s download
+    let (a, b) = tokio::join!(fetch(Duration::ZERO), fetch(Duration::from_secs(1)));
+    for (who, (first_at, all_at, got)) in [("first", a), ("second", b)] {
+        assert_eq!(got, origin_bytes, "{who}");
+        assert!(
+            first_at < Duration::from_millis(2500) && all_at > Duration::from_secs(3),
+            "{who}: first bytes after {first_at:?}, all after {all_at:?}: it did not follow"
+        );
+    }
+    assert_eq!(
+        world.proxy().blob_gets(&layer).len(),
+        1,
+        "{}",
+        world.proxy().log_text()
     );
 }
 
