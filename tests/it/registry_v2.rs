@@ -581,3 +581,58 @@ async fn the_api_token_gates_v2_with_a_bearer_challenge() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test]
+async fn containerd_pulls_through_hoist_with_a_hosts_toml() {
+    // The daemon's default upstream leads nowhere: only containerd's `?ns=` names the origin.
+    let world = MirrorWorld::builder()
+        .default_upstream("nowhere.invalid")
+        .start();
+    let pushed = world.push(&SMALL, "v2/ctr:1", Format::Oci);
+    let origin = world.registry().host();
+    let hosts = world.dir().join("certs.d");
+    std::fs::create_dir_all(hosts.join(&origin)).unwrap();
+    std::fs::write(
+        hosts.join(&origin).join("hosts.toml"),
+        format!(
+            "server = \"http://{origin}\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            world.host()
+        ),
+    )
+    .unwrap();
+    let containerd = common::mirror::Containerd::start(&world.dir().join("containerd"));
+    let hosts_dir = hosts.display().to_string();
+    let reference = format!("{origin}/v2/ctr:1");
+    let out = containerd.ctr(&["content", "fetch", "--hosts-dir", &hosts_dir, &reference]);
+    assert!(
+        out.status.success(),
+        "ctr content fetch: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = containerd.ctr(&["content", "ls", "-q"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let mut wanted = pushed.blob_digests();
+    wanted.push(pushed.digest.clone());
+    for digest in &wanted {
+        assert!(
+            listed.contains(digest.as_str()),
+            "containerd lacks {digest}:\n{listed}"
+        );
+    }
+    // it came through hoist: hoist cached the blobs and counted them for the origin
+    let cached = world.cached_blobs();
+    for blob in pushed.blob_digests() {
+        assert!(
+            cached.contains(&blob),
+            "{blob} not cached by hoist: {cached:?}"
+        );
+    }
+    let metrics = world.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "hoist_mirror_misses_total{{upstream=\"{origin}\"}}"
+        )),
+        "{metrics}"
+    );
+}

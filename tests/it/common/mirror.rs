@@ -31,6 +31,7 @@ pub struct MirrorBuilder {
     auth: RegistryAuth,
     proxy: bool,
     api_token: Option<String>,
+    default_upstream: Option<String>,
 }
 
 impl MirrorBuilder {
@@ -45,6 +46,12 @@ impl MirrorBuilder {
     }
     pub fn api_token(mut self, token: &str) -> Self {
         self.api_token = Some(token.into());
+        self
+    }
+    /// `HOIST_MIRROR_DEFAULT` other than the origin (so only `?ns=` or a host in the
+    /// path reaches the origin).
+    pub fn default_upstream(mut self, host: &str) -> Self {
+        self.default_upstream = Some(host.into());
         self
     }
 
@@ -84,6 +91,7 @@ impl MirrorWorld {
             auth: RegistryAuth::Open,
             proxy: false,
             api_token: None,
+            default_upstream: None,
         }
     }
 
@@ -232,3 +240,63 @@ pub fn stderr(out: &Output) -> String {
 
 /// The tag [`MirrorWorld::copy_to_layout`] gives the copy in its layout.
 pub const COPIED_TAG: &str = "copied";
+
+/// A real containerd (Debian's package) on a private socket, root and state under `dir`
+/// (no CRI plugin), for `ctr`; killed when dropped.
+pub struct Containerd {
+    pub socket: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl Containerd {
+    pub fn start(dir: &Path) -> Containerd {
+        std::fs::create_dir_all(dir).unwrap();
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
+        )
+        .unwrap();
+        let socket = dir.join("containerd.sock");
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let mut cmd = tools::command("containerd");
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("--root")
+            .arg(dir.join("root"))
+            .arg("--state")
+            .arg(dir.join("state"))
+            .arg("--address")
+            .arg(&socket)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child = tools::spawn_child(cmd);
+        let c = Containerd { socket, child };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !c.ctr(&["version"]).status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "containerd did not answer within 20 s:\n{}",
+                tools::tail(&dir.join("containerd.log"), 30)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        c
+    }
+
+    /// `ctr --address SOCKET args…`, as it exits.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        let mut cmd = tools::command("ctr");
+        cmd.arg("--address").arg(&self.socket).args(args);
+        cmd.stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        tools::kill(&mut self.child);
+    }
+}
