@@ -62,9 +62,10 @@ impl MirrorBuilder {
             .expect("world temp dir");
         let registry = Registry::start(&dir.path().join("registry"), self.auth);
         let proxy = self.proxy.then(|| FaultProxy::start(registry.addr));
-        let upstream = proxy
+        let origin = proxy
             .as_ref()
             .map_or_else(|| registry.host(), FaultProxy::host);
+        let upstream = self.default_upstream.unwrap_or(origin);
         let config = HoistConfig {
             api_token: self.api_token,
             extra_env: vec![("HOIST_MIRROR_DEFAULT".into(), upstream)],
