@@ -636,3 +636,57 @@ async fn containerd_pulls_through_hoist_with_a_hosts_toml() {
         "{metrics}"
     );
 }
+
+/// Peak resident memory of `pid` in KiB (`VmHWM`).
+fn peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn serving_a_big_blob_keeps_the_daemons_memory_flat() {
+    const SIZE: usize = 64 << 20;
+    let world = MirrorWorld::start();
+    let path = world.dir().join("big.bin");
+    common::resources::write_random_file(&path, SIZE, 7);
+    let bytes = std::fs::read(&path).unwrap();
+    let digest = common::upload::upload_blob(world.registry(), "v2/huge", &bytes).await;
+    drop(bytes);
+    let pid = common::resources::daemon_pid(&world.hoist);
+    // warm up the daemon's paths on a small blob first
+    let small = common::upload::upload_blob(world.registry(), "v2/huge", b"warm").await;
+    let resp = world
+        .http
+        .get(world.v2(&format!("v2/huge/blobs/{small}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), b"warm");
+    let before = peak_kib(pid);
+    // a cold miss (streamed while downloaded), then a hit from the cache
+    for what in ["miss", "hit"] {
+        let resp = world
+            .http
+            .get(world.v2(&format!("v2/huge/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{what}");
+        let mut body = resp.bytes_stream();
+        let mut n = 0usize;
+        while let Some(chunk) = body.next().await {
+            n += chunk.unwrap().len();
+        }
+        assert_eq!(n, SIZE, "{what}");
+    }
+    let grown = peak_kib(pid).saturating_sub(before);
+    eprintln!("daemon peak RSS: {before} KiB before, grew {grown} KiB serving 2 x {SIZE} bytes");
+    assert!(
+        grown < 32 * 1024,
+        "the daemon's peak RSS grew {grown} KiB serving a {SIZE}-byte blob"
+    );
+}
