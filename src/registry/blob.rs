@@ -23,6 +23,12 @@ impl RegistryClient {
     /// `offset` (bytes the sink already holds). Resumes with `Range` after a dropped
     /// connection; `progress` is called with each chunk's length. Returns the total size.
     /// Does not verify the digest: the sink (the store's writer) does.
+    ///
+    /// The sink is only ever appended to, which is what lets readers follow it while it
+    /// is written (`store::Follower`): a resumed body continues at the sink's offset, and
+    /// a server that answers a `Range` request with the whole body has the bytes the sink
+    /// already holds skipped, never written again. Should those restarted bytes differ
+    /// from the first ones, the sink's digest (over the first ones and the rest) fails.
     #[allow(clippy::too_many_arguments)]
     pub async fn copy_blob<W: AsyncWrite + Unpin + Send>(
         &self,
