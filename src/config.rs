@@ -92,6 +92,13 @@ pub struct ServeArgs {
     /// log format
     #[arg(long, env = "HOIST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// which log lines to write, in RUST_LOG syntax (e.g. "info,hoist=debug"; "debug" logs
+    /// every request) [default: RUST_LOG, else "info,sqlx=warn"]
+    #[arg(long = "log", env = "HOIST_LOG", value_parser = crate::logging::parse_filter)]
+    pub log: Option<String>,
+    /// seconds a finished job is kept before it is deleted
+    #[arg(long, env = "HOIST_JOB_RETENTION", default_value_t = 604_800)]
+    pub job_retention: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +124,8 @@ pub struct Config {
     pub(crate) idle_exit: Option<Duration>,
     /// The upstream of `/v2/` names without one: a registry host (`docker.io`, `host:port`).
     pub(crate) mirror_default: String,
+    /// How long a finished job is kept (`HOIST_JOB_RETENTION`).
+    pub(crate) job_retention: Duration,
 }
 
 impl Config {
@@ -195,6 +204,7 @@ impl Config {
             docker_config_dir,
             idle_exit: args.idle_exit.filter(|s| *s > 0).map(Duration::from_secs),
             mirror_default,
+            job_retention: Duration::from_secs(args.job_retention),
         })
     }
 
@@ -307,7 +317,7 @@ pub(crate) fn resolve_in_roots(roots: &[PathBuf], requested: &str) -> Result<Pat
 }
 
 /// Canonicalizes the longest existing ancestor of `p` and appends the rest.
-fn canonicalize_existing_prefix(p: &Path) -> PathBuf {
+pub(crate) fn canonicalize_existing_prefix(p: &Path) -> PathBuf {
     let mut existing = p.to_path_buf();
     let mut rest = Vec::new();
     loop {

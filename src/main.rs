@@ -81,7 +81,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => {
-            hoist::serve::init_logging(args.log_format);
+            hoist::serve::init_logging(args.log_format, args.log.as_deref());
             runtime.block_on(async {
                 let config = Config::from_args(args)?;
                 hoist::serve::run(config).await

@@ -13,7 +13,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{AllowedHosts, AppState, ProblemListener, router};
-use crate::config::{Config, Listen, LogFormat};
+use crate::config::{Config, Listen};
 use crate::jobs::{JobEnv, JobEvent, Jobs};
 use crate::mirror::Mirror;
 use crate::registry::{RegistryClient, RegistryConfig};
@@ -84,18 +84,7 @@ async fn trim_after_jobs(jobs: Jobs) {
     }
 }
 
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
-}
+pub use crate::logging::init as init_logging;
 
 enum Listener {
     Tcp(tokio::net::TcpListener),

@@ -91,6 +91,9 @@ impl From<JobsError> for ApiError {
             JobsError::NotFound(_) => ApiError::coded(StatusCode::NOT_FOUND, &e),
             JobsError::AlreadyFinished { .. } => ApiError::coded(StatusCode::CONFLICT, &e),
             JobsError::ShuttingDown => ApiError::coded(StatusCode::SERVICE_UNAVAILABLE, &e),
+            JobsError::DestBusy { .. } => ApiError::coded(StatusCode::CONFLICT, &e),
+            JobsError::DestNotFound(_) => ApiError::coded(StatusCode::NOT_FOUND, &e),
+            JobsError::Tree(_) => ApiError::internal(e),
             JobsError::Db(_) => ApiError::internal(e),
         }
     }

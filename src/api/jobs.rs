@@ -36,12 +36,16 @@ pub struct ListQuery {
     status: Option<String>,
     kind: Option<String>,
     limit: Option<u32>,
+    before: Option<String>,
 }
 
+/// Jobs, newest first, a page of `limit` (default 100, at most 1000) at a time. When older
+/// jobs remain, `Link: </jobs?...&before=ID>; rel="next"` names the next page (RFC 8288, as
+/// registries page tags), so the body stays the bare array it has always been.
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> Result<axum::Json<Vec<Job>>, ApiError> {
+) -> Result<Response, ApiError> {
     let status = q
         .status
         .as_deref()
@@ -66,7 +70,32 @@ pub async fn list(
         })
         .transpose()?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    Ok(axum::Json(state.jobs.list(status, kind, limit).await?))
+    // one more than asked: whether there is a next page
+    let mut jobs = state
+        .jobs
+        .list(status, kind, q.before.as_deref(), limit + 1)
+        .await?;
+    let more = jobs.len() > limit as usize;
+    jobs.truncate(limit as usize);
+    let next = match (more, jobs.last()) {
+        (true, Some(last)) => {
+            let mut link = format!("</jobs?limit={limit}&before={}", last.id);
+            if let Some(s) = status {
+                link.push_str(&format!("&status={}", s.as_str()));
+            }
+            if let Some(k) = kind {
+                link.push_str(&format!("&kind={}", k.as_str()));
+            }
+            link.push_str(">; rel=\"next\"");
+            Some(link)
+        }
+        _ => None,
+    };
+    let mut response = axum::Json(jobs).into_response();
+    if let Some(link) = next.and_then(|l| header::HeaderValue::from_str(&l).ok()) {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    Ok(response)
 }
 
 #[derive(Deserialize)]

@@ -7,6 +7,7 @@
 //! `Jobs::env`). Nothing below this module knows axum. Not for: deciding what a job does
 //! (`jobs`), or the daemon's listeners and lifetime (`serve`).
 
+mod access_log;
 mod builds;
 mod cache;
 mod error;
@@ -17,6 +18,7 @@ mod jobs;
 mod metrics;
 mod pulls;
 mod system;
+mod trees;
 mod v2;
 mod wire;
 
@@ -82,6 +84,7 @@ pub static ROUTES: &[Route] = &[
     route(Method::POST, "/v2/{*path}", |m| on(m, v2::write)),
     route(Method::PATCH, "/v2/{*path}", |m| on(m, v2::write)),
     route(Method::DELETE, "/v2/{*path}", |m| on(m, v2::write)),
+    route(Method::DELETE, "/trees", |m| on(m, trees::remove)),
 ];
 
 const fn route(
@@ -114,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
+        .layer(middleware::from_fn(access_log::access_log))
         .with_state(state)
 }
 

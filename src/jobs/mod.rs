@@ -17,8 +17,10 @@ mod model;
 mod progress;
 mod pull;
 mod request;
+mod retention;
 mod scratch;
 mod table;
+mod trees;
 mod worker;
 
 pub use metrics::{BUCKETS as DURATION_BUCKETS, JobMetrics};
@@ -29,6 +31,7 @@ pub use request::{
 };
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,6 +61,12 @@ pub enum JobsError {
     AlreadyFinished { id: String, status: &'static str },
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    #[error("{} is in use by job {job}; wait for it to end or cancel it (DELETE /jobs/{job})", path.display())]
+    DestBusy { path: PathBuf, job: String },
+    #[error("{} does not exist", .0.display())]
+    DestNotFound(PathBuf),
+    #[error("removing the tree: {0}")]
+    Tree(String),
     #[error("job database: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -69,6 +78,9 @@ impl crate::error::ErrorCode for JobsError {
             JobsError::NotFound(_) => "job_not_found",
             JobsError::AlreadyFinished { .. } => "job_finished",
             JobsError::ShuttingDown => "shutting_down",
+            JobsError::DestBusy { .. } => "dest_busy",
+            JobsError::DestNotFound(_) => "dest_not_found",
+            JobsError::Tree(_) => "internal_error",
             JobsError::Db(_) => "internal_error",
         }
     }
@@ -90,6 +102,10 @@ struct Inner {
     secrets: Mutex<HashMap<String, Secrets>>,
     shutdown: CancellationToken,
     metrics: JobMetrics,
+    /// Held while a submission checks its dest and queues its job, and while
+    /// `DELETE /trees` checks that no job uses a tree and renames it aside: neither can
+    /// slip between the other's check and its act.
+    dests: tokio::sync::Mutex<()>,
 }
 
 /// The job manager. Cheap to clone.
@@ -114,9 +130,15 @@ impl Jobs {
                 secrets: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
                 metrics: JobMetrics::default(),
+                dests: tokio::sync::Mutex::new(()),
             }),
         };
         jobs.recover().await?;
+        tokio::spawn(retention::run(
+            jobs.inner.db.clone(),
+            jobs.inner.env.config.job_retention,
+            jobs.inner.shutdown.clone(),
+        ));
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..workers {
             let jobs = jobs.clone();
@@ -131,6 +153,7 @@ impl Jobs {
         // only once its scratch folders are gone, and a re-queued job's run makes its own
         // afresh. No job runs yet (one daemon per data folder), so every row is a leftover.
         scratch::clean_all(&self.inner.db).await?;
+        trees::clean_all(&self.inner.db).await?;
         for job in table::take_unfinished(&self.inner.db).await? {
             if job.had_credentials {
                 let error = JobError::new(
@@ -166,6 +189,7 @@ impl Jobs {
     /// Validates and queues a pull.
     pub async fn submit_pull(&self, request: PullRequest) -> Result<Job, JobsError> {
         let spec = request.validate(&self.inner.env.config.roots)?;
+        let _dests = self.inner.dests.lock().await;
         if !spec.force && tokio::fs::symlink_metadata(&spec.dest).await.is_ok() {
             return Err(RequestError::DestExists(spec.dest).into());
         }
@@ -180,6 +204,7 @@ impl Jobs {
     /// Validates and queues a build.
     pub async fn submit_build(&self, request: BuildRequest) -> Result<Job, JobsError> {
         let spec = request.validate(&self.inner.env.config.roots)?;
+        let _dests = self.inner.dests.lock().await;
         match tokio::fs::symlink_metadata(&spec.source).await {
             Ok(m) if m.is_dir() => {}
             _ => return Err(RequestError::SourceNotFolder(spec.source).into()),
@@ -234,13 +259,24 @@ impl Jobs {
             .ok_or_else(|| JobsError::NotFound(id.to_string()))
     }
 
+    /// Jobs newest first, at most `limit`; with `before` (a job id), only jobs older than
+    /// that one (the next page). An unknown `before` is `NotFound`.
     pub async fn list(
         &self,
         status: Option<JobStatus>,
         kind: Option<JobKind>,
+        before: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Job>, JobsError> {
-        Ok(table::list(&self.inner.db, status, kind, limit).await?)
+        let before = match before {
+            Some(id) => Some(
+                table::seq_of(&self.inner.db, id)
+                    .await?
+                    .ok_or_else(|| JobsError::NotFound(id.to_string()))?,
+            ),
+            None => None,
+        };
+        Ok(table::list(&self.inner.db, status, kind, before, limit).await?)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {

@@ -3,6 +3,7 @@
 //! `BuildResult`) are shared with the CLI, which reads them back. Not for: the stored
 //! row's queries (`table.rs`) or requests (`request.rs`).
 
+use crate::unpack::Warnings;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -133,6 +134,11 @@ pub struct PullResult {
     pub dest: PathBuf,
     pub platform: String,
     pub layers: Vec<ResultLayer>,
+    /// What the daemon, not being root, could not create as the layers say (device nodes,
+    /// owners of symlinks, privileged xattrs): a count and the first messages. Left out
+    /// when there is nothing to say.
+    #[serde(default, skip_serializing_if = "Warnings::is_empty")]
+    pub warnings: Warnings,
 }
 
 /// A succeeded build's `result`: what was pushed, and where.
@@ -235,6 +241,7 @@ mod tests {
             dest: "/srv/x".into(),
             platform: "linux/amd64".into(),
             layers: vec![layer.clone()],
+            warnings: Default::default(),
         })
         .unwrap();
         let layers = serde_json::json!([{

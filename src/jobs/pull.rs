@@ -27,7 +27,7 @@ use crate::image::{GitHistory, LayerCommit, OciLayout};
 use crate::oci::{Compression, Descriptor};
 use crate::registry::{Credentials, ManifestKind, ResolvedImage};
 use crate::store::Follower;
-use crate::unpack::{Staging, Tree, UnpackOptions, remove_scratch};
+use crate::unpack::{Staging, Tree, UnpackOptions, Warnings, remove_scratch};
 
 pub async fn run(
     env: &JobEnv,
@@ -110,7 +110,7 @@ pub async fn run(
     };
 
     tracker.set_phase("downloading");
-    if let Err(e) = fill(
+    let warnings = match fill(
         &spec,
         &image,
         layers,
@@ -121,15 +121,27 @@ pub async fn run(
     )
     .await
     {
-        // Removed now, on the blocking pool; the worker then clears what else the job
-        // recorded (the git repository) before the job is reported ended.
-        staging.discard().await;
-        if let Some(dir) = blob_dir {
-            dir.remove().await;
+        Ok(warnings) => warnings,
+        Err(e) => {
+            // Removed now, on the blocking pool; the worker then clears what else the job
+            // recorded (the git repository) before the job is reported ended.
+            staging.discard().await;
+            if let Some(dir) = blob_dir {
+                dir.remove().await;
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     let dest = staging.commit(spec.force).await?;
+    if !warnings.is_empty() {
+        tracing::warn!(
+            job = %job_id,
+            image = %spec.reference,
+            warnings = warnings.count,
+            first = ?warnings.first.first(),
+            "pulled without everything the layers ask for (not root); see result.warnings"
+        );
+    }
     if let Some(dir) = blob_dir {
         dir.remove().await;
     }
@@ -141,6 +153,7 @@ pub async fn run(
         dest,
         platform: image.platform.to_string(),
         layers: layers.iter().map(Into::into).collect(),
+        warnings,
     })
 }
 
@@ -156,7 +169,8 @@ async fn fill(
     diff_ids: &[Digest],
     fetcher: &Fetcher,
     tree_path: &Path,
-) -> Result<(), JobError> {
+) -> Result<Warnings, JobError> {
+    let mut warnings = Warnings::default();
     let (tracker, cancel) = (&fetcher.tracker, &fetcher.cancel);
 
     let (_downloads, mut blobs) = fetcher.stream_all(layers.to_vec());
@@ -228,6 +242,7 @@ async fn fill(
                     })
                     .await?;
                 }
+                warnings.extend(applied.warnings);
                 tracker.layer_done(index, "done");
             }
             let (finished, committed) = tokio::join!(tree.finish(), committed(committing));
@@ -268,7 +283,7 @@ async fn fill(
                 .await?;
         }
     }
-    Ok(())
+    Ok(warnings)
 }
 
 /// Why applying a streamed layer failed. The download's verdict comes first: bytes that

@@ -1,4 +1,5 @@
-//! The `jobs` table and its `job_scratch` rows: every query on them, nothing else.
+//! The `jobs` table, its `job_scratch` rows and the `tree_removals` of `DELETE /trees`:
+//! every query on them, nothing else.
 //!
 //! Status changes are conditional updates (`WHERE status = …`), so a cancel racing a
 //! worker's start can never both win.
@@ -66,24 +67,55 @@ pub async fn get(db: &SqlitePool, id: &str) -> DbResult<Option<Job>> {
     row.as_ref().map(job_from_row).transpose()
 }
 
-/// Newest first, optionally filtered.
+/// Newest first, optionally filtered; with `before` (a job's `seq`), only older jobs.
 pub async fn list(
     db: &SqlitePool,
     status: Option<JobStatus>,
     kind: Option<JobKind>,
+    before: Option<i64>,
     limit: u32,
 ) -> DbResult<Vec<Job>> {
     let rows = sqlx::query(
         "SELECT * FROM jobs
          WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR kind = ?2)
-         ORDER BY seq DESC LIMIT ?3",
+               AND (?3 IS NULL OR seq < ?3)
+         ORDER BY seq DESC LIMIT ?4",
     )
     .bind(status.map(JobStatus::as_str))
     .bind(kind.map(JobKind::as_str))
+    .bind(before)
     .bind(limit)
     .fetch_all(db)
     .await?;
     rows.iter().map(job_from_row).collect()
+}
+
+/// The place of job `id` in the table's order (for paging), if it exists.
+pub async fn seq_of(db: &SqlitePool, id: &str) -> DbResult<Option<i64>> {
+    sqlx::query_scalar("SELECT seq FROM jobs WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Deletes at most `batch` jobs, oldest first, that ended at least `age_secs` seconds ago
+/// and have no scratch row left (a folder still to remove keeps its job); returns how many.
+/// Small batches keep each write transaction short, so sweeping never holds up a job.
+pub async fn delete_ended(db: &SqlitePool, age_secs: u64, batch: u32) -> DbResult<u64> {
+    let done = sqlx::query(
+        "DELETE FROM jobs WHERE seq IN (
+             SELECT seq FROM jobs
+             WHERE status IN ('succeeded', 'failed', 'cancelled')
+                   AND finished_at IS NOT NULL
+                   AND julianday(finished_at) <= julianday('now') - ?1 / 86400.0
+                   AND NOT EXISTS (SELECT 1 FROM job_scratch s WHERE s.job_id = jobs.id)
+             ORDER BY seq LIMIT ?2)",
+    )
+    .bind(age_secs as f64)
+    .bind(batch)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// queued → running; false when the job was no longer queued (cancelled meanwhile).
@@ -236,6 +268,53 @@ pub async fn scratch(db: &SqlitePool, id: Option<&str>) -> DbResult<Vec<(String,
 pub async fn forget_scratch(db: &SqlitePool, id: &str, path: &Path) -> DbResult<()> {
     sqlx::query("DELETE FROM job_scratch WHERE job_id = ? AND path = ?")
         .bind(id)
+        .bind(path.as_os_str().as_bytes())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The stored requests of the jobs that are queued or running, as `(id, request)`.
+pub async fn active_requests(db: &SqlitePool) -> DbResult<Vec<(String, serde_json::Value)>> {
+    let rows = sqlx::query("SELECT id, request FROM jobs WHERE status IN ('queued', 'running')")
+        .fetch_all(db)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let request: String = r.try_get("request")?;
+            Ok((
+                r.try_get("id")?,
+                serde_json::from_str(&request).unwrap_or_default(),
+            ))
+        })
+        .collect()
+}
+
+/// Records `path` as a tree being removed (before it is renamed there).
+pub async fn add_tree_removal(db: &SqlitePool, path: &Path) -> DbResult<()> {
+    sqlx::query("INSERT OR IGNORE INTO tree_removals (path) VALUES (?)")
+        .bind(path.as_os_str().as_bytes())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Every tree being removed.
+pub async fn tree_removals(db: &SqlitePool) -> DbResult<Vec<PathBuf>> {
+    let rows = sqlx::query("SELECT path FROM tree_removals ORDER BY path")
+        .fetch_all(db)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let path: Vec<u8> = r.try_get("path")?;
+            Ok(PathBuf::from(OsString::from_vec(path)))
+        })
+        .collect()
+}
+
+/// Forgets a tree removal once the tree is gone.
+pub async fn forget_tree_removal(db: &SqlitePool, path: &Path) -> DbResult<()> {
+    sqlx::query("DELETE FROM tree_removals WHERE path = ?")
         .bind(path.as_os_str().as_bytes())
         .execute(db)
         .await?;

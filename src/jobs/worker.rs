@@ -109,6 +109,16 @@ impl Jobs {
             .observe(job.kind, status, started.elapsed());
         let job = self.get(id).await?;
         match &job.error {
+            // By whose fault, so that `journalctl -p err` lists what an admin must fix (the
+            // disk, the database) and `-p warning` adds what a client asked for in vain.
+            Some(e) if matches!(e.code.as_str(), "io_error" | "internal_error") => {
+                tracing::error!(job = %id, image = subject(&job.request), status = status.as_str(), code = %e.code,
+                                      error = %e.message, "job ended")
+            }
+            Some(e) if status == JobStatus::Failed => {
+                tracing::warn!(job = %id, image = subject(&job.request), status = status.as_str(), code = %e.code,
+                                      error = %e.message, "job ended")
+            }
             Some(e) => {
                 tracing::info!(job = %id, image = subject(&job.request), status = status.as_str(), code = %e.code,
                                       error = %e.message, "job ended")

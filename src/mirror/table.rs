@@ -1,4 +1,4 @@
-//! The mirror's table (migrations/0004_mirror.sql): the last digest each tag resolved to,
+//! The mirror's table (migrations/0005_mirror.sql): the last digest each tag resolved to,
 //! served (with a `Warning`) while the upstream is unreachable. Thin typed queries only.
 
 use sqlx::SqlitePool;

@@ -100,6 +100,7 @@ pub(super) async fn apply_layer<R: AsyncRead + Unpin + Send + 'static>(
         entries: layer.stats.entries,
         bytes: layer.stats.bytes,
         diff_id,
+        warnings: layer.meta.warnings,
     })
 }
 
@@ -199,7 +200,7 @@ impl Layer<'_> {
                 }
                 let fd = open_child_dir(dir, name).map_err(&io)?;
                 self.meta
-                    .apply(Node::Open(fd.as_fd()), &head.meta)
+                    .apply(Node::Open(fd.as_fd()), &head.meta, &head.name.display())
                     .map_err(&io)?;
                 true
             }
@@ -207,7 +208,9 @@ impl Layer<'_> {
                 let target = head.link.as_deref().unwrap_or_default();
                 rustix::fs::symlinkat(target, dir, name).map_err(|e| io(e.into()))?;
                 let node = Node::Symlink { parent: dir, name };
-                self.meta.apply(node, &head.meta).map_err(&io)?;
+                self.meta
+                    .apply(node, &head.meta, &head.name.display())
+                    .map_err(&io)?;
                 true
             }
             Kind::Hardlink => {
@@ -253,7 +256,7 @@ impl Layer<'_> {
         }
         let node = Node::Open(self.root.fd());
         self.meta
-            .apply(node, &head.meta)
+            .apply(node, &head.meta, &head.name.display())
             .map_err(io_err(&head.name))
     }
 
@@ -322,7 +325,7 @@ impl Layer<'_> {
         }
         self.stats.bytes += written;
         self.meta
-            .apply(Node::Open(file.as_fd()), &head.meta)
+            .apply(Node::Open(file.as_fd()), &head.meta, &head.name.display())
             .map_err(&io)
     }
 
@@ -358,7 +361,9 @@ impl Layer<'_> {
         }
     }
 
-    /// A FIFO, or a device node when the options allow devices; returns whether one was made.
+    /// A FIFO, or a device node when the options allow devices; without, an empty file in
+    /// its place, as umoci's rootless mode makes (and a warning). Returns whether a node
+    /// was made.
     fn make_node(
         &mut self,
         head: &EntryHead,
@@ -369,8 +374,23 @@ impl Layer<'_> {
         let (file_type, dev) = match head.kind {
             Kind::Fifo => (FileType::Fifo, 0),
             _ if !self.options.devices => {
-                tracing::debug!(entry = %head.name.display(), "device node skipped (devices are off)");
-                return Ok(false);
+                let (major, minor) = head.device;
+                let kind = if head.kind == Kind::Char {
+                    "character"
+                } else {
+                    "block"
+                };
+                self.meta.warnings.push(format!(
+                    "device node {:?} ({kind} {major}:{minor}) created as an empty file (not root)",
+                    head.name.display()
+                ));
+                let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+                let fd = rustix::fs::openat(dir, name, flags | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(|e| io(e.into()))?;
+                self.meta
+                    .apply(Node::Open(fd.as_fd()), &head.meta, &head.name.display())
+                    .map_err(&io)?;
+                return Ok(true);
             }
             Kind::Char => (
                 FileType::CharacterDevice,
@@ -386,7 +406,7 @@ impl Layer<'_> {
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(|e| io(e.into()))?;
         self.meta
-            .apply(Node::Special(fd.as_fd()), &head.meta)
+            .apply(Node::Special(fd.as_fd()), &head.meta, &head.name.display())
             .map_err(&io)?;
         Ok(true)
     }

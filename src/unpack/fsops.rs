@@ -142,7 +142,7 @@ fn dir_flags() -> OFlags {
 }
 
 /// The path the kernel reports for a descriptor (`/proc/self/fd/N`).
-fn fd_path(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+pub(super) fn fd_path(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     let link = proc_fd(fd);
     Ok(std::fs::read_link(&link)?
         .into_os_string()

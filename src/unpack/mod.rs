@@ -34,7 +34,8 @@ mod tests_breakouts;
 #[cfg(test)]
 mod tests_layers;
 
-pub use staging::{Staging, remove_scratch};
+pub use meta::Warnings;
+pub use staging::{Aside, Staging, remove_scratch};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -112,6 +113,8 @@ pub struct LayerStats {
     /// blocks): what an image config lists in `rootfs.diff_ids`. Checking it is the
     /// caller's business.
     pub diff_id: Digest,
+    /// What could not be applied as the layer says (not root).
+    pub warnings: Warnings,
 }
 
 /// A tree being built, layer by layer, in a folder (normally a [`Staging`] folder).

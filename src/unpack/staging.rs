@@ -16,7 +16,9 @@ use rustix::fs::{CWD, RenameFlags};
 use rustix::io::Errno;
 
 use super::UnpackError;
-use super::fsops::remove_tree;
+use std::os::fd::AsFd;
+
+use super::fsops::{Root, fd_path, lstat_at, remove_tree};
 use crate::error::FromIo;
 use crate::guard::PathGuard;
 
@@ -166,6 +168,86 @@ pub async fn remove_scratch(path: &Path) -> Result<(), UnpackError> {
         other => other,
     })
     .await
+}
+
+/// What a tree is renamed to before it is removed: `.hoist-removing-<tag>` beside it.
+const ASIDE_PREFIX: &str = ".hoist-removing-";
+
+/// A tree inside a root about to be moved aside (renamed beside itself) so that it can be
+/// removed: [`Aside::prepare`] finds it, the caller records [`Aside::path`], then
+/// [`Aside::rename`] moves it. The name is resolved inside the root by the kernel
+/// (`RESOLVE_IN_ROOT`) and its last component is never followed: a symlink is moved, not
+/// what it points at, and no symlink on the way can lead out of the root.
+pub struct Aside {
+    parent: std::os::fd::OwnedFd,
+    name: Vec<u8>,
+    aside: Vec<u8>,
+    path: PathBuf,
+}
+
+impl Aside {
+    /// Finds `rel` (plain components, no `..`) inside `root`; `None` when nothing is there.
+    pub async fn prepare(root: &Path, rel: &Path, tag: &str) -> Result<Option<Aside>, UnpackError> {
+        use std::os::unix::ffi::OsStrExt;
+        let (root, rel, tag) = (root.to_path_buf(), rel.to_path_buf(), tag.to_string());
+        let at = root.join(&rel);
+        blocking(&at, move || {
+            let mut parts: Vec<Vec<u8>> = Vec::new();
+            for c in rel.components() {
+                match c {
+                    std::path::Component::Normal(n) => parts.push(n.as_bytes().to_vec()),
+                    std::path::Component::CurDir => {}
+                    _ => return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a plain relative path")),
+                }
+            }
+            let Some((name, parent)) = parts.split_last() else {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "the root itself"));
+            };
+            let root = Root::open(&root)?;
+            let parent = match root.open_dir(parent) {
+                Ok(fd) => fd,
+                Err(e) if matches!(e.raw_os_error(), Some(c) if c == Errno::NOENT.raw_os_error() || c == Errno::NOTDIR.raw_os_error()) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            if lstat_at(parent.as_fd(), name)?.is_none() {
+                return Ok(None);
+            }
+            let aside = format!("{ASIDE_PREFIX}{tag}").into_bytes();
+            let mut path = fd_path(parent.as_fd())?;
+            path.push(b'/');
+            path.extend_from_slice(&aside);
+            let path = PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(path));
+            Ok(Some(Aside { parent, name: name.clone(), aside, path }))
+        })
+        .await
+    }
+
+    /// Where the tree will be once renamed (absolute, as the kernel resolved its folder).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames the tree aside; false when it was gone meanwhile.
+    pub async fn rename(self) -> Result<bool, UnpackError> {
+        let path = self.path.clone();
+        blocking(&path, move || {
+            let dir = self.parent.as_fd();
+            match rustix::fs::renameat_with(
+                dir,
+                &self.name[..],
+                dir,
+                &self.aside[..],
+                RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => Ok(true),
+                Err(Errno::NOENT) => Ok(false),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

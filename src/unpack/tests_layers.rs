@@ -202,7 +202,7 @@ async fn fifo_and_device_nodes_are_created() {
 }
 
 #[tokio::test]
-async fn device_nodes_are_skipped_without_the_devices_option() {
+async fn device_nodes_become_empty_files_and_a_warning_without_the_devices_option() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     fs::create_dir(&root).unwrap();
@@ -213,16 +213,21 @@ async fn device_nodes_are_skipped_without_the_devices_option() {
     let mut tree = Tree::open(&root, options).unwrap();
     let l = layer(&[E::char_device("dev/null", 1, 3), E::fifo("dev/fifo")]);
     let cancel = CancellationToken::new();
-    tree.apply_layer(
-        Cursor::new(l),
-        Compression::None,
-        Algorithm::Sha256,
-        &cancel,
-    )
-    .await
-    .unwrap();
-    assert!(!exists(&root.join("dev/null")));
+    let stats = tree
+        .apply_layer(
+            Cursor::new(l),
+            Compression::None,
+            Algorithm::Sha256,
+            &cancel,
+        )
+        .await
+        .unwrap();
+    // as `umoci unpack --rootless` does: an empty file stands in the device's place
+    let null = fs::symlink_metadata(root.join("dev/null")).unwrap();
+    assert!(null.file_type().is_file() && null.len() == 0, "{null:?}");
     assert!(exists(&root.join("dev/fifo")));
+    assert_eq!(stats.warnings.count, 1, "{:?}", stats.warnings);
+    assert!(stats.warnings.first[0].contains("\"dev/null\" (character 1:3)"));
 }
 
 #[tokio::test]

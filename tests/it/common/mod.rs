@@ -17,6 +17,7 @@ pub mod mirror;
 pub mod proxy;
 pub mod registry;
 pub mod resources;
+pub mod rootless;
 pub mod service;
 pub mod sse;
 pub mod token;

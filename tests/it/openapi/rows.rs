@@ -203,6 +203,43 @@ pub fn rows(d: &Daemon) -> Vec<Row> {
         ),
         // Jobs that do not exist.
         get("/jobs/nope", "/jobs/{id}", 404, Code("job_not_found")),
+        get("/jobs?before=nope", "/jobs", 404, Code("job_not_found")),
+        // Trees.
+        row(
+            Method::DELETE,
+            "/trees?dest=nothing-here",
+            "/trees",
+            404,
+            Code("dest_not_found"),
+        ),
+        row(
+            Method::DELETE,
+            "/trees",
+            "/trees",
+            400,
+            Code("invalid_dest"),
+        ),
+        row(
+            Method::DELETE,
+            "/trees?dest=a/../b",
+            "/trees",
+            400,
+            Code("invalid_dest"),
+        ),
+        row(
+            Method::DELETE,
+            "/trees?dest=x&force=1",
+            "/trees",
+            400,
+            Code("invalid_query"),
+        ),
+        row(
+            Method::DELETE,
+            "/trees?dest=/etc",
+            "/trees",
+            403,
+            Code("dest_outside_roots"),
+        ),
         get(
             "/jobs/nope?wait=0.2",
             "/jobs/{id}",
