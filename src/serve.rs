@@ -190,16 +190,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let db = crate::db::open(&config.db_path()).await?;
     let store = Store::open(config.cache_dir.clone(), db.clone(), config.cache_max_bytes).await?;
-    let registry = RegistryClient::new(RegistryConfig {
+    let registry_config = RegistryConfig {
         insecure_registries: config.insecure_registries.clone(),
         docker_config_dir: config.docker_config_dir.clone(),
-    })?;
+    };
     // The mirror's own client has no Docker config: a /v2/ client reads upstream with its
-    // own credentials or none, never with the daemon's.
+    // own credentials or none, never with the daemon's. Everything else is the same.
     let mirror_registry = RegistryClient::new(RegistryConfig {
-        insecure_registries: config.insecure_registries.clone(),
         docker_config_dir: None,
+        ..registry_config.clone()
     })?;
+    let registry = RegistryClient::new(registry_config)?;
     let mirror = Mirror::new(
         mirror_registry,
         store.clone(),
