@@ -47,6 +47,8 @@ const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 pub enum MirrorError {
     #[error("invalid repository name {0}")]
     InvalidName(String),
+    #[error("unreadable Basic credentials: {0}")]
+    Credentials(String),
     #[error("invalid digest {0:?}")]
     InvalidDigest(String),
     #[error("/v2/{0} is not served: hoist's /v2/ serves manifests and blobs, read-only")]

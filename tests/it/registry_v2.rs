@@ -690,3 +690,60 @@ async fn serving_a_big_blob_keeps_the_daemons_memory_flat() {
         "the daemon's peak RSS grew {grown} KiB serving a {SIZE}-byte blob"
     );
 }
+
+#[tokio::test]
+async fn a_blob_being_served_is_pinned_against_purge() {
+    // larger than what the sockets between daemon and client can buffer
+    const SIZE: usize = 32 << 20;
+    let world = MirrorWorld::start();
+    let path = world.dir().join("blob.bin");
+    common::resources::write_random_file(&path, SIZE, 3);
+    let bytes = std::fs::read(&path).unwrap();
+    let digest = common::upload::upload_blob(world.registry(), "v2/pinned", &bytes).await;
+    drop(bytes);
+    let url = world.v2(&format!("v2/pinned/blobs/{digest}"));
+    // cache it, then serve it to a client that reads one chunk and waits
+    let warm = world.http.get(&url).send().await.unwrap();
+    assert_eq!(warm.bytes().await.unwrap().len(), SIZE);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !world.cached_blobs().contains(&digest) {
+        assert!(Instant::now() < deadline, "{digest} not cached");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = world.http.get(&url).send().await.unwrap();
+    let mut body = resp.bytes_stream();
+    let mut got = body.next().await.unwrap().unwrap().len();
+    let purge = || {
+        let url = format!("http://{}/cache", world.hoist.addr);
+        let http = world.http.clone();
+        async move {
+            http.delete(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let report = purge().await;
+    assert!(
+        world.cached_blobs().contains(&digest),
+        "DELETE /cache removed a blob being served: {report}"
+    );
+    while let Some(chunk) = body.next().await {
+        got += chunk.unwrap().len();
+    }
+    assert_eq!(got, SIZE);
+    drop(body);
+    // once the response is done, the blob is purgeable like any other
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while world.cached_blobs().contains(&digest) {
+        assert!(
+            Instant::now() < deadline,
+            "the blob stayed pinned after its response"
+        );
+        purge().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -58,6 +58,7 @@ impl V2Error {
             MirrorError::InvalidDigest(_) => {
                 V2Error::new(S::BAD_REQUEST, "DIGEST_INVALID", message)
             }
+            MirrorError::Credentials(_) => V2Error::unauthorized(message, challenge),
             MirrorError::NotServed(_) => V2Error::new(S::NOT_FOUND, "UNSUPPORTED", message),
             MirrorError::Range { size, .. } => V2Error {
                 size: Some(size),

@@ -70,7 +70,6 @@ pub async fn read(
         Ok(resp) => resp,
         Err(e) => V2Error::from_mirror(e, challenge).into_response(),
     }
-    .into_response()
 }
 
 async fn answer(
@@ -83,13 +82,7 @@ async fn answer(
     let creds = match state.api_token {
         // The token is hoist's; upstream access stays anonymous.
         Some(_) => None,
-        None => basic_credentials(headers).map_err(|e| {
-            MirrorError::Registry(crate::registry::RegistryError::Unauthorized {
-                registry: "hoist".into(),
-                scope: "/v2/".into(),
-                hint: format!(": {e}"),
-            })
-        })?,
+        None => basic_credentials(headers).map_err(MirrorError::Credentials)?,
     };
     let ns = uri.query().and_then(|q| query_param(q, "ns"));
     let target = state.mirror.target(path, ns.as_deref())?;
