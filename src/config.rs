@@ -86,6 +86,9 @@ pub struct ServeArgs {
     /// exit after this many idle seconds (for socket activation)
     #[arg(long, env = "HOIST_IDLE_EXIT")]
     pub idle_exit: Option<u64>,
+    /// upstream registry of /v2/ names that carry none (Docker's `registry-mirrors`)
+    #[arg(long, env = "HOIST_MIRROR_DEFAULT", default_value = "docker.io")]
+    pub mirror_default: String,
     /// log format
     #[arg(long, env = "HOIST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -119,6 +122,8 @@ pub struct Config {
     pub(crate) allowed_hosts: Vec<String>,
     pub(crate) docker_config_dir: Option<PathBuf>,
     pub(crate) idle_exit: Option<Duration>,
+    /// The upstream of `/v2/` names without one: a registry host (`docker.io`, `host:port`).
+    pub(crate) mirror_default: String,
     /// How long a finished job is kept (`HOIST_JOB_RETENTION`).
     pub(crate) job_retention: Duration,
 }
@@ -184,6 +189,7 @@ impl Config {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let mirror_default = mirror_default(&args.mirror_default)?;
         let docker_config_dir = crate::registry::RegistryConfig::default_docker_config_dir();
         Ok(Config {
             listen: args.listen,
@@ -197,6 +203,7 @@ impl Config {
             allowed_hosts,
             docker_config_dir,
             idle_exit: args.idle_exit.filter(|s| *s > 0).map(Duration::from_secs),
+            mirror_default,
             job_retention: Duration::from_secs(args.job_retention),
         })
     }
@@ -208,6 +215,19 @@ impl Config {
     /// Scratch space of the daemon's own (blobs of `cache: bypass` jobs).
     pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.data_dir.join("tmp")
+    }
+}
+
+/// `HOIST_MIRROR_DEFAULT`: a registry host as references name it (`docker.io`,
+/// `registry.example:5000`), checked by parsing a reference on it.
+fn mirror_default(value: &str) -> Result<String, ConfigError> {
+    let host = value.trim().trim_end_matches('/').to_ascii_lowercase();
+    let parsed = format!("{host}/hoist/check").parse::<crate::registry::Reference>();
+    match parsed {
+        Ok(r) if !host.contains('/') && crate::registry::is_registry(&host) => Ok(r.registry),
+        _ => Err(ConfigError::Invalid(format!(
+            "HOIST_MIRROR_DEFAULT {value:?} is not a registry host (like docker.io or host:5000)"
+        ))),
     }
 }
 
@@ -324,6 +344,17 @@ pub(crate) fn canonicalize_existing_prefix(p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirror_default_is_a_registry_host() {
+        assert_eq!(mirror_default("docker.io").unwrap(), "docker.io");
+        assert_eq!(mirror_default("index.docker.io").unwrap(), "docker.io");
+        assert_eq!(mirror_default("127.0.0.1:5000/").unwrap(), "127.0.0.1:5000");
+        assert_eq!(mirror_default("Localhost").unwrap(), "localhost");
+        for bad in ["", "registry", "a.io/b", "a b.io", "http://a.io"] {
+            assert!(mirror_default(bad).is_err(), "{bad:?}");
+        }
+    }
     use crate::error::ErrorCode;
 
     fn roots() -> Vec<PathBuf> {

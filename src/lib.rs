@@ -11,6 +11,7 @@ pub(crate) mod guard;
 pub(crate) mod image;
 pub(crate) mod jobs;
 pub(crate) mod logging;
+pub(crate) mod mirror;
 pub(crate) mod oci;
 pub(crate) mod registry;
 pub mod serve;

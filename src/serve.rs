@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AllowedHosts, AppState, ProblemListener, router};
 use crate::config::{Config, Listen};
 use crate::jobs::{JobEnv, JobEvent, Jobs};
+use crate::mirror::Mirror;
 use crate::registry::{RegistryClient, RegistryConfig};
 use crate::store::Store;
 
@@ -189,15 +190,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let db = crate::db::open(&config.db_path()).await?;
     let store = Store::open(config.cache_dir.clone(), db.clone(), config.cache_max_bytes).await?;
-    let registry = RegistryClient::new(RegistryConfig {
+    let registry_config = RegistryConfig {
         insecure_registries: config.insecure_registries.clone(),
         docker_config_dir: config.docker_config_dir.clone(),
+    };
+    // The mirror's own client has no Docker config: a /v2/ client reads upstream with its
+    // own credentials or none, never with the daemon's. Everything else is the same.
+    let mirror_registry = RegistryClient::new(RegistryConfig {
+        docker_config_dir: None,
+        ..registry_config.clone()
     })?;
+    let registry = RegistryClient::new(registry_config)?;
     // Which credentials the daemon falls back on, for an admin wondering why a pull is
     // (not) authorized: under systemd there is no $HOME, so the unit sets DOCKER_CONFIG.
     tracing::info!(
         docker_config = %registry.docker_config(),
         "registry credentials of the daemon's own, when a request brings none"
+    );
+    let mirror = Mirror::new(
+        mirror_registry,
+        store.clone(),
+        db.clone(),
+        config.mirror_default.clone(),
     );
     let jobs = Jobs::start(
         db,
@@ -213,6 +227,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let last_request = Arc::new(AtomicU64::new(now_secs()));
     let app = router(AppState {
         jobs: jobs.clone(),
+        mirror,
         api_token: config.api_token.as_deref().map(Arc::from),
         hosts: listener.allowed_hosts(&config)?,
         last_request: last_request.clone(),

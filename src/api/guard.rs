@@ -152,6 +152,16 @@ fn refusal(state: &AppState, req: &Request) -> Option<Response> {
         let open =
             req.uri().path() == "/healthz" && matches!(*req.method(), Method::GET | Method::HEAD);
         if !open && !bearer_matches(req.headers(), token) {
+            if is_registry_path(req.uri().path()) {
+                // Registry clients read distribution errors and this challenge.
+                return Some(
+                    super::v2::error::V2Error::unauthorized(
+                        "this daemon needs Authorization: Bearer <HOIST_API_TOKEN>",
+                        super::v2::error::BEARER_CHALLENGE,
+                    )
+                    .into_response(),
+                );
+            }
             let mut resp = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -193,6 +203,11 @@ fn cross_site(headers: &HeaderMap, authority: Option<&str>) -> Option<String> {
         (Some(o), Some(a)) if o.eq_ignore_ascii_case(a) => None,
         _ => Some(format!("Origin {origin:?} is not this daemon's own")),
     }
+}
+
+/// `/v2` and below: the registry API, whose clients read distribution-format errors.
+fn is_registry_path(path: &str) -> bool {
+    path == "/v2" || path.starts_with("/v2/")
 }
 
 fn bearer_matches(headers: &HeaderMap, token: &Arc<str>) -> bool {

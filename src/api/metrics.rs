@@ -86,6 +86,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     }
+    mirror_counts(&mut out, &state.mirror.metrics());
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -93,6 +94,40 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         )],
         out,
     ))
+}
+
+/// `/v2/`'s counters, one series per upstream.
+fn mirror_counts(out: &mut String, by_upstream: &[(String, crate::mirror::UpstreamCounts)]) {
+    type Field = fn(&crate::mirror::UpstreamCounts) -> u64;
+    let series: [(&str, &str, Field); 4] = [
+        (
+            "hoist_mirror_requests_total",
+            "Requests for manifests and blobs on /v2/, by upstream.",
+            |c| c.requests,
+        ),
+        (
+            "hoist_mirror_hits_total",
+            "/v2/ manifests and blobs served from the cache, by upstream.",
+            |c| c.hits,
+        ),
+        (
+            "hoist_mirror_misses_total",
+            "/v2/ manifests and blobs fetched from the upstream, by upstream.",
+            |c| c.misses,
+        ),
+        (
+            "hoist_mirror_served_bytes_total",
+            "Bytes of manifests and blobs sent to /v2/ clients, by upstream.",
+            |c| c.bytes_served,
+        ),
+    ];
+    for (name, help, field) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (upstream, counts) in by_upstream {
+            let upstream = upstream.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(out, "{name}{{upstream=\"{upstream}\"}} {}", field(counts));
+        }
+    }
 }
 
 fn job_durations(out: &mut String, metrics: &JobMetrics) {

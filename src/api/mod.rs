@@ -21,6 +21,7 @@ mod pulls;
 mod system;
 mod tags;
 mod trees;
+mod v2;
 mod wire;
 
 pub use error::ApiError;
@@ -36,11 +37,14 @@ use axum::middleware;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::jobs::Jobs;
+use crate::mirror::Mirror;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub jobs: Jobs,
+    /// `/v2/`: the pull-through registry over the same cache.
+    pub mirror: Mirror,
     pub api_token: Option<Arc<str>>,
     /// The `Host` names answered to; `None` on a Unix socket, which no browser can reach
     /// (and where `Host` names no address: curl sends `localhost`, the CLI too).
@@ -76,6 +80,14 @@ pub static ROUTES: &[Route] = &[
     route(Method::GET, "/tags", |m| on(m, tags::list)),
     route(Method::GET, "/cache", |m| on(m, cache::stats)),
     route(Method::DELETE, "/cache", |m| on(m, cache::purge)),
+    // hoist as a registry (`v2/`): a GET route answers HEAD too (the handler tells them
+    // apart); the wildcard takes repository names of any depth; every write is a 405.
+    route(Method::GET, "/v2/", |m| on(m, v2::ping)),
+    route(Method::GET, "/v2/{*path}", |m| on(m, v2::read)),
+    route(Method::PUT, "/v2/{*path}", |m| on(m, v2::write)),
+    route(Method::POST, "/v2/{*path}", |m| on(m, v2::write)),
+    route(Method::PATCH, "/v2/{*path}", |m| on(m, v2::write)),
+    route(Method::DELETE, "/v2/{*path}", |m| on(m, v2::write)),
     route(Method::DELETE, "/trees", |m| on(m, trees::remove)),
 ];
 

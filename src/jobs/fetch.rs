@@ -1,14 +1,17 @@
-//! Getting a job's blobs onto local disk, verified: from the shared cache, by waiting for
-//! another job's download of the same blob, or downloaded now (into the cache, or into a
-//! job-private folder for `cache: bypass`).
+//! Getting a job's blobs onto local disk, verified: from the shared cache, by following
+//! (or waiting for) another job's download of the same blob, or downloaded now (into the
+//! cache, or into a job-private folder for `cache: bypass`).
+//!
+//! A pull's layers are streamed ([`Fetcher::stream_all`]): each download runs in a task of
+//! its own, the job reads it as it lands ([`crate::store::Follower`]), and a download goes
+//! on for as long as anyone follows it, this job or another pulling the same blob.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -19,10 +22,20 @@ use crate::error::FromIo;
 use crate::guard::PathGuard;
 use crate::oci::Descriptor;
 use crate::registry::{Credentials, Reference};
-use crate::store::{Acquired, BlobGuard, BlobWriter};
+use crate::store::{Acquired, BlobGuard, BlobWriter, Follower, Opened};
 
 /// Blobs downloaded at once by one job.
 pub const PARALLEL_DOWNLOADS: usize = 3;
+
+/// A layer's bytes, as a pull reads them.
+#[derive(Debug)]
+pub enum LayerBlob {
+    /// Verified already (cached, or in the job's folder): read the file.
+    Ready(BlobGuard),
+    /// Being downloaded, by this job or another: read it as it lands; its end tells
+    /// whether the bytes matched.
+    Landing(Follower),
+}
 
 /// Fetches blobs of one repository for one job.
 #[derive(Clone)]
@@ -37,27 +50,27 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    /// Fetches every blob, a few at once, in a task of its own (so downloads go on while the
-    /// caller works on earlier blobs); the receiver yields them in order. Dropping the handle
-    /// stops the downloads.
-    pub fn fetch_all(
+    /// Starts every blob's download in order, at most [`PARALLEL_DOWNLOADS`] at once, in a
+    /// task of its own; the receiver yields each blob as soon as it can be read (cached,
+    /// or landing), in order. Dropping the handle starts no more; a download already
+    /// started goes on while it is followed (see [`Fetcher::download`]).
+    pub fn stream_all(
         &self,
         blobs: Vec<Descriptor>,
     ) -> (
         AbortOnDropHandle<()>,
-        mpsc::Receiver<Result<BlobGuard, JobError>>,
+        mpsc::Receiver<Result<LayerBlob, JobError>>,
     ) {
         let (tx, rx) = mpsc::channel(PARALLEL_DOWNLOADS);
         let this = self.clone();
         let task = tokio::spawn(async move {
-            let fetches =
-                futures_util::stream::iter(blobs.into_iter().enumerate().map(|(index, blob)| {
-                    let this = this.clone();
-                    async move { this.fetch(index, &blob).await }
-                }))
-                .buffered(PARALLEL_DOWNLOADS);
-            futures_util::pin_mut!(fetches);
-            while let Some(result) = fetches.next().await {
+            let downloads = Arc::new(Semaphore::new(PARALLEL_DOWNLOADS));
+            for (index, blob) in blobs.into_iter().enumerate() {
+                // Taken before looking at the blob: a fetch needs it, the rest drop it.
+                let Ok(permit) = downloads.clone().acquire_owned().await else {
+                    return;
+                };
+                let result = this.start(index, &blob, permit).await;
                 let failed = result.is_err();
                 if tx.send(result).await.is_err() || failed {
                     return;
@@ -65,6 +78,85 @@ impl Fetcher {
             }
         });
         (AbortOnDropHandle::new(task), rx)
+    }
+
+    /// Blob `index`: cached, followed (another job downloads it), or its download started.
+    async fn start(
+        &self,
+        index: usize,
+        blob: &Descriptor,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<LayerBlob, JobError> {
+        let tracker = &self.tracker;
+        let writer = match &self.blob_dir {
+            None => match self
+                .env
+                .store
+                .acquire_or_follow(&blob.digest, Some(blob.size))
+                .await?
+            {
+                Opened::Ready(found) => {
+                    tracker.add_bytes(index, blob.size);
+                    tracker.layer_state(index, "cached");
+                    return Ok(LayerBlob::Ready(found));
+                }
+                Opened::Follow(follower) => {
+                    // Another job's download: its bytes are counted there.
+                    tracker.add_bytes(index, blob.size);
+                    tracker.layer_state(index, "downloading");
+                    return Ok(LayerBlob::Landing(follower));
+                }
+                Opened::Fetch(writer) => writer,
+            },
+            Some(dir) => BlobWriter::standalone(dir, &blob.digest, Some(blob.size)).await?,
+        };
+        // Made before the download starts: a download without followers stops.
+        let follower = writer.follow();
+        tracker.layer_state(index, "downloading");
+        tokio::spawn(self.clone().download(index, blob.clone(), writer, permit));
+        Ok(LayerBlob::Landing(follower))
+    }
+
+    /// Downloads `blob` into `writer` and commits it, while anyone follows it: once every
+    /// follower is gone (this job failed or was cancelled, and no other job joined), the
+    /// download stops and its file goes. Its outcome reaches the followers through the
+    /// writer; nobody awaits this task.
+    async fn download(
+        self,
+        index: usize,
+        blob: Descriptor,
+        mut writer: BlobWriter,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let unfollowed = writer.unfollowed();
+        let tracker = self.tracker.clone();
+        let progress = move |n: u64| tracker.add_bytes(index, n);
+        // The download's own stop is `unfollowed`; the registry call needs a token.
+        let never = CancellationToken::new();
+        let copied = tokio::select! {
+            biased;
+            () = unfollowed => None,
+            copied = self.env.registry.copy_blob(
+                &self.reference,
+                &blob.digest,
+                Some(blob.size),
+                self.auth.as_ref(),
+                &mut writer,
+                0,
+                &progress,
+                &never,
+            ) => Some(copied),
+        };
+        match copied {
+            None => tracing::debug!(digest = %blob.digest, "download stopped: nobody follows it"),
+            Some(Err(err)) => writer.abandon(&err),
+            Some(Ok(_)) => {
+                // A verified blob is committed even if its followers left meanwhile.
+                if let Err(err) = writer.commit().await {
+                    tracing::debug!(digest = %blob.digest, error = %err, "download refused");
+                }
+            }
+        }
     }
 
     /// One blob, verified; `index` is its place in the tracker's layer list.

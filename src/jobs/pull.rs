@@ -2,10 +2,12 @@
 //! order to a staging tree, swap it into place.
 //!
 //! One pass over the network bytes: each blob, the config included, is hashed while it is
-//! written (cache or job-private folder) and only a verified blob is ever extracted; each
-//! applied layer's uncompressed stream is checked against the config's diff_id. Downloads
-//! run ahead of extraction, a few layers at a time, so the network and the disk work at
-//! once.
+//! written (cache or job-private folder), and a layer is applied *while* it downloads,
+//! read as it lands (`store::Follower`); a later layer that finished downloading first is
+//! read from its file. The staging tree is unverified until its end: it is swapped into
+//! place only after every layer's reader ended (which it does only once the blob's digest
+//! matched) and every applied layer's uncompressed stream matched the config's diff_id;
+//! any failure discards it. Downloads run ahead of extraction, a few layers at a time.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::JobEnv;
 use super::cancel::cancellable;
-use super::fetch::{self, Fetcher, private_dir};
+use super::fetch::{self, Fetcher, LayerBlob, private_dir};
 use super::model::{JobError, PullResult};
 use super::progress::Tracker;
 use super::request::{CacheMode, Layout, PullSpec};
@@ -24,7 +26,7 @@ use crate::error::FromIo;
 use crate::image::{GitHistory, LayerCommit, OciLayout};
 use crate::oci::{Compression, Descriptor};
 use crate::registry::{Credentials, ManifestKind, ResolvedImage};
-use crate::store::BlobGuard;
+use crate::store::Follower;
 use crate::unpack::{Staging, Tree, UnpackOptions, Warnings, remove_scratch};
 
 pub async fn run(
@@ -155,9 +157,10 @@ pub async fn run(
     })
 }
 
-/// Writes the image into the staging folder `tree` in the requested layout, applying (or
-/// copying) each blob as soon as it is downloaded and verified. `diff_ids`: one per layer
-/// for the layouts that apply layers.
+/// Writes the image into the staging folder `tree` in the requested layout, applying each
+/// layer while it downloads (or copying each blob once verified). `diff_ids`: one per
+/// layer for the layouts that apply layers. An `Ok` means every byte written into `tree`
+/// was verified.
 async fn fill(
     spec: &PullSpec,
     image: &ResolvedImage,
@@ -170,7 +173,7 @@ async fn fill(
     let mut warnings = Warnings::default();
     let (tracker, cancel) = (&fetcher.tracker, &fetcher.cancel);
 
-    let (_downloads, mut blobs) = fetcher.fetch_all(layers.to_vec());
+    let (_downloads, mut blobs) = fetcher.stream_all(layers.to_vec());
     match spec.layout {
         Layout::Rootfs | Layout::Git => {
             let history = match spec.layout {
@@ -179,17 +182,38 @@ async fn fill(
             };
             let created = layer_history(&image.config);
             let mut tree = Tree::open(tree_path, UnpackOptions::for_current_user())?;
+            // Streamed layers whose bytes matched; their commits into the cache (fsync,
+            // rename) go on beside the next layers and are awaited at the end.
+            let mut committing = Vec::new();
             let each = layers.iter().zip(compressions).zip(diff_ids);
             for (index, ((layer, compression), diff_id)) in each.enumerate() {
                 let blob = next_blob(&mut blobs, cancel).await?;
                 tracker.set_phase("extracting");
                 tracker.layer_state(index, "extracting");
-                let file = tokio::fs::File::open(blob.path())
-                    .await
-                    .map_err(JobError::io(blob.path()))?;
-                let applied = tree
-                    .apply_layer(file, compression, diff_id.algorithm(), cancel)
-                    .await?;
+                let algorithm = diff_id.algorithm();
+                let applied = match blob {
+                    LayerBlob::Ready(blob) => {
+                        let file = tokio::fs::File::open(blob.path())
+                            .await
+                            .map_err(JobError::io(blob.path()))?;
+                        tree.apply_layer(file, compression, algorithm, cancel)
+                            .await?
+                    }
+                    LayerBlob::Landing(follower) => {
+                        let reader = follower.reader(cancel.clone());
+                        match tree
+                            .apply_layer(reader, compression, algorithm, cancel)
+                            .await
+                        {
+                            // The reader ended: the blob's digest matched.
+                            Ok(applied) => {
+                                committing.push(follower);
+                                applied
+                            }
+                            Err(err) => return Err(streamed_error(err, follower, cancel).await),
+                        }
+                    }
+                };
                 tracing::debug!(
                     layer = %layer.digest,
                     entries = applied.entries,
@@ -221,7 +245,9 @@ async fn fill(
                 warnings.extend(applied.warnings);
                 tracker.layer_done(index, "done");
             }
-            tree.finish().await?;
+            let (finished, committed) = tokio::join!(tree.finish(), committed(committing));
+            finished?;
+            committed?;
             if let Some(git) = history {
                 git.finish().await?;
             }
@@ -229,7 +255,10 @@ async fn fill(
         Layout::Oci => {
             let layout = OciLayout::create(tree_path).await?;
             for (index, layer) in layers.iter().enumerate() {
-                let blob = next_blob(&mut blobs, cancel).await?;
+                let blob = match next_blob(&mut blobs, cancel).await? {
+                    LayerBlob::Ready(blob) => blob,
+                    LayerBlob::Landing(follower) => cancellable(cancel, follower.outcome()).await?,
+                };
                 tracker.set_phase("writing");
                 layout.add_blob(&layer.digest, blob.path()).await?;
                 tracker.layer_done(index, "done");
@@ -257,11 +286,37 @@ async fn fill(
     Ok(warnings)
 }
 
-/// The next verified blob from the downloads, or why there is none.
-async fn next_blob(
-    blobs: &mut tokio::sync::mpsc::Receiver<Result<BlobGuard, JobError>>,
+/// Why applying a streamed layer failed. The download's verdict comes first: bytes that
+/// did not match their digest explain whatever error they caused in the tar stage (a
+/// corrupt gzip stream, a bad entry), so it waits for the download's end, unless the job
+/// was cancelled.
+async fn streamed_error(
+    err: crate::unpack::UnpackError,
+    follower: Follower,
     cancel: &CancellationToken,
-) -> Result<BlobGuard, JobError> {
+) -> JobError {
+    if cancel.is_cancelled() {
+        return JobError::cancelled();
+    }
+    match cancellable(cancel, follower.outcome()).await {
+        Err(verdict) => verdict,
+        Ok(_) => err.into(),
+    }
+}
+
+/// Waits for the commits of the streamed layers (already verified) into the cache.
+async fn committed(followers: Vec<Follower>) -> Result<(), JobError> {
+    for follower in followers {
+        follower.outcome().await?;
+    }
+    Ok(())
+}
+
+/// The next blob from the downloads, ready or landing, or why there is none.
+async fn next_blob(
+    blobs: &mut tokio::sync::mpsc::Receiver<Result<LayerBlob, JobError>>,
+    cancel: &CancellationToken,
+) -> Result<LayerBlob, JobError> {
     let blob = match blobs.recv().await {
         Some(result) => result?,
         None => return Err(JobError::new("internal_error", "layer download stopped")),

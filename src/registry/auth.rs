@@ -37,8 +37,9 @@ impl fmt::Debug for Credentials {
 pub(super) const IDENTITY_TOKEN_USER: &str = "<token>";
 
 impl Credentials {
-    /// A stable, non-reversible name for these credentials, to key cached tokens by.
-    pub(super) fn identity(&self) -> String {
+    /// A stable, non-reversible name for these credentials, to key cached tokens (and the
+    /// mirror's access answers) by.
+    pub fn identity(&self) -> String {
         let mut h = crate::digest::Hasher::new(crate::digest::Algorithm::Sha256);
         h.update(self.username.as_bytes());
         h.update(b"\0");

@@ -23,6 +23,12 @@ impl RegistryClient {
     /// `offset` (bytes the sink already holds). Resumes with `Range` after a dropped
     /// connection; `progress` is called with each chunk's length. Returns the total size.
     /// Does not verify the digest: the sink (the store's writer) does.
+    ///
+    /// The sink is only ever appended to, which is what lets readers follow it while it
+    /// is written (`store::Follower`): a resumed body continues at the sink's offset, and
+    /// a server that answers a `Range` request with the whole body has the bytes the sink
+    /// already holds skipped, never written again. Should those restarted bytes differ
+    /// from the first ones, the sink's digest (over the first ones and the rest) fails.
     #[allow(clippy::too_many_arguments)]
     pub async fn copy_blob<W: AsyncWrite + Unpin + Send>(
         &self,
@@ -152,6 +158,32 @@ impl RegistryClient {
             source,
         })?;
         Ok(pos)
+    }
+
+    /// The size of blob `digest` in `reference`'s repository (HEAD, pull scope): the
+    /// registry's answer that these credentials may read it there. `BlobUnknown` on 404.
+    pub async fn head_blob(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        creds: Option<&Credentials>,
+    ) -> Result<u64, RegistryError> {
+        let path = format!("v2/{}/blobs/{digest}", reference.repository);
+        let scopes = vec![Scope::pull(&reference.repository)];
+        let req = self.request(Method::HEAD, reference, &path, scopes, creds)?;
+        let resp = self.inner.send(&req).await?;
+        if !resp.status().is_success() {
+            return Err(error_for(resp, reference, &req.scopes, Target::Blob(digest)).await);
+        }
+        resp.headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                RegistryError::Protocol(format!(
+                    "HEAD of blob {digest} at {} answered no Content-Length",
+                    reference.registry
+                ))
+            })
     }
 
     /// The image config `desc` names, downloaded whole and verified (at most 16 MiB).

@@ -64,4 +64,4 @@ pub use platform::Platform;
 pub use push_image::{
     BlobPushed, BlobReader, BlobSource, ImageToPush, OpenBlob, PushBlob, PushProgress,
 };
-pub use reference::{Reference, ReferenceError};
+pub use reference::{Reference, ReferenceError, is_registry};

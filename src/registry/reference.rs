@@ -155,7 +155,9 @@ impl fmt::Display for Reference {
 }
 
 /// Docker's rule: the first component names a registry when it looks like a host.
-fn is_registry(first: &str) -> bool {
+/// Docker's rule for a reference's first component: a registry host when it has a '.' or
+/// a ':' or is `localhost`, else part of a Docker Hub repository path.
+pub fn is_registry(first: &str) -> bool {
     first.contains('.') || first.contains(':') || first == "localhost"
 }
 

@@ -3,16 +3,23 @@
 //! A blob file exists under its digest only once its bytes were hashed and matched.
 //! Concurrent requests for one blob download it once (single flight, per digest, no
 //! process-wide lock). Running jobs pin the blobs they use so purge and LRU eviction
-//! leave them alone. Knows nothing of HTTP or registries: a fetch is driven by the caller
-//! writing into a [`BlobWriter`].
+//! leave them alone. A blob being written can be read while it lands, by the task that
+//! writes it and by others ([`Follower`], `follow.rs`): one download, any number of
+//! readers, each told at the end whether the bytes matched. Knows nothing of HTTP or
+//! registries: a fetch is driven by the caller writing into a [`BlobWriter`].
 
+mod follow;
 mod maintenance;
+mod sink;
 mod state;
 mod table;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_follow;
 mod writer;
 
+pub use follow::Follower;
 pub use writer::BlobWriter;
 
 use crate::error::FromIo;
@@ -23,7 +30,13 @@ use std::sync::Arc;
 use sqlx::SqlitePool;
 
 use crate::digest::Digest;
-use state::{Counters, Pin, Shared, Work};
+use state::{Counters, Pin, Shared, Wait, Work};
+
+impl From<BlobGuard> for Opened {
+    fn from(guard: BlobGuard) -> Opened {
+        Opened::Ready(guard)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -47,6 +60,9 @@ pub enum StoreError {
     },
     #[error("cache database: {0}")]
     Db(#[from] sqlx::Error),
+    /// The outcome of a download this caller followed: the writer's error, as it told it.
+    #[error("{message}")]
+    Followed { code: &'static str, message: String },
 }
 
 impl crate::error::ErrorCode for StoreError {
@@ -57,6 +73,7 @@ impl crate::error::ErrorCode for StoreError {
             }
             StoreError::Io { .. } => "io_error",
             StoreError::Db(_) => "internal_error",
+            StoreError::Followed { code, .. } => code,
         }
     }
 }
@@ -159,6 +176,21 @@ pub enum Acquired {
     Fetch(BlobWriter),
 }
 
+/// The answer of [`Store::acquire_or_follow`].
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one short-lived value per blob download; boxing buys nothing"
+)]
+pub enum Opened {
+    /// The blob is cached.
+    Ready(BlobGuard),
+    /// This caller is the one to download it (as [`Acquired::Fetch`]).
+    Fetch(BlobWriter),
+    /// Another task is downloading it: read it as it lands.
+    Follow(Follower),
+}
+
 /// The cache. Cheap to clone.
 ///
 /// One `Store` per cache folder and database: two processes (or two `open`s) on the
@@ -224,6 +256,27 @@ impl Store {
         digest: &Digest,
         size: Option<u64>,
     ) -> Result<Acquired, StoreError> {
+        loop {
+            match self.acquire_or_follow(digest, size).await? {
+                Opened::Ready(guard) => return Ok(Acquired::Ready(guard)),
+                Opened::Fetch(writer) => return Ok(Acquired::Fetch(writer)),
+                // A failed download lets a waiter try: the next round may claim it.
+                Opened::Follow(follower) => match follower.outcome().await {
+                    Ok(guard) => return Ok(Acquired::Ready(guard)),
+                    Err(StoreError::SizeMismatch { .. } | StoreError::Followed { .. }) => {}
+                    Err(err) => return Err(err),
+                },
+            }
+        }
+    }
+
+    /// As [`Store::acquire`], but a blob another task is downloading is not waited for:
+    /// the answer is a [`Follower`] of that download. (A delete in progress is waited for.)
+    pub async fn acquire_or_follow(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Result<Opened, StoreError> {
         let shared = &self.shared;
         let mut waited_for_fetch = false;
         loop {
@@ -232,6 +285,9 @@ impl Store {
             let pin = match Shared::pin_unless_busy(shared, digest) {
                 Ok(pin) => pin,
                 Err(wait) => {
+                    if let Some(follower) = self.follow(digest, size, &wait) {
+                        return Ok(Opened::Follow(follower));
+                    }
                     waited_for_fetch |= wait.work == Work::Fetch;
                     wait.finished().await;
                     continue;
@@ -244,13 +300,18 @@ impl Store {
                 &shared.counters.hits
             };
             if let Some(found) = self.lookup(digest).await? {
-                return self.ready(digest, size, found, pin, counter);
+                return self
+                    .ready(digest, size, found, pin, counter)
+                    .map(Opened::from);
             }
             drop(pin);
 
             let slot = match Shared::claim_fetch(shared, digest) {
                 Ok(slot) => slot,
                 Err(wait) => {
+                    if let Some(follower) = self.follow(digest, size, &wait) {
+                        return Ok(Opened::Follow(follower));
+                    }
                     waited_for_fetch |= wait.work == Work::Fetch;
                     wait.finished().await;
                     continue;
@@ -260,7 +321,9 @@ impl Store {
             if let Some(found) = self.lookup(digest).await? {
                 let pin = Shared::pin(shared, digest);
                 drop(slot);
-                return self.ready(digest, size, found, pin, counter);
+                return self
+                    .ready(digest, size, found, pin, counter)
+                    .map(Opened::from);
             }
             // Holding the slot, clear whatever half state is left (row without file,
             // file of the wrong size) so the commit starts clean.
@@ -268,8 +331,19 @@ impl Store {
             writer::remove_quietly(&self.blob_path(digest)).await;
             Counters::add(&shared.counters.misses, 1);
             let writer = BlobWriter::for_cache(self.clone(), slot, digest, size).await?;
-            return Ok(Acquired::Fetch(writer));
+            // From now on, others follow this download instead of waiting for its end.
+            Shared::set_landing(shared, digest, writer.landing().clone());
+            return Ok(Opened::Fetch(writer));
         }
+    }
+
+    /// A follower of the download `wait` is about, if it is one whose writer exists.
+    fn follow(&self, digest: &Digest, size: Option<u64>, wait: &Wait) -> Option<Follower> {
+        let landing = wait.landing.as_ref().filter(|_| wait.work == Work::Fetch)?;
+        // Pinned now, while the fetch holds the digest: the pin outlives its commit.
+        let pin = Shared::pin(&self.shared, digest);
+        Counters::add(&self.shared.counters.shared, 1);
+        Some(landing.follow(size, Some(pin)))
     }
 
     fn ready(
@@ -279,7 +353,7 @@ impl Store {
         found: u64,
         pin: Pin,
         counter: &std::sync::atomic::AtomicU64,
-    ) -> Result<Acquired, StoreError> {
+    ) -> Result<BlobGuard, StoreError> {
         if let Some(expected) = declared.filter(|&s| s != found) {
             return Err(StoreError::SizeMismatch {
                 digest: digest.clone(),
@@ -288,8 +362,12 @@ impl Store {
             });
         }
         Counters::add(counter, 1);
-        let guard = BlobGuard::new(digest.clone(), self.blob_path(digest), found, Some(pin));
-        Ok(Acquired::Ready(guard))
+        Ok(BlobGuard::new(
+            digest.clone(),
+            self.blob_path(digest),
+            found,
+            Some(pin),
+        ))
     }
 
     /// The blob's size if both its row and a file of that size are present; marks it

@@ -3,8 +3,10 @@
 //! All of it sits behind one `std::sync::Mutex` that is held for a few map operations
 //! and never across an `.await`; waiting happens on a per-digest `watch` channel handed
 //! out under the lock and closed when the work ends. The rule that makes purge and
-//! eviction safe lives here: a digest is either pinned by readers, or claimed by one
-//! worker (a fetch or a delete), never both, and both checks happen under the lock.
+//! eviction safe lives here: a digest is claimed by at most one worker (a fetch or a
+//! delete), and a delete claims only a digest nobody pins, both checked under the lock.
+//! (Followers of a download pin its digest while the fetch holds it: a pin taken then
+//! outlives the fetch's commit, so purge cannot take the blob from under them.)
 //! Not for: anything on disk or in SQLite (see `table.rs`, `writer.rs`).
 
 use std::collections::HashMap;
@@ -17,6 +19,7 @@ use sqlx::SqlitePool;
 use tokio::sync::watch;
 
 use super::StoreCounters;
+use super::follow::Landing;
 use crate::digest::Digest;
 
 /// What the store shares between its clones, guards and writers.
@@ -43,8 +46,11 @@ struct State {
 
 struct Busy {
     work: Work,
-    /// Never sent on: dropping it (with the map entry) wakes every waiter.
+    /// Dropping it (with the map entry) wakes every waiter; so does a send, when the
+    /// fetch's download becomes one to follow.
     done: watch::Sender<()>,
+    /// A fetch's download, once its writer exists: others may follow it instead of waiting.
+    landing: Option<Arc<Landing>>,
 }
 
 /// What the task that claimed a digest is doing with it.
@@ -57,11 +63,14 @@ pub(super) enum Work {
 /// A ticket to wait for another task's work on a digest.
 pub(super) struct Wait {
     pub work: Work,
+    /// The download to follow, when the work is a fetch whose writer exists.
+    pub landing: Option<Arc<Landing>>,
     done: watch::Receiver<()>,
 }
 
 impl Wait {
-    /// Returns once the claim that handed out this ticket is released.
+    /// Returns once the claim that handed out this ticket is released, or its download
+    /// can be followed (look again).
     pub async fn finished(mut self) {
         // Err means the sender is gone, which is exactly the signal.
         let _ = self.done.changed().await;
@@ -106,6 +115,16 @@ impl Drop for Slot {
     }
 }
 
+impl Busy {
+    fn wait(&self) -> Wait {
+        Wait {
+            work: self.work,
+            landing: self.landing.clone(),
+            done: self.done.subscribe(),
+        }
+    }
+}
+
 impl Shared {
     pub fn new(dir: PathBuf, db: SqlitePool, max_bytes: Option<u64>, clock: i64) -> Self {
         Shared {
@@ -128,10 +147,7 @@ impl Shared {
     pub fn pin_unless_busy(this: &Arc<Self>, digest: &Digest) -> Result<Pin, Wait> {
         let mut state = this.lock();
         if let Some(busy) = state.busy.get(digest) {
-            return Err(Wait {
-                work: busy.work,
-                done: busy.done.subscribe(),
-            });
+            return Err(busy.wait());
         }
         *state.pins.entry(digest.clone()).or_default() += 1;
         Ok(Pin {
@@ -154,10 +170,7 @@ impl Shared {
     pub fn claim_fetch(this: &Arc<Self>, digest: &Digest) -> Result<Slot, Wait> {
         let mut state = this.lock();
         if let Some(busy) = state.busy.get(digest) {
-            return Err(Wait {
-                work: busy.work,
-                done: busy.done.subscribe(),
-            });
+            return Err(busy.wait());
         }
         Ok(Self::claim(this, &mut state, digest, Work::Fetch))
     }
@@ -171,9 +184,22 @@ impl Shared {
         Some(Self::claim(this, &mut state, digest, Work::Delete))
     }
 
+    /// Lets others follow the download of `digest`, whose fetch slot the caller holds.
+    pub fn set_landing(this: &Arc<Self>, digest: &Digest, landing: Arc<Landing>) {
+        if let Some(busy) = this.lock().busy.get_mut(digest) {
+            busy.landing = Some(landing);
+            busy.done.send_replace(());
+        }
+    }
+
     fn claim(this: &Arc<Self>, state: &mut State, digest: &Digest, work: Work) -> Slot {
         let (done, _) = watch::channel(());
-        state.busy.insert(digest.clone(), Busy { work, done });
+        let busy = Busy {
+            work,
+            done,
+            landing: None,
+        };
+        state.busy.insert(digest.clone(), busy);
         Slot {
             shared: Arc::clone(this),
             digest: digest.clone(),

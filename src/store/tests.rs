@@ -26,7 +26,7 @@ async fn pool(dir: &Path) -> SqlitePool {
     pool
 }
 
-async fn open(tmp: &TempDir, max_bytes: Option<u64>) -> Store {
+pub(super) async fn open(tmp: &TempDir, max_bytes: Option<u64>) -> Store {
     let db = pool(tmp.path()).await;
     Store::open(tmp.path().join("cache"), db, max_bytes)
         .await
@@ -42,7 +42,7 @@ fn names(dir: &Path) -> Vec<String> {
     names
 }
 
-fn fetch(acquired: Acquired) -> BlobWriter {
+pub(super) fn fetch(acquired: Acquired) -> BlobWriter {
     match acquired {
         Acquired::Fetch(writer) => writer,
         Acquired::Ready(guard) => panic!("expected a fetch, got cached {guard:?}"),

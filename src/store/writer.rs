@@ -4,8 +4,10 @@
 //! A writer either belongs to the cache (made by [`super::Store::acquire`], holding the
 //! digest's fetch slot until it commits or drops) or stands alone for `cache: bypass`.
 //! Either way no unverified byte is ever visible under a digest's name, and a writer
-//! dropped without commit leaves no file behind. Not for: downloading (the caller
-//! copies a response body in) or decompressing.
+//! dropped without commit leaves no file behind. While it writes, any number of
+//! [`Follower`]s read what has landed (`follow.rs`); they learn the outcome from the
+//! writer: verified as soon as the digest matched (before the fsync), then committed, or
+//! failed. Not for: downloading (the caller copies a response body in) or decompressing.
 
 use std::fmt;
 use std::io;
@@ -13,9 +15,14 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::future::Future;
+use std::sync::Arc;
+
 use tokio::fs::{File, OpenOptions};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::follow::{Follower, Landing, failure};
+use super::sink::FileSink;
 use super::state::{Counters, Shared, Slot};
 use super::{BlobGuard, Store, StoreError, table};
 use crate::digest::{Digest, HashingWriter};
@@ -24,12 +31,14 @@ use crate::guard::PathGuard;
 
 /// An `AsyncWrite` into a temporary file, hashing as it goes.
 pub struct BlobWriter {
-    out: HashingWriter<File>,
+    out: HashingWriter<FileSink>,
     /// Removed inline when dropped: it must be gone before `target`'s fetch slot is
     /// released (fields drop in order), even without a runtime.
     temp: PathGuard,
     digest: Digest,
     size: Option<u64>,
+    /// What followers see; also held by the store's single-flight entry for the digest.
+    landing: Arc<Landing>,
     target: Target,
 }
 
@@ -75,19 +84,51 @@ impl BlobWriter {
         size: Option<u64>,
         target: Target,
     ) -> Result<BlobWriter, StoreError> {
+        // Readable too: followers `pread` this descriptor, whatever becomes of the name.
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .open(&path)
             .await
             .map_err(StoreError::io(&path))?;
+        let temp = PathGuard::file(path);
+        let file = Arc::new(file.into_std().await);
+        let landing = Landing::new(digest.clone(), file.clone());
         Ok(BlobWriter {
-            out: HashingWriter::new(file, digest.algorithm()),
-            temp: PathGuard::file(path),
+            out: HashingWriter::new(FileSink::new(file, landing.clone()), digest.algorithm()),
+            temp,
             digest: digest.clone(),
             size,
+            landing,
             target,
         })
+    }
+
+    /// A follower of this write from its first byte (see `follow.rs`), pinned like any
+    /// reader of a cache blob.
+    pub fn follow(&self) -> Follower {
+        let pin = match &self.target {
+            Target::Cache { store, .. } => Some(Shared::pin(&store.shared, &self.digest)),
+            Target::Standalone { .. } => None,
+        };
+        self.landing.follow(self.size, pin)
+    }
+
+    /// Resolves once every follower (and reader) of this write is gone: whoever drives
+    /// the download may then stop it.
+    pub fn unfollowed(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.landing.unfollowed()
+    }
+
+    /// Gives up: followers get `err`'s code and message as the download's outcome, and
+    /// the temporary file goes.
+    pub(crate) fn abandon(self, err: &dyn crate::error::ErrorCode) {
+        self.landing.failed(err.code(), err.to_string());
+    }
+
+    pub(super) fn landing(&self) -> &Arc<Landing> {
+        &self.landing
     }
 
     /// Bytes written so far (where a resumed download starts).
@@ -96,27 +137,33 @@ impl BlobWriter {
     }
 
     /// Checks the digest and size, fsyncs, renames into place, records the blob, and
-    /// returns it pinned. On mismatch the temporary file is removed.
+    /// returns it pinned. On mismatch the temporary file is removed. Followers hear of
+    /// each step: verified once the digest matched, then committed, or the error.
     pub async fn commit(self) -> Result<BlobGuard, StoreError> {
+        let landing = self.landing.clone();
+        let result = self.commit_inner(&landing).await;
+        if let Err(err) = &result {
+            let (code, message) = failure(err);
+            landing.failed(code, message);
+        }
+        result
+    }
+
+    async fn commit_inner(self, landing: &Landing) -> Result<BlobGuard, StoreError> {
         let BlobWriter {
-            out,
+            mut out,
             temp,
             digest,
             size,
+            landing: _,
             target,
         } = self;
-        let (mut file, actual, written) = out.into_parts();
-        let synced = async {
-            file.flush().await?;
-            file.sync_all().await
-        }
-        .await;
-        drop(file);
-        if let Err(source) = synced {
+        if let Err(source) = out.flush().await {
             let err = StoreError::io(temp.path())(source);
             temp.remove().await;
             return Err(err);
         }
+        let (file, actual, written) = out.into_parts();
         if let Some(expected) = size.filter(|&s| s != written) {
             temp.remove().await;
             return Err(StoreError::SizeMismatch {
@@ -133,10 +180,21 @@ impl BlobWriter {
                 size: written,
             });
         }
+        // Before the fsync: a follower (an extraction) may end now, its bytes verified;
+        // the sync and rename then run beside whatever it does next.
+        landing.verified(written);
+        let synced = file.sync().await;
+        drop(file);
+        if let Err(source) = synced {
+            let err = StoreError::io(temp.path())(source);
+            temp.remove().await;
+            return Err(err);
+        }
         match target {
             Target::Standalone { dir } => {
                 let path = dir.join(digest.algorithm().as_str()).join(digest.hex());
                 publish(temp, &path).await?;
+                landing.committed(path.clone(), written);
                 Ok(BlobGuard::new(digest, path, written, None))
             }
             Target::Cache { store, slot } => {
@@ -150,6 +208,7 @@ impl BlobWriter {
                     return Err(err.into());
                 }
                 let pin = Shared::pin(shared, &digest);
+                landing.committed(path.clone(), written);
                 // Only now may waiters look: the file and its row are both in place.
                 drop(slot);
                 Counters::add(&shared.counters.bytes_written, written);

@@ -25,6 +25,8 @@ mod openapi;
 mod ops;
 mod pipeline;
 mod pull_layers;
+mod registry_v2;
 mod resources;
 mod rootless;
 mod service;
+mod streaming;

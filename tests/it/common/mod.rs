@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod fixtures;
 pub mod hostile_tar;
 pub mod image;
+pub mod mirror;
 pub mod proxy;
 pub mod registry;
 pub mod resources;

@@ -31,6 +31,8 @@ pub enum Fault {
     Slow { bytes_per_sec: u64 },
     /// Forward, flipping the byte at this offset of the body (same length, wrong bytes).
     Corrupt { at: u64 },
+    /// Both: the byte at `at` flipped, the body sent at about `bytes_per_sec`.
+    SlowCorrupt { at: u64, bytes_per_sec: u64 },
 }
 
 impl Fault {
@@ -40,6 +42,7 @@ impl Fault {
             Fault::TooManyRequests { .. } => "429",
             Fault::Slow { .. } => "slow",
             Fault::Corrupt { .. } => "corrupt",
+            Fault::SlowCorrupt { .. } => "slow+corrupt",
         }
     }
 }
@@ -295,6 +298,9 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
         }),
         Some(Fault::Slow { bytes_per_sec }) => Box::pin(slow(stream, bytes_per_sec)),
         Some(Fault::Corrupt { at }) => Box::pin(corrupt(stream, at)),
+        Some(Fault::SlowCorrupt { at, bytes_per_sec }) => {
+            Box::pin(slow(Box::pin(corrupt(stream, at)), bytes_per_sec))
+        }
         _ => stream,
     };
     out.body(Body::from_stream(stream))

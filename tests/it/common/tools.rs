@@ -26,6 +26,8 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("git", "git"),
     ("tar", "tar"),
     ("mkfifo", "coreutils"),
+    ("containerd", "containerd"),
+    ("ctr", "containerd"),
 ];
 
 /// The absolute path of `tool`, or a panic naming the package to install.

@@ -17,6 +17,8 @@ pub enum Expect {
     Body(Value),
     /// A text body containing this.
     Contains(&'static str),
+    /// A distribution-format error (`/v2/`) with this `errors[0].code`.
+    Registry(&'static str),
 }
 
 /// One request, the operation (or, for the router's own answers, the component response)
@@ -103,6 +105,9 @@ impl Row {
         match &self.expect {
             Expect::Code(code) => assert_eq!(got["code"], *code, "{what}: {got}"),
             Expect::Body(body) => assert_eq!(&got, body, "{what}"),
+            Expect::Registry(code) => {
+                assert_eq!(got["errors"][0]["code"], *code, "{what}: {got}")
+            }
             Expect::Contains(text) => assert!(
                 got.as_str().is_some_and(|t| t.contains(text)),
                 "{what}: no {text:?} in {got}"
@@ -113,10 +118,58 @@ impl Row {
 
 /// The answers that need no job and no registry, as rows.
 pub fn rows(d: &Daemon) -> Vec<Row> {
-    use Expect::{Body, Code, Contains};
+    use Expect::{Body, Code, Contains, Registry};
     let roots = d.root().display().to_string();
     let digest = format!("sha256:{}", "ab".repeat(32));
     let mut rows = vec![
+        // hoist as a registry: the answers that ask no upstream.
+        get("/v2/", "/v2/", 200, Body(json!({}))),
+        get(
+            "/v2/Bad/manifests/1",
+            "/v2/{path}",
+            400,
+            Registry("NAME_INVALID"),
+        ),
+        get(
+            "/v2/a/blobs/latest",
+            "/v2/{path}",
+            400,
+            Registry("DIGEST_INVALID"),
+        ),
+        get(
+            "/v2/a/tags/list",
+            "/v2/{path}",
+            404,
+            Registry("UNSUPPORTED"),
+        ),
+        row(
+            Method::PUT,
+            "/v2/a/manifests/1",
+            "/v2/{path}",
+            405,
+            Registry("UNSUPPORTED"),
+        ),
+        row(
+            Method::POST,
+            "/v2/a/blobs/uploads/",
+            "/v2/{path}",
+            405,
+            Registry("UNSUPPORTED"),
+        ),
+        row(
+            Method::PATCH,
+            "/v2/a/blobs/uploads/x",
+            "/v2/{path}",
+            405,
+            Registry("UNSUPPORTED"),
+        ),
+        row(
+            Method::DELETE,
+            &format!("/v2/a/blobs/{digest}"),
+            "/v2/{path}",
+            405,
+            Registry("UNSUPPORTED"),
+        ),
         // System.
         get("/healthz", "/healthz", 200, Body(json!({"status": "ok"}))),
         get(
