@@ -203,6 +203,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let registry = RegistryClient::new(RegistryConfig {
         insecure_registries: config.insecure_registries.clone(),
         docker_config_dir: config.docker_config_dir.clone(),
+        hosts_dirs: config.hosts_dirs.clone(),
     })?;
     let jobs = Jobs::start(
         db,

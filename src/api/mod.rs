@@ -16,6 +16,7 @@ mod images;
 mod jobs;
 mod metrics;
 mod pulls;
+mod registries;
 mod system;
 mod wire;
 
@@ -70,6 +71,9 @@ pub static ROUTES: &[Route] = &[
     route(Method::GET, "/inspect", |m| on(m, images::inspect)),
     route(Method::GET, "/cache", |m| on(m, cache::stats)),
     route(Method::DELETE, "/cache", |m| on(m, cache::purge)),
+    route(Method::GET, "/registries/{host}", |m| {
+        on(m, registries::get)
+    }),
 ];
 
 const fn route(

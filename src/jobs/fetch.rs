@@ -2,6 +2,7 @@
 //! another job's download of the same blob, or downloaded now (into the cache, or into a
 //! job-private folder for `cache: bypass`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -34,6 +35,8 @@ pub struct Fetcher {
     pub blob_dir: Option<PathBuf>,
     pub tracker: Arc<Tracker>,
     pub cancel: CancellationToken,
+    /// Who served each blob fetched, by index: a host, or `cache`.
+    pub sources: Arc<std::sync::Mutex<HashMap<usize, String>>>,
 }
 
 impl Fetcher {
@@ -78,6 +81,7 @@ impl Fetcher {
                 .await?
             {
                 Acquired::Ready(found) => {
+                    self.source(index, "cache");
                     tracker.add_bytes(index, blob.size);
                     tracker.layer_state(index, "cached");
                     return Ok(found);
@@ -92,7 +96,8 @@ impl Fetcher {
             let tracker = tracker.clone();
             move |n: u64| tracker.add_bytes(index, n)
         };
-        self.env
+        let copied = self
+            .env
             .registry
             .copy_blob(
                 &self.reference,
@@ -107,8 +112,14 @@ impl Fetcher {
             .await?;
         // `commit` flushes, syncs and checks the digest.
         let found = writer.commit().await?;
+        self.source(index, &copied.source);
         tracker.layer_state(index, "downloaded");
         Ok(found)
+    }
+
+    fn source(&self, index: usize, source: &str) {
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        sources.insert(index, source.to_string());
     }
 }
 

@@ -27,9 +27,11 @@ mod blob;
 mod challenge;
 mod client;
 mod docker_config;
+mod endpoint;
 mod error;
 mod error_map;
 mod hosts;
+mod hosts_config;
 mod manifest;
 mod platform;
 mod push;
@@ -38,6 +40,7 @@ mod reference;
 mod retry;
 mod select;
 mod singleflight;
+mod tls;
 mod token;
 mod transport;
 
@@ -53,6 +56,7 @@ mod tests_push;
 pub use auth::Credentials;
 pub use client::{RegistryClient, RegistryConfig};
 pub use error::RegistryError;
+pub use hosts_config::{FileRef, RegistrySettings};
 pub use manifest::{FetchedManifest, ManifestKind, ResolvedImage, ResolvedManifest};
 pub use platform::Platform;
 pub use push_image::{
