@@ -140,44 +140,87 @@ fn build(tls: &TlsSettings) -> Result<reqwest::Client, String> {
 
 /// What went wrong in a TLS handshake, for people (`None`: not a TLS problem).
 pub(super) fn problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    const ADD_CA: &str = "add its CA as `ca` in hosts.toml, or as ca.crt in the host's \
+                          folder of HOIST_HOSTS_DIR";
+    const ADD_CLIENT: &str = "set `client` in hosts.toml, or NAME.cert and NAME.key in the \
+                              host's folder of HOIST_HOSTS_DIR";
+    let (kind, detail) = failure(e)?;
+    Some(match kind {
+        "UnknownIssuer" => format!("certificate signed by an unknown issuer ({ADD_CA})"),
+        "NotValidForName" => "certificate name mismatch: it is not valid for this host".into(),
+        "Expired" => "certificate expired".into(),
+        "NotValidYet" => "certificate not valid yet".into(),
+        "ClientRefused" => format!(
+            "the server refused our client certificate, or wants one ({detail}; {ADD_CLIENT})"
+        ),
+        "Certificate" => format!("invalid certificate: {detail}"),
+        _ => format!("TLS handshake failed: {detail}"),
+    })
+}
+
+/// The kind of a TLS failure in `e`'s chain, and its own words. The chain is searched
+/// for `rustls::Error` first; the connector may box it in types whose `source` skips it
+/// (`io::Error`'s does), so its words are the fallback.
+fn failure(e: &(dyn std::error::Error + 'static)) -> Option<(&'static str, String)> {
     use rustls::{AlertDescription as A, CertificateError as C, Error as E};
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        // `io::Error::source` skips the error it wraps: look inside by hand.
         let inner = err
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
             .and_then(|i| i.downcast_ref::<E>());
         if let Some(tls) = err.downcast_ref::<E>().or(inner) {
-            return Some(match tls {
-                E::InvalidCertificate(C::UnknownIssuer) => {
-                    "certificate signed by an unknown issuer (add its CA as `ca` in hosts.toml \
-                     or as ca.crt in the host's folder of HOIST_HOSTS_DIR)"
-                        .to_string()
-                }
+            let kind = match tls {
+                E::InvalidCertificate(C::UnknownIssuer) => "UnknownIssuer",
                 E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
-                    "certificate name mismatch: it is not valid for this host".to_string()
+                    "NotValidForName"
                 }
-                E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
-                    "certificate expired".to_string()
-                }
+                E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "Expired",
                 E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
-                    "certificate not valid yet".to_string()
+                    "NotValidYet"
                 }
-                E::InvalidCertificate(other) => format!("invalid certificate: {other:?}"),
+                E::InvalidCertificate(_) => "Certificate",
                 E::AlertReceived(
-                    alert @ (A::CertificateRequired
+                    A::CertificateRequired
                     | A::BadCertificate
                     | A::UnknownCA
-                    | A::CertificateUnknown),
-                ) => format!(
-                    "the server refused our client certificate, or wants one ({alert:?}; \
-                     set `client` in hosts.toml, or NAME.cert and NAME.key in the host's folder)"
-                ),
-                other => format!("TLS handshake failed: {other}"),
-            });
+                    | A::CertificateUnknown,
+                ) => "ClientRefused",
+                _ => "Handshake",
+            };
+            return Some((kind, tls.to_string()));
         }
         cur = err.source();
+    }
+    let text = super::error_map::error_chain(e);
+    if let Some(at) = text.find("invalid peer certificate: ") {
+        let what = text[at + "invalid peer certificate: ".len()..].to_string();
+        // The `Debug` name of a bare variant, or the `Display` of one with context.
+        let kind = [
+            ("UnknownIssuer", "UnknownIssuer"),
+            ("NotValidForName", "NotValidForName"),
+            ("certificate not valid for name", "NotValidForName"),
+            ("Expired", "Expired"),
+            ("certificate expired", "Expired"),
+            ("NotValidYet", "NotValidYet"),
+            ("certificate not valid yet", "NotValidYet"),
+        ]
+        .into_iter()
+        .find(|(words, _)| what.starts_with(words))
+        .map_or("Certificate", |(_, kind)| kind);
+        return Some((kind, what));
+    }
+    if let Some(at) = text.find("received fatal alert: ") {
+        let what = text[at..].to_string();
+        let client = [
+            "CertificateRequired",
+            "BadCertificate",
+            "UnknownCA",
+            "CertificateUnknown",
+        ]
+        .iter()
+        .any(|a| what.contains(a));
+        return Some((if client { "ClientRefused" } else { "Handshake" }, what));
     }
     None
 }

@@ -23,5 +23,6 @@ mod leftovers;
 mod openapi;
 mod pipeline;
 mod pull_layers;
+mod registry_hosts;
 mod resources;
 mod service;

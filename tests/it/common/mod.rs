@@ -18,6 +18,7 @@ pub mod registry;
 pub mod resources;
 pub mod service;
 pub mod sse;
+pub mod tls;
 pub mod token;
 pub mod tools;
 pub mod tree;
