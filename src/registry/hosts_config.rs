@@ -123,11 +123,15 @@ pub struct RegistrySettings {
     pub hosts: Vec<HostSettings>,
 }
 
+/// A `hosts.toml` as parsed, or why it does not parse (kept too: it is not read again
+/// until it changes).
+type Parsed = Arc<Result<RawFile, String>>;
+
 /// The `HOIST_HOSTS_DIR` folders and the parsed `hosts.toml` files seen so far.
 #[derive(Default)]
 pub(super) struct HostsDirs {
     dirs: Vec<PathBuf>,
-    parsed: Mutex<HashMap<PathBuf, (Stamp, Arc<Result<RawFile, String>>)>>,
+    parsed: Mutex<HashMap<PathBuf, (Stamp, Parsed)>>,
 }
 
 impl HostsDirs {
@@ -188,11 +192,7 @@ impl HostsDirs {
             .find(|p| p.is_dir())
     }
 
-    fn parse_cached(
-        &self,
-        file: &Path,
-        meta: &fs::Metadata,
-    ) -> Result<Arc<Result<RawFile, String>>, String> {
+    fn parse_cached(&self, file: &Path, meta: &fs::Metadata) -> Result<Parsed, String> {
         let stamp = Stamp::of(meta);
         let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((seen, raw)) = parsed.get(file) {

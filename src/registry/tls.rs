@@ -158,41 +158,35 @@ pub(super) fn problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     })
 }
 
-/// The kind of a TLS failure in `e`'s chain, and its own words. The chain is searched
-/// for `rustls::Error` first; the connector may box it in types whose `source` skips it
-/// (`io::Error`'s does), so its words are the fallback.
-fn failure(e: &(dyn std::error::Error + 'static)) -> Option<(&'static str, String)> {
-    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        let inner = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|i| i.downcast_ref::<E>());
-        if let Some(tls) = err.downcast_ref::<E>().or(inner) {
-            let kind = match tls {
-                E::InvalidCertificate(C::UnknownIssuer) => "UnknownIssuer",
-                E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
-                    "NotValidForName"
-                }
-                E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "Expired",
-                E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
-                    "NotValidYet"
-                }
-                E::InvalidCertificate(_) => "Certificate",
-                E::AlertReceived(
-                    A::CertificateRequired
-                    | A::BadCertificate
-                    | A::UnknownCA
-                    | A::CertificateUnknown,
-                ) => "ClientRefused",
-                _ => "Handshake",
-            };
-            return Some((kind, tls.to_string()));
-        }
-        cur = err.source();
+/// With TLS 1.3 a server checks the client's certificate after the handshake: when it
+/// refuses it (or wanted one), its alert races our first request, which then often meets
+/// a closed connection instead. Such an end of an `https` request gets this hint.
+pub(super) fn closed_hint(url: &reqwest::Url, chain: &str) -> &'static str {
+    let lower = chain.to_ascii_lowercase();
+    let closed = [
+        "broken pipe",
+        "connection reset",
+        "connection closed before message",
+    ]
+    .iter()
+    .any(|w| lower.contains(w));
+    if url.scheme() == "https" && closed {
+        " (a registry that wants a client certificate, or refuses ours, closes TLS \
+         connections like this: set `client` in hosts.toml, or NAME.cert and NAME.key in the \
+         host's folder of HOIST_HOSTS_DIR)"
+    } else {
+        ""
     }
-    let text = super::error_map::error_chain(e);
+}
+
+/// The kind of a TLS failure in `e`'s chain, and its own words. Read from rustls' words
+/// (`invalid peer certificate: …`, `received fatal alert: …`): between reqwest, hyper-util
+/// and tokio-rustls the `rustls::Error` is wrapped where `source` cannot reach it.
+fn failure(e: &(dyn std::error::Error + 'static)) -> Option<(&'static str, String)> {
+    words(&super::error_map::error_chain(e))
+}
+
+fn words(text: &str) -> Option<(&'static str, String)> {
     if let Some(at) = text.find("invalid peer certificate: ") {
         let what = text[at + "invalid peer certificate: ".len()..].to_string();
         // The `Debug` name of a bare variant, or the `Display` of one with context.
@@ -223,4 +217,51 @@ fn failure(e: &(dyn std::error::Error + 'static)) -> Option<(&'static str, Strin
         return Some((if client { "ClientRefused" } else { "Handshake" }, what));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rustls_words_become_a_kind() {
+        let kind = |t: &str| words(t).map(|(k, _)| k);
+        let connect = "error sending request: client error (Connect): ";
+        for (text, want) in [
+            (
+                "invalid peer certificate: UnknownIssuer",
+                Some("UnknownIssuer"),
+            ),
+            (
+                "invalid peer certificate: certificate not valid for name \"127.0.0.1\"; \
+                 certificate is only valid for DnsName(\"elsewhere.example\")",
+                Some("NotValidForName"),
+            ),
+            (
+                "invalid peer certificate: certificate expired: verification time 1, but \
+                 certificate is not valid after 0",
+                Some("Expired"),
+            ),
+            (
+                "invalid peer certificate: BadSignature",
+                Some("Certificate"),
+            ),
+            (
+                "received fatal alert: CertificateRequired",
+                Some("ClientRefused"),
+            ),
+            ("received fatal alert: HandshakeFailure", Some("Handshake")),
+            ("tcp connect error: Connection refused", None),
+        ] {
+            assert_eq!(kind(&format!("{connect}{text}")), want, "{text}");
+        }
+        let said = problem(&std::io::Error::other(format!(
+            "{connect}invalid peer certificate: UnknownIssuer"
+        )))
+        .unwrap();
+        assert!(
+            said.contains("unknown issuer") && said.contains("ca.crt"),
+            "{said}"
+        );
+    }
 }

@@ -245,9 +245,11 @@ impl Transport {
                 }
                 Err(SendError::Net(e, url)) => {
                     self.counters.count(&registry, 0);
+                    let chain = error_chain(&e);
+                    let hint = tls::closed_hint(&url, &chain);
                     return Err(RegistryError::Unreachable {
                         registry: registry.clone(),
-                        message: format!("{}: {}", url_for_humans(&url), error_chain(&e)),
+                        message: format!("{}: {chain}{hint}", url_for_humans(&url)),
                     });
                 }
                 Err(SendError::Fatal(e)) => return Err(e),

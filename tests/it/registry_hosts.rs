@@ -153,7 +153,13 @@ async fn certificate_problems_say_what_failed() {
     let job = world
         .pull(json!({"image": format!("{host}/tls/small:1"), "dest": "x"}))
         .await;
-    job.expect_failed("tls_error");
+    // TLS 1.3: the server's alert races our first request, which may meet a closed
+    // connection instead; either way the message says what to look at.
+    assert_eq!(job.status(), "failed", "{job:?}");
+    assert!(
+        matches!(job.error_code(), Some("tls_error" | "registry_unreachable")),
+        "{job:?}"
+    );
     let message = job.0["error"]["message"].as_str().unwrap();
     assert!(
         message.contains(&host) && message.contains("client certificate"),
