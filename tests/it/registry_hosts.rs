@@ -482,3 +482,100 @@ async fn a_bad_hosts_toml_names_file_and_line_until_fixed() {
     hosts.write(&origin, "hosts.toml", "");
     world.pull_ok(&world.image("lib/app:1"), "app").await;
 }
+
+#[tokio::test]
+async fn builds_read_their_base_through_a_mirror_and_push_to_the_origin_only() {
+    let certs = tempfile::tempdir().unwrap();
+    let hosts = HostsDir::new(certs.path().to_path_buf());
+    let world = world_with_hosts(certs.path(), true, RegistryAuth::Open).await;
+    world.push(&image(1, 10_000, 9), "lib/base:1", Format::Oci);
+    // A mirror of the same registry, with containerd's default capabilities (push too).
+    let mirror = FaultProxy::start(world.registry.addr);
+    let origin = world.image_host();
+    hosts.write(
+        &origin,
+        "hosts.toml",
+        format!("[host.\"http://{}\"]\n", mirror.host()),
+    );
+    let source = world.root().join("app");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("hello.txt"), "hello").unwrap();
+    world.proxy().clear_log();
+    let job = world
+        .submit_job(
+            "/builds",
+            "build",
+            &json!({"source": "app", "target": world.image("team/app:1"),
+                    "base": world.image("lib/base:1")}),
+        )
+        .await;
+    let job = world.wait_job(job.id()).await;
+    job.expect_succeeded();
+    let mirrored = mirror.log();
+    assert!(
+        mirrored
+            .iter()
+            .any(|l| l.method == "GET" && l.path.contains("/v2/lib/base/manifests/1?ns=")),
+        "the base was resolved by the mirror: {}",
+        mirror.log_text()
+    );
+    assert!(
+        mirrored
+            .iter()
+            .all(|l| l.method == "GET" && !l.path.contains("team/app")),
+        "nothing of the push went to the mirror: {}",
+        mirror.log_text()
+    );
+    let pushed = world.proxy().log();
+    assert!(
+        pushed
+            .iter()
+            .any(|l| l.method == "PUT" && l.path == "/v2/team/app/manifests/1"),
+        "the origin got the push: {}",
+        world.proxy().log_text()
+    );
+    assert!(
+        !pushed
+            .iter()
+            .any(|l| l.path.contains("/v2/lib/base/manifests/1")),
+        "the base's tag was not asked of the origin: {}",
+        world.proxy().log_text()
+    );
+}
+
+#[tokio::test]
+async fn skip_verify_trusts_any_certificate_and_says_so() {
+    let certs = tempfile::tempdir().unwrap();
+    let hosts = HostsDir::new(certs.path().to_path_buf());
+    let world = world_with_hosts(certs.path(), false, RegistryAuth::Open).await;
+    let ca = TestCa::new(world.dir(), "ca");
+    let img = image(2, 10_000, 10);
+    world.push(&img, "tls/app:1", Format::Oci);
+    let server = ca.server("server", "DNS:elsewhere.example");
+    let reg = tls::tls_registry(
+        &world.dir().join("tls"),
+        &world.registry.storage,
+        &server,
+        None,
+    );
+    let host = reg.host();
+    hosts.write(
+        &host,
+        "hosts.toml",
+        format!("server = \"https://{host}\"\nskip_verify = true\n"),
+    );
+    let job = world.pull_ok(&format!("{host}/tls/app:1"), "app").await;
+    assert_same_tree(&img.unpack_reference().rootfs, &job.dest());
+    let warnings = world
+        .hoist
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("skip_verify") && l.contains(&host))
+        .count();
+    // manifest, config, two layers: one warning per request
+    assert!(
+        warnings >= 4,
+        "a warning each time: {warnings}\n{}",
+        world.hoist.log_text()
+    );
+}
