@@ -7,19 +7,21 @@
 //! `*.crt` and `NAME.cert` + `NAME.key` files in the same folder add roots and client
 //! certificates to every host of the folder. The folders are looked at on every call
 //! (a change needs no restart); a parsed `hosts.toml` is kept while its (inode, size,
-//! mtime) stays the same. Unknown keys (containerd's `header`, `dial_timeout`) are
-//! ignored. Not for: opening files' contents or building TLS clients (`tls`).
+//! mtime) stays the same. Not for: the file format itself (`hosts_toml`), opening files'
+//! contents or building TLS clients (`tls`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use reqwest::Url;
-use serde::Deserialize;
 
 use super::hosts;
+use super::hosts_toml::{
+    Capability, ClientEntry, ClientField, OneOrMany, RawFile, RawHost, host_url, parse,
+};
 
 /// The folder containerd and hoist read for registries that have none of their own.
 const DEFAULT_FOLDER: &str = "_default";
@@ -236,111 +238,6 @@ fn default_origin(
         tls,
         override_path: false,
     })
-}
-
-/// `hosts.toml` as written (paths not resolved yet).
-#[derive(Clone, Debug, Deserialize)]
-pub(super) struct RawFile {
-    server: Option<String>,
-    #[serde(flatten)]
-    top: RawHost,
-    #[serde(default)]
-    host: BTreeMap<String, RawHost>,
-    /// The `[host."URL"]` keys in file order (from a second parse, which keeps order).
-    #[serde(skip)]
-    order: Vec<String>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-struct RawHost {
-    capabilities: Option<Vec<Capability>>,
-    ca: Option<OneOrMany>,
-    client: Option<ClientField>,
-    skip_verify: Option<bool>,
-    override_path: Option<bool>,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Capability {
-    Pull,
-    Resolve,
-    Push,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// containerd's `client`: `"combined.pem"`, or a list of `"combined.pem"` or
-/// `["cert", "key"]`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
-enum ClientField {
-    One(String),
-    Many(Vec<ClientEntry>),
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
-enum ClientEntry {
-    Combined(String),
-    Pair(Vec<String>),
-}
-
-/// Parses a `hosts.toml`; errors say the line.
-fn parse(text: &str) -> Result<RawFile, String> {
-    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
-    let mut raw: RawFile = toml::from_str(text).map_err(|e| match e.span() {
-        Some(span) => format!("line {}: {}", line_of(span.start), e.message().trim()),
-        None => e.message().trim().to_string(),
-    })?;
-    #[derive(Deserialize)]
-    struct Order {
-        #[serde(default)]
-        host: toml::Table,
-    }
-    let order: Order = toml::from_str(text).map_err(|e| e.message().to_string())?;
-    raw.order = order.host.keys().cloned().collect();
-    for key in &raw.order {
-        if let Err(e) = host_url(key, false) {
-            let line = text.find(key.as_str()).map_or(1, line_of);
-            return Err(format!("line {line}: [host.{key:?}]: {e}"));
-        }
-    }
-    if let Some(server) = &raw.server {
-        if let Err(e) = host_url(server, false) {
-            let line = text.find(server.as_str()).map_or(1, line_of);
-            return Err(format!("line {line}: server = {server:?}: {e}"));
-        }
-    }
-    Ok(raw)
-}
-
-/// The API root of a host URL: `…/v2/` appended unless `override_path` (containerd's rule).
-fn host_url(url: &str, override_path: bool) -> Result<Url, String> {
-    let mut u = Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
-    if !matches!(u.scheme(), "http" | "https") {
-        return Err("the scheme must be http or https".into());
-    }
-    if u.host_str().is_none() || !u.username().is_empty() || u.password().is_some() {
-        return Err(
-            "give a host, and no user or password (credentials go in DOCKER_CONFIG)".into(),
-        );
-    }
-    if u.query().is_some() || u.fragment().is_some() {
-        return Err("a host URL has no query or fragment".into());
-    }
-    let mut path = u.path().trim_end_matches('/').to_string();
-    if !override_path && !path.ends_with("/v2") {
-        path.push_str("/v2");
-    }
-    path.push('/');
-    u.set_path(&path);
-    Ok(u)
 }
 
 /// Docker's files in a host folder: `*.crt` roots, `NAME.cert` with `NAME.key` clients.

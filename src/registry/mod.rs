@@ -32,6 +32,7 @@ mod error;
 mod error_map;
 mod hosts;
 mod hosts_config;
+mod hosts_toml;
 mod manifest;
 mod platform;
 mod push;
