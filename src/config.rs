@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// ','-separated host[:port] spoken to over plain HTTP
     #[arg(long, env = "HOIST_INSECURE_REGISTRIES", default_value = "")]
     pub insecure_registries: String,
+    /// ':'-separated folders of per-registry settings (containerd's certs.d: hosts.toml,
+    /// ca.crt, NAME.cert + NAME.key), read afresh for every job
+    #[arg(long, env = "HOIST_HOSTS_DIR", default_value = "/etc/hoist/certs.d")]
+    pub hosts_dir: String,
     /// bearer token every request but GET /healthz must carry
     #[arg(long, env = "HOIST_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
@@ -117,6 +121,8 @@ pub struct Config {
     pub(crate) workers: usize,
     pub(crate) cache_max_bytes: Option<u64>,
     pub(crate) insecure_registries: Vec<String>,
+    /// `HOIST_HOSTS_DIR`, absolute folders (they need not exist).
+    pub(crate) hosts_dirs: Vec<PathBuf>,
     pub(crate) api_token: Option<String>,
     /// Extra names a request's `Host` may give, lower case, without a trailing dot.
     pub(crate) allowed_hosts: Vec<String>,
@@ -169,6 +175,18 @@ impl Config {
             .filter(|s| !s.is_empty())
             .map(str::to_ascii_lowercase)
             .collect();
+        let hosts_dirs: Vec<PathBuf> = args
+            .hosts_dir
+            .split(':')
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        if let Some(rel) = hosts_dirs.iter().find(|d| !d.is_absolute()) {
+            return Err(ConfigError::Invalid(format!(
+                "HOIST_HOSTS_DIR entry {} must be an absolute path",
+                rel.display()
+            )));
+        }
         let allowed_hosts = args
             .allowed_hosts
             .split(',')
@@ -199,6 +217,7 @@ impl Config {
             workers: args.workers,
             cache_max_bytes: args.cache_max_bytes,
             insecure_registries,
+            hosts_dirs,
             api_token: args.api_token.filter(|t| !t.is_empty()),
             allowed_hosts,
             docker_config_dir,

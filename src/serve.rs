@@ -193,6 +193,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let registry_config = RegistryConfig {
         insecure_registries: config.insecure_registries.clone(),
         docker_config_dir: config.docker_config_dir.clone(),
+        hosts_dirs: config.hosts_dirs.clone(),
     };
     // The mirror's own client has no Docker config: a /v2/ client reads upstream with its
     // own credentials or none, never with the daemon's. Everything else is the same.

@@ -112,6 +112,10 @@ impl From<RegistryError> for ApiError {
             }
             RegistryError::UnsupportedManifest { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             RegistryError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            // The operator's files, not the request, are wrong: nothing the client sends
+            // differently helps, and the same request works once the file is fixed (it
+            // is read afresh, no restart): the daemon cannot serve that registry for now.
+            RegistryError::HostsConfig { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         };
         ApiError::coded(status, &e)

@@ -69,6 +69,15 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             "hoist_registry_requests_total{{status=\"{status}\"}} {n}"
         );
     }
+    out.push_str("# HELP hoist_registry_host_requests_total Registry HTTP requests by host asked (mirrors, origins, token realms).\n");
+    out.push_str("# TYPE hoist_registry_host_requests_total counter\n");
+    for (host, n) in registry.request_counts_by_host() {
+        let host = host.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = writeln!(
+            out,
+            "hoist_registry_host_requests_total{{host=\"{host}\"}} {n}"
+        );
+    }
     for (name, help, value) in [
         (
             "hoist_registry_download_bytes_total",

@@ -18,6 +18,7 @@ mod images;
 mod jobs;
 mod metrics;
 mod pulls;
+mod registries;
 mod system;
 mod tags;
 mod trees;
@@ -80,6 +81,9 @@ pub static ROUTES: &[Route] = &[
     route(Method::GET, "/tags", |m| on(m, tags::list)),
     route(Method::GET, "/cache", |m| on(m, cache::stats)),
     route(Method::DELETE, "/cache", |m| on(m, cache::purge)),
+    route(Method::GET, "/registries/{host}", |m| {
+        on(m, registries::get)
+    }),
     // hoist as a registry (`v2/`): a GET route answers HEAD too (the handler tells them
     // apart); the wildcard takes repository names of any depth; every write is a 405.
     route(Method::GET, "/v2/", |m| on(m, v2::ping)),

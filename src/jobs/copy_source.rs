@@ -91,6 +91,7 @@ impl OpenBlob for Opener<'_> {
                     blob_dir: None,
                     tracker: Arc::new(Tracker::default()),
                     cancel: self.cancel.clone(),
+                    sources: Default::default(),
                 };
                 let cached = fetcher.fetch(index, &blob.descriptor).await?;
                 let file = open(cached.path()).await?;

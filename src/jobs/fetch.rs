@@ -6,6 +6,7 @@
 //! its own, the job reads it as it lands ([`crate::store::Follower`]), and a download goes
 //! on for as long as anyone follows it, this job or another pulling the same blob.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -47,6 +48,8 @@ pub struct Fetcher {
     pub blob_dir: Option<PathBuf>,
     pub tracker: Arc<Tracker>,
     pub cancel: CancellationToken,
+    /// Who served each blob fetched, by index: a host, or `cache`.
+    pub sources: Arc<std::sync::Mutex<HashMap<usize, String>>>,
 }
 
 impl Fetcher {
@@ -96,12 +99,15 @@ impl Fetcher {
                 .await?
             {
                 Opened::Ready(found) => {
+                    self.source(index, "cache");
                     tracker.add_bytes(index, blob.size);
                     tracker.layer_state(index, "cached");
                     return Ok(LayerBlob::Ready(found));
                 }
                 Opened::Follow(follower) => {
-                    // Another job's download: its bytes are counted there.
+                    // Another job's download: its bytes (and its host) are counted there;
+                    // this job asked no host.
+                    self.source(index, "cache");
                     tracker.add_bytes(index, blob.size);
                     tracker.layer_state(index, "downloading");
                     return Ok(LayerBlob::Landing(follower));
@@ -150,7 +156,9 @@ impl Fetcher {
         match copied {
             None => tracing::debug!(digest = %blob.digest, "download stopped: nobody follows it"),
             Some(Err(err)) => writer.abandon(&err),
-            Some(Ok(_)) => {
+            Some(Ok(copied)) => {
+                // Before the commit, which is what lets the job end: the result names it.
+                self.source(index, &copied.source);
                 // A verified blob is committed even if its followers left meanwhile.
                 if let Err(err) = writer.commit().await {
                     tracing::debug!(digest = %blob.digest, error = %err, "download refused");
@@ -170,6 +178,7 @@ impl Fetcher {
                 .await?
             {
                 Acquired::Ready(found) => {
+                    self.source(index, "cache");
                     tracker.add_bytes(index, blob.size);
                     tracker.layer_state(index, "cached");
                     return Ok(found);
@@ -184,7 +193,8 @@ impl Fetcher {
             let tracker = tracker.clone();
             move |n: u64| tracker.add_bytes(index, n)
         };
-        self.env
+        let copied = self
+            .env
             .registry
             .copy_blob(
                 &self.reference,
@@ -199,8 +209,14 @@ impl Fetcher {
             .await?;
         // `commit` flushes, syncs and checks the digest.
         let found = writer.commit().await?;
+        self.source(index, &copied.source);
         tracker.layer_state(index, "downloaded");
         Ok(found)
+    }
+
+    fn source(&self, index: usize, source: &str) {
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        sources.insert(index, source.to_string());
     }
 }
 

@@ -193,6 +193,10 @@ pub struct ResultLayer {
     pub digest: Digest,
     pub size: u64,
     pub media_type: MediaType,
+    /// Pulls: the host that served the layer (`host[:port]`, a mirror or the origin), or
+    /// `cache` when it was already there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl From<&Descriptor> for ResultLayer {
@@ -201,6 +205,7 @@ impl From<&Descriptor> for ResultLayer {
             digest: d.digest.clone(),
             size: d.size,
             media_type: d.media_type.clone(),
+            source: None,
         }
     }
 }
@@ -263,6 +268,7 @@ mod tests {
             digest: digest.clone(),
             size: 3,
             media_type: MediaType::OciLayer(crate::oci::Compression::Gzip),
+            source: None,
         };
         let pull = serde_json::to_value(PullResult {
             image: "r/a:1".into(),

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::JobEnv;
 use super::cancel::cancellable;
 use super::fetch::{self, Fetcher, LayerBlob, private_dir};
-use super::model::{JobError, PullResult};
+use super::model::{JobError, PullResult, ResultLayer};
 use super::progress::Tracker;
 use super::request::{CacheMode, Layout, PullSpec};
 use super::scratch::Scratch;
@@ -107,6 +107,7 @@ pub async fn run(
         blob_dir: blob_dir.as_ref().map(|d| d.path().to_path_buf()),
         tracker: tracker.clone(),
         cancel: cancel.clone(),
+        sources: Default::default(),
     };
 
     tracker.set_phase("downloading");
@@ -152,7 +153,7 @@ pub async fn run(
         index_digest: (image.top.digest != image.manifest.digest).then(|| image.top.digest.clone()),
         dest,
         platform: image.platform.to_string(),
-        layers: layers.iter().map(Into::into).collect(),
+        layers: result_layers(layers, &fetcher),
         warnings,
     })
 }
@@ -310,6 +311,16 @@ async fn committed(followers: Vec<Follower>) -> Result<(), JobError> {
         follower.outcome().await?;
     }
     Ok(())
+}
+
+/// The result's layers, each with the host that served it (or `cache`).
+fn result_layers(layers: &[Descriptor], fetcher: &Fetcher) -> Vec<ResultLayer> {
+    let sources = fetcher.sources.lock().unwrap_or_else(|e| e.into_inner());
+    let with_source = |(i, l): (usize, &Descriptor)| ResultLayer {
+        source: sources.get(&i).cloned(),
+        ..l.into()
+    };
+    layers.iter().enumerate().map(with_source).collect()
 }
 
 /// The next blob from the downloads, ready or landing, or why there is none.

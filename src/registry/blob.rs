@@ -1,5 +1,7 @@
 //! Downloading blobs: streamed into the caller's sink chunk by chunk, resumed with `Range`
-//! when a connection breaks off, cancellable between chunks.
+//! when a connection breaks off, cancellable between chunks. Asked of the registry's
+//! `pull` hosts in order, the origin last: when a mirror fails, even mid-blob, the next
+//! host goes on from the byte the sink has.
 //!
 //! Does not verify a layer's digest: the sink (the store's writer) hashes what passes.
 //! Small blobs fetched whole (image configs) are verified here. Not for: uploads (`push`).
@@ -11,24 +13,36 @@ use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use super::auth::Scope;
 use super::client::check_config_size;
+use super::endpoint::{Endpoint, Need, worth_next_host};
 use super::error_map::{Target, error_chain, error_for};
 use super::{Credentials, Reference, RegistryClient, RegistryError};
 use crate::digest::Digest;
 use crate::oci::Descriptor;
 
+/// What [`RegistryClient::copy_blob`] did.
+#[derive(Clone, Debug)]
+pub struct BlobCopied {
+    /// `host[:port]` of the host that sent the last bytes (a mirror or the origin).
+    pub source: String,
+}
+
 impl RegistryClient {
     /// Streams blob `digest` of `reference`'s repository into `sink`, starting at byte
     /// `offset` (bytes the sink already holds). Resumes with `Range` after a dropped
-    /// connection; `progress` is called with each chunk's length. Returns the total size.
-    /// Does not verify the digest: the sink (the store's writer) does.
+    /// connection; `progress` is called with each chunk's length. Tries the `pull`
+    /// mirrors, then the origin. Returns the total size. Does not verify the digest: the
+    /// sink (the store's writer) does.
     ///
     /// The sink is only ever appended to, which is what lets readers follow it while it
-    /// is written (`store::Follower`): a resumed body continues at the sink's offset, and
-    /// a server that answers a `Range` request with the whole body has the bytes the sink
-    /// already holds skipped, never written again. Should those restarted bytes differ
-    /// from the first ones, the sink's digest (over the first ones and the rest) fails.
+    /// is written (`store::Follower`): a resumed body (from the same host or the next one)
+    /// continues at the sink's offset, and a server that answers a `Range` request with
+    /// the whole body has the bytes the sink already holds skipped, never written again.
+    /// Should those restarted bytes differ from the first ones, the sink's digest (over
+    /// the first ones and the rest) fails.
     #[allow(clippy::too_many_arguments)]
     pub async fn copy_blob<W: AsyncWrite + Unpin + Send>(
         &self,
@@ -40,7 +54,59 @@ impl RegistryClient {
         offset: u64,
         progress: &(dyn Fn(u64) + Send + Sync),
         cancel: &CancellationToken,
-    ) -> Result<u64, RegistryError> {
+    ) -> Result<BlobCopied, RegistryError> {
+        let hosts = self.inner.endpoints(reference).await?.for_need(Need::Pull);
+        let mut pos = offset;
+        let mut last = None;
+        for host in hosts {
+            let from = pos;
+            let result = self
+                .copy_blob_from(
+                    &host,
+                    reference,
+                    digest,
+                    expected_size,
+                    creds,
+                    sink,
+                    &mut pos,
+                    progress,
+                    cancel,
+                )
+                .await;
+            match result {
+                Ok(()) => {
+                    return Ok(BlobCopied {
+                        source: host.name().to_string(),
+                    });
+                }
+                // The sink holds exactly `pos` good-so-far bytes: the next host goes on
+                // from there (the whole is verified by the sink at the end).
+                Err(e) if !host.is_origin() && worth_next_host(&e) => {
+                    tracing::warn!(%digest, mirror = %host.name(), from, at = pos, error = %e, "blob: mirror failed; asking the next host");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| RegistryError::Protocol(format!("no host for {digest}"))))
+    }
+
+    /// One host's part of [`copy_blob`](Self::copy_blob): from `*pos` to the end, or to
+    /// the point it failed (`*pos` then says how far the sink got).
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_blob_from<W: AsyncWrite + Unpin + Send>(
+        &self,
+        host: &Arc<Endpoint>,
+        reference: &Reference,
+        digest: &Digest,
+        expected_size: Option<u64>,
+        creds: Option<&Credentials>,
+        sink: &mut W,
+        pos: &mut u64,
+        progress: &(dyn Fn(u64) + Send + Sync),
+        cancel: &CancellationToken,
+    ) -> Result<(), RegistryError> {
+        let offset = *pos;
         let size_error = |actual: String| RegistryError::DigestMismatch {
             image: reference.to_string(),
             what: format!("size of blob {digest}"),
@@ -49,17 +115,24 @@ impl RegistryClient {
         };
         match expected_size {
             Some(e) if offset > e => return Err(size_error(format!("{offset} bytes already"))),
-            Some(e) if offset == e => return Ok(offset),
+            Some(e) if offset == e => return Ok(()),
             _ => {}
         }
-        let path = format!("v2/{}/blobs/{digest}", reference.repository);
+        let path = format!("{}/blobs/{digest}", reference.repository);
         let scopes = vec![Scope::pull(&reference.repository)];
-        let mut pos = offset;
+        // A mirror gets one try: when it breaks off, the next host goes on instead.
+        let attempts = if host.is_origin() {
+            self.inner.retry.attempts
+        } else {
+            1
+        };
         let mut stalls = 0u32;
         loop {
-            let mut req = self.request(Method::GET, reference, &path, scopes.clone(), creds)?;
-            if pos > 0 {
-                let range = HeaderValue::from_str(&format!("bytes={pos}-")).expect("ascii");
+            let pos_now = *pos;
+            let mut req =
+                self.request(host, Method::GET, reference, &path, scopes.clone(), creds)?;
+            if pos_now > 0 {
+                let range = HeaderValue::from_str(&format!("bytes={pos_now}-")).expect("ascii");
                 req.headers.insert(header::RANGE, range);
             }
             let resp = tokio::select! {
@@ -71,10 +144,10 @@ impl RegistryClient {
             let mut skip = match resp.status() {
                 StatusCode::PARTIAL_CONTENT => {
                     let start = content_range_start(resp.headers().get(header::CONTENT_RANGE));
-                    if start.is_some_and(|s| s != pos) {
+                    if start.is_some_and(|s| s != pos_now) {
                         return Err(RegistryError::Protocol(format!(
-                            "blob {digest} from {}: asked for bytes from {pos}, got a range from {}",
-                            reference.registry,
+                            "blob {digest} from {}: asked for bytes from {pos_now}, got a range from {}",
+                            host.name(),
                             start.unwrap_or_default()
                         )));
                     }
@@ -90,11 +163,11 @@ impl RegistryClient {
                     {
                         return Err(size_error(format!("{len} bytes (content-length)")));
                     }
-                    pos
+                    pos_now
                 }
                 _ => return Err(error_for(resp, reference, &scopes, Target::Blob(digest)).await),
             };
-            let before = pos;
+            let before = pos_now;
             let mut stream = resp.bytes_stream();
             let broke = loop {
                 let next = tokio::select! {
@@ -117,8 +190,8 @@ impl RegistryClient {
                     continue;
                 }
                 let len = chunk.len() as u64;
-                if expected_size.is_some_and(|e| pos + len > e) {
-                    return Err(size_error(format!("at least {} bytes", pos + len)));
+                if expected_size.is_some_and(|e| *pos + len > e) {
+                    return Err(size_error(format!("at least {} bytes", *pos + len)));
                 }
                 sink.write_all(&chunk)
                     .await
@@ -126,27 +199,27 @@ impl RegistryClient {
                         digest: digest.clone(),
                         source,
                     })?;
-                pos += len;
+                *pos += len;
                 progress(len);
             };
-            let complete = skip == 0 && expected_size.is_none_or(|e| pos == e);
+            let complete = skip == 0 && expected_size.is_none_or(|e| *pos == e);
             if broke.is_none() && complete {
                 break;
             }
-            stalls = if pos > before { 0 } else { stalls + 1 };
+            stalls = if *pos > before { 0 } else { stalls + 1 };
             let ended_short = broke.is_none();
             let why = broke.unwrap_or_else(|| "the body ended early".to_string());
-            if stalls >= self.inner.retry.attempts {
+            if stalls >= attempts || !host.is_origin() {
                 return Err(if ended_short && expected_size.is_some() {
-                    size_error(format!("{pos} bytes"))
+                    size_error(format!("{} bytes", *pos))
                 } else {
                     RegistryError::Unreachable {
-                        registry: reference.registry.clone(),
-                        message: format!("blob {digest} broke off at byte {pos}: {why}"),
+                        registry: host.name().to_string(),
+                        message: format!("blob {digest} broke off at byte {}: {why}", *pos),
                     }
                 });
             }
-            tracing::debug!(%digest, pos, %why, "blob download broke off; resuming");
+            tracing::debug!(%digest, pos = *pos, %why, "blob download broke off; resuming");
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(RegistryError::Cancelled),
@@ -157,7 +230,7 @@ impl RegistryClient {
             digest: digest.clone(),
             source,
         })?;
-        Ok(pos)
+        Ok(())
     }
 
     /// The size of blob `digest` in `reference`'s repository (HEAD, pull scope): the
@@ -168,9 +241,11 @@ impl RegistryClient {
         digest: &Digest,
         creds: Option<&Credentials>,
     ) -> Result<u64, RegistryError> {
-        let path = format!("v2/{}/blobs/{digest}", reference.repository);
+        let path = format!("{}/blobs/{digest}", reference.repository);
         let scopes = vec![Scope::pull(&reference.repository)];
-        let req = self.request(Method::HEAD, reference, &path, scopes, creds)?;
+        // The origin decides who may read what.
+        let origin = self.inner.origin(reference).await?;
+        let req = self.request(&origin, Method::HEAD, reference, &path, scopes, creds)?;
         let resp = self.inner.send(&req).await?;
         if !resp.status().is_success() {
             return Err(error_for(resp, reference, &req.scopes, Target::Blob(digest)).await);

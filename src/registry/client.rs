@@ -7,17 +7,19 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
 
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, Response};
 
 use super::auth::Scope;
 use super::docker_config::{self, DockerConfig};
+use super::endpoint::{Endpoint, Need, each_host};
 use super::error_map::{Target, error_for};
+use super::hosts_config::{HostsDirs, RegistrySettings};
 use super::retry::RetryPolicy;
 use super::select::platform_not_found;
 use super::singleflight::SingleFlight;
+use super::tls::TlsPool;
 use super::transport::{Body, Request, Transport, read_limited};
 use super::{
     Credentials, FetchedManifest, ManifestKind, Platform, Reference, RegistryError, ResolvedImage,
@@ -28,13 +30,6 @@ use crate::oci::MediaType;
 
 /// Manifests larger than this are refused (the distribution spec allows registries 4 MiB).
 const MAX_MANIFEST_BYTES: usize = 16 << 20;
-/// Idle connections kept per registry host. Enough for the workers' parallel downloads to
-/// reuse their connections; a burst beyond it (many requests at once) closes the extra
-/// ones as they finish instead of keeping every one of them open.
-const IDLE_PER_HOST: usize = 8;
-/// An idle connection is closed after this long. hyper checks every this often, so one
-/// may live up to twice as long (reqwest's default of 90 s kept them for up to 3 min).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Image configs larger than this are refused; they are JSON of a few KiB.
 pub(super) const MAX_CONFIG_BYTES: u64 = 16 << 20;
 /// The `Accept` of every manifest request, built once.
@@ -51,6 +46,8 @@ pub struct RegistryConfig {
     /// Folder of Docker's `config.json` (`$DOCKER_CONFIG`, else `~/.docker`).
     /// `None`: no credentials besides those a request brings.
     pub docker_config_dir: Option<PathBuf>,
+    /// `HOIST_HOSTS_DIR`: folders of per-registry settings (mirrors, TLS), first match wins.
+    pub hosts_dirs: Vec<PathBuf>,
 }
 
 impl RegistryConfig {
@@ -97,19 +94,12 @@ impl RegistryClient {
         config: RegistryConfig,
         retry: RetryPolicy,
     ) -> Result<Self, RegistryError> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(IDLE_PER_HOST)
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .build()
-            .map_err(|e| RegistryError::Protocol(format!("cannot set up the HTTP client: {e}")))?;
+        let tls = TlsPool::new().map_err(RegistryError::Protocol)?;
         let docker = DockerConfig::new(config.docker_config_dir);
         Ok(RegistryClient {
             inner: Arc::new(Transport::new(
-                http,
+                tls,
+                HostsDirs::new(config.hosts_dirs),
                 config.insecure_registries,
                 docker,
                 retry,
@@ -129,6 +119,20 @@ impl RegistryClient {
         self.inner.counters.by_status()
     }
 
+    /// Registry requests so far by host (`host[:port]` of mirrors, origins, token realms).
+    pub fn request_counts_by_host(&self) -> Vec<(String, u64)> {
+        self.inner.counters.by_host()
+    }
+
+    /// The host settings in force for `reference`'s registry, read from
+    /// `HOIST_HOSTS_DIR` now: its hosts in the order they are asked, the origin last.
+    pub async fn registry_settings(
+        &self,
+        reference: &Reference,
+    ) -> Result<RegistrySettings, RegistryError> {
+        self.inner.settings(reference).await
+    }
+
     /// Blob bytes received from registries so far (manifests not included).
     pub fn bytes_downloaded(&self) -> u64 {
         self.inner.counters.downloaded.load(Ordering::Relaxed)
@@ -139,8 +143,10 @@ impl RegistryClient {
         self.inner.counters.uploaded.load(Ordering::Relaxed)
     }
 
+    /// A request to `host` for `path` (relative to its API root: `REPO/blobs/DIGEST`).
     pub(super) fn request<'a>(
         &self,
+        host: &Arc<Endpoint>,
         method: Method,
         reference: &'a Reference,
         path: &str,
@@ -150,7 +156,8 @@ impl RegistryClient {
         Ok(Request {
             method,
             reference,
-            url: self.inner.url(reference, path)?,
+            host: host.clone(),
+            url: host.url(path)?,
             headers: HeaderMap::new(),
             body: Body::Empty,
             scopes,
@@ -160,16 +167,18 @@ impl RegistryClient {
 
     fn manifest_request<'a>(
         &self,
+        host: &Arc<Endpoint>,
         method: Method,
         reference: &'a Reference,
         creds: Option<&'a Credentials>,
     ) -> Result<Request<'a>, RegistryError> {
         let path = format!(
-            "v2/{}/manifests/{}",
+            "{}/manifests/{}",
             reference.repository,
             reference.manifest_ref()
         );
         let mut req = self.request(
+            host,
             method,
             reference,
             &path,
@@ -181,13 +190,31 @@ impl RegistryClient {
     }
 
     /// GETs the manifest `reference` names (tag or digest), verifying its digest when the
-    /// reference has one. Schema 1 is refused with `unsupported_manifest`.
+    /// reference has one. Schema 1 is refused with `unsupported_manifest`. A tag is asked
+    /// of the hosts with `resolve`, a digest of those with `pull`, the origin last.
     pub async fn get_manifest(
         &self,
         reference: &Reference,
         creds: Option<&Credentials>,
     ) -> Result<FetchedManifest, RegistryError> {
-        let req = self.manifest_request(Method::GET, reference, creds)?;
+        let need = match reference.digest {
+            Some(_) => Need::Pull,
+            None => Need::Resolve,
+        };
+        let hosts = self.inner.endpoints(reference).await?.for_need(need);
+        each_host(&hosts, reference, "manifest", |host| {
+            self.get_manifest_from(host, reference, creds)
+        })
+        .await
+    }
+
+    async fn get_manifest_from(
+        &self,
+        host: Arc<Endpoint>,
+        reference: &Reference,
+        creds: Option<&Credentials>,
+    ) -> Result<FetchedManifest, RegistryError> {
+        let req = self.manifest_request(&host, Method::GET, reference, creds)?;
         let mut tries = 0;
         let (headers, bytes) = loop {
             let resp = self.inner.send(&req).await?;
@@ -238,7 +265,30 @@ impl RegistryClient {
         reference: &Reference,
         creds: Option<&Credentials>,
     ) -> Result<(Digest, MediaType, u64), RegistryError> {
-        let req = self.manifest_request(Method::HEAD, reference, creds)?;
+        let need = match reference.digest {
+            Some(_) => Need::Pull,
+            None => Need::Resolve,
+        };
+        let hosts = self.inner.endpoints(reference).await?.for_need(need);
+        let found = each_host(&hosts, reference, "manifest", |host| {
+            self.head_manifest_from(host, reference, creds)
+        })
+        .await?;
+        if let Some(found) = found {
+            return Ok(found);
+        }
+        let m = self.get_manifest(reference, creds).await?;
+        Ok((m.digest, m.media_type, m.bytes.len() as u64))
+    }
+
+    /// `None`: the host answered the HEAD without the headers that say it all.
+    async fn head_manifest_from(
+        &self,
+        host: Arc<Endpoint>,
+        reference: &Reference,
+        creds: Option<&Credentials>,
+    ) -> Result<Option<(Digest, MediaType, u64)>, RegistryError> {
+        let req = self.manifest_request(&host, Method::HEAD, reference, creds)?;
         let resp = self.inner.send(&req).await?;
         if resp.status().is_success() {
             if let Some(found) = from_head(&resp) {
@@ -250,13 +300,12 @@ impl RegistryClient {
                         actual: found.0.to_string(),
                     });
                 }
-                return Ok(found);
+                return Ok(Some(found));
             }
-        } else if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        } else if resp.status() == reqwest::StatusCode::NOT_FOUND || !host.is_origin() {
             return Err(error_for(resp, reference, &req.scopes, Target::Manifest).await);
         }
-        let m = self.get_manifest(reference, creds).await?;
-        Ok((m.digest, m.media_type, m.bytes.len() as u64))
+        Ok(None)
     }
 
     /// The digest of what `reference` names and, with `platform`, of that platform's

@@ -115,8 +115,11 @@ impl RegistryClient {
         digest: &Digest,
         creds: Option<&Credentials>,
     ) -> Result<Option<Vec<Digest>>, RegistryError> {
-        let path = format!("v2/{}/referrers/{digest}", reference.repository);
+        let path = format!("{}/referrers/{digest}", reference.repository);
+        // The origin's answer: mirrors do not serve the referrers API.
+        let origin = self.inner.origin(reference).await?;
         let mut req = self.request(
+            &origin,
             Method::GET,
             reference,
             &path,

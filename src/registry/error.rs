@@ -69,6 +69,12 @@ pub enum RegistryError {
     },
     #[error("cancelled")]
     Cancelled,
+    /// A `hosts.toml` or certificate file of `HOIST_HOSTS_DIR` that cannot be used; the
+    /// message names the file (and the line).
+    #[error("invalid registry host settings: {message}")]
+    HostsConfig { message: String },
+    #[error("TLS with {host} failed: {problem}")]
+    Tls { host: String, problem: String },
 }
 
 /// Single flight hands one error to every caller: each gets its own copy. The only
@@ -165,6 +171,13 @@ impl Clone for RegistryError {
                 source: std::io::Error::new(source.kind(), source.to_string()),
             },
             Cancelled => Cancelled,
+            HostsConfig { message } => HostsConfig {
+                message: message.clone(),
+            },
+            Tls { host, problem } => Tls {
+                host: host.clone(),
+                problem: problem.clone(),
+            },
         }
     }
 }
@@ -188,6 +201,8 @@ impl crate::error::ErrorCode for RegistryError {
             RegistryError::Protocol(_) => "registry_protocol_error",
             RegistryError::Write { .. } => "io_error",
             RegistryError::Cancelled => crate::error::CANCELLED,
+            RegistryError::HostsConfig { .. } => "invalid_hosts_config",
+            RegistryError::Tls { .. } => "tls_error",
         }
     }
 }

@@ -30,9 +30,12 @@ mod challenge;
 mod client;
 mod copy;
 mod docker_config;
+mod endpoint;
 mod error;
 mod error_map;
 mod hosts;
+mod hosts_config;
+mod hosts_toml;
 mod manifest;
 mod platform;
 mod push;
@@ -42,6 +45,7 @@ mod retry;
 mod select;
 mod singleflight;
 mod tags;
+mod tls;
 mod token;
 mod transport;
 
@@ -59,6 +63,7 @@ pub use client::{RegistryClient, RegistryConfig};
 pub use copy::{MAX_REFERRERS, referrer_tags, subset_index};
 pub use docker_config::DockerConfig;
 pub use error::RegistryError;
+pub use hosts_config::{FileRef, RegistrySettings};
 pub use manifest::{FetchedManifest, ManifestKind, ResolvedImage, ResolvedManifest};
 pub use platform::Platform;
 pub use push_image::{

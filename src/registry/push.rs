@@ -42,8 +42,10 @@ impl RegistryClient {
         digest: &Digest,
         creds: Option<&Credentials>,
     ) -> Result<bool, RegistryError> {
-        let path = format!("v2/{}/blobs/{digest}", reference.repository);
+        let path = format!("{}/blobs/{digest}", reference.repository);
+        let origin = self.inner.origin(reference).await?;
         let req = self.request(
+            &origin,
             Method::HEAD,
             reference,
             &path,
@@ -75,8 +77,9 @@ impl RegistryClient {
             Scope::push(&target.repository),
             Scope::pull(&from.repository),
         ];
-        let path = format!("v2/{}/blobs/uploads/", target.repository);
-        let mut req = self.request(Method::POST, target, &path, scopes, creds)?;
+        let path = format!("{}/blobs/uploads/", target.repository);
+        let origin = self.inner.origin(target).await?;
+        let mut req = self.request(&origin, Method::POST, target, &path, scopes, creds)?;
         req.url
             .query_pairs_mut()
             .append_pair("mount", &digest.to_string())
@@ -87,8 +90,14 @@ impl RegistryClient {
             StatusCode::CREATED => Ok(true),
             StatusCode::ACCEPTED => {
                 if let Ok(loc) = location(&resp, &req.url) {
-                    let mut cancel =
-                        self.request(Method::DELETE, target, "", req.scopes.clone(), creds)?;
+                    let mut cancel = self.request(
+                        &origin,
+                        Method::DELETE,
+                        target,
+                        "",
+                        req.scopes.clone(),
+                        creds,
+                    )?;
                     cancel.url = loc;
                     let _ = self.inner.send(&cancel).await;
                 }
@@ -109,8 +118,16 @@ impl RegistryClient {
         creds: Option<&Credentials>,
     ) -> Result<(), RegistryError> {
         let scopes = vec![Scope::push(&reference.repository)];
-        let path = format!("v2/{}/blobs/uploads/", reference.repository);
-        let mut start = self.request(Method::POST, reference, &path, scopes.clone(), creds)?;
+        let path = format!("{}/blobs/uploads/", reference.repository);
+        let origin = self.inner.origin(reference).await?;
+        let mut start = self.request(
+            &origin,
+            Method::POST,
+            reference,
+            &path,
+            scopes.clone(),
+            creds,
+        )?;
         start.headers.insert(header::CONTENT_LENGTH, number(0));
         let resp = self.inner.send(&start).await?;
         if resp.status() != StatusCode::ACCEPTED {
@@ -118,7 +135,7 @@ impl RegistryClient {
         }
         let mut loc = location(&resp, &start.url)?;
 
-        let mut put = self.request(Method::PUT, reference, "", scopes.clone(), creds)?;
+        let mut put = self.request(&origin, Method::PUT, reference, "", scopes.clone(), creds)?;
         put.headers.insert(header::CONTENT_TYPE, octet_stream());
         if size <= MONOLITHIC_MAX {
             let counters = self.inner.clone();
@@ -143,7 +160,7 @@ impl RegistryClient {
                 }
                 let len = chunk.len() as u64;
                 let mut patch =
-                    self.request(Method::PATCH, reference, "", scopes.clone(), creds)?;
+                    self.request(&origin, Method::PATCH, reference, "", scopes.clone(), creds)?;
                 patch.url = loc.clone();
                 patch.headers.insert(header::CONTENT_TYPE, octet_stream());
                 patch.headers.insert(header::CONTENT_LENGTH, number(len));
@@ -205,12 +222,13 @@ impl RegistryClient {
             None => Digest::sha256_of(&bytes),
         };
         let path = format!(
-            "v2/{}/manifests/{}",
+            "{}/manifests/{}",
             reference.repository,
             reference.manifest_ref()
         );
         let scopes = vec![Scope::push(&reference.repository)];
-        let mut req = self.request(Method::PUT, reference, &path, scopes, creds)?;
+        let origin = self.inner.origin(reference).await?;
+        let mut req = self.request(&origin, Method::PUT, reference, &path, scopes, creds)?;
         let content_type = HeaderValue::from_str(media_type.as_str()).map_err(|_| {
             RegistryError::Protocol(format!("invalid media type {:?}", media_type.as_str()))
         })?;

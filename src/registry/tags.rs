@@ -52,9 +52,11 @@ impl RegistryClient {
         last: Option<&str>,
         creds: Option<&Credentials>,
     ) -> Result<TagList, RegistryError> {
-        let path = format!("v2/{}/tags/list", reference.repository);
+        let path = format!("{}/tags/list", reference.repository);
         let scopes = vec![Scope::pull(&reference.repository)];
-        let mut req = self.request(Method::GET, reference, &path, scopes, creds)?;
+        // The origin's list: a mirror holds only what was pulled through it.
+        let host = self.inner.origin(reference).await?;
+        let mut req = self.request(&host, Method::GET, reference, &path, scopes, creds)?;
         {
             let mut q = req.url.query_pairs_mut();
             q.append_pair("n", &n.unwrap_or(PAGE_SIZE).to_string());

@@ -28,19 +28,18 @@ async fn copy(
         seen.fetch_add(n, Ordering::Relaxed);
     };
     let digest = Digest::sha256_of(BLOB);
-    let total = c
-        .copy_blob(
-            r,
-            &digest,
-            expected,
-            None,
-            sink,
-            offset,
-            &progress,
-            &CancellationToken::new(),
-        )
-        .await?;
-    Ok((total, seen.load(Ordering::Relaxed)))
+    c.copy_blob(
+        r,
+        &digest,
+        expected,
+        None,
+        sink,
+        offset,
+        &progress,
+        &CancellationToken::new(),
+    )
+    .await?;
+    Ok((sink.len() as u64, seen.load(Ordering::Relaxed)))
 }
 
 /// A body that sends `first` bytes of BLOB (declaring all of it) and then breaks.

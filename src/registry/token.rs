@@ -18,11 +18,16 @@ use super::{Credentials, RegistryError};
 const MAX_TOKEN_ANSWER: usize = 1 << 20;
 
 impl Transport {
-    /// The request's own credentials, else Docker's configuration for the registry.
+    /// For the origin: the request's own credentials, else Docker's configuration for the
+    /// registry. For a mirror: Docker's configuration for the mirror's own host, never
+    /// the origin's credentials.
     pub(super) async fn creds_for(
         &self,
         req: &Request<'_>,
     ) -> Result<Option<Credentials>, RegistryError> {
+        if !req.host.is_origin() {
+            return self.docker.credentials(req.host.name()).await;
+        }
         match req.creds {
             Some(c) => Ok(Some(c.clone())),
             None => self.docker.credentials(&req.reference.registry).await,
@@ -45,7 +50,7 @@ impl Transport {
         };
         match ch.scheme.as_str() {
             "bearer" => {
-                let key = TokenKey::new(req.reference.api_host(), &req.scopes, creds.as_ref());
+                let key = TokenKey::new(req.host.name(), &req.scopes, creds.as_ref());
                 let token = match self.tokens.get(&key) {
                     Some(t) => t,
                     None => self.fetch_token(ch, req, creds.as_ref(), &key).await?,
@@ -75,14 +80,15 @@ impl Transport {
         let tr = auth::token_request(ch, &req.scopes, creds, &self.insecure)
             .map_err(|e| RegistryError::Protocol(format!("registry {registry}: {e}")))?;
         let resp = self
-            .with_retries(req.reference, self.retry.attempts, || async {
+            .with_retries(req.host.name(), self.retry.attempts, || async {
                 let mut rb = match &tr.form {
-                    Some(form) => self
+                    Some(form) => req
+                        .host
                         .http
                         .post(tr.url.clone())
                         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                         .body(form.clone()),
-                    None => self.http.get(tr.url.clone()),
+                    None => req.host.http.get(tr.url.clone()),
                 };
                 if let Some(c) = creds.filter(|c| !c.is_identity_token()) {
                     rb = rb.basic_auth(&c.username, Some(&c.password));
@@ -91,7 +97,10 @@ impl Transport {
                     .send()
                     .await
                     .map_err(|e| SendError::Net(e, tr.url.clone()))?;
-                self.counters.count(resp.status().as_u16());
+                self.counters.count(
+                    &super::hosts::url_host_port(&tr.url),
+                    resp.status().as_u16(),
+                );
                 Ok(resp)
             })
             .await?;

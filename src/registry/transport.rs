@@ -7,8 +7,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{self, HeaderMap, HeaderValue};
@@ -17,12 +17,17 @@ use reqwest::{Method, Response, StatusCode, Url};
 use super::auth::{Scope, TokenCache};
 use super::challenge::{self, Challenge};
 use super::docker_config::DockerConfig;
+use super::endpoint::Endpoint;
 use super::error_map::{error_chain, unauthorized, url_for_humans};
 use super::hosts;
+use super::hosts_config::HostsDirs;
 use super::retry::{self, RetryPolicy};
+use super::tls::{self, TlsPool};
 use super::{Credentials, Reference, RegistryError};
 
 const MAX_REDIRECTS: usize = 10;
+/// Hosts counted apart in `/metrics`; requests to further ones are counted as `other`.
+const MAX_COUNTED_HOSTS: usize = 256;
 
 /// A request body that can be sent again (for retries and auth) or only once (a stream).
 pub(super) enum Body {
@@ -51,10 +56,13 @@ impl Body {
 pub(super) struct Request<'a> {
     pub method: Method,
     pub reference: &'a Reference,
+    /// The host asked: a mirror or the origin (whose URL `url` is on).
+    pub host: Arc<Endpoint>,
     pub url: Url,
     pub headers: HeaderMap,
     pub body: Body,
     pub scopes: Vec<Scope>,
+    /// The job's own credentials: for the origin only, never sent to a mirror.
     pub creds: Option<&'a Credentials>,
 }
 
@@ -67,12 +75,22 @@ pub(super) enum SendError {
 #[derive(Default)]
 pub(super) struct Counters {
     by_status: Mutex<BTreeMap<u16, u64>>,
+    by_host: Mutex<BTreeMap<String, u64>>,
     pub downloaded: AtomicU64,
     pub uploaded: AtomicU64,
 }
 
 impl Counters {
-    pub fn count(&self, status: u16) {
+    pub fn count(&self, host: &str, status: u16) {
+        {
+            let mut hosts = self.by_host.lock().unwrap_or_else(|e| e.into_inner());
+            let key = if hosts.contains_key(host) || hosts.len() < MAX_COUNTED_HOSTS {
+                host
+            } else {
+                "other"
+            };
+            *hosts.entry(key.to_string()).or_default() += 1;
+        }
         *self
             .by_status
             .lock()
@@ -84,13 +102,19 @@ impl Counters {
         let map = self.by_status.lock().unwrap_or_else(|e| e.into_inner());
         map.iter().map(|(&s, &n)| (s, n)).collect()
     }
+    pub fn by_host(&self) -> Vec<(String, u64)> {
+        let map = self.by_host.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(h, &n)| (h.clone(), n)).collect()
+    }
     pub fn add_downloaded(&self, n: u64) {
         self.downloaded.fetch_add(n, Ordering::Relaxed);
     }
 }
 
 pub(super) struct Transport {
-    pub http: reqwest::Client,
+    /// One client per distinct TLS setting, so each keeps its connection pool.
+    pub(super) tls: Arc<TlsPool>,
+    pub(super) hosts_dirs: Arc<HostsDirs>,
     pub insecure: Vec<String>,
     pub retry: RetryPolicy,
     pub counters: Counters,
@@ -102,13 +126,15 @@ pub(super) struct Transport {
 
 impl Transport {
     pub fn new(
-        http: reqwest::Client,
+        tls: TlsPool,
+        hosts_dirs: HostsDirs,
         insecure: Vec<String>,
         docker: DockerConfig,
         retry: RetryPolicy,
     ) -> Self {
         Transport {
-            http,
+            tls: Arc::new(tls),
+            hosts_dirs: Arc::new(hosts_dirs),
             insecure,
             retry,
             counters: Counters::default(),
@@ -118,19 +144,14 @@ impl Transport {
         }
     }
 
-    /// `https://host/PATH` (or `http://` for hosts allowed plain HTTP) on `reference`'s API host.
-    pub fn url(&self, reference: &Reference, path: &str) -> Result<Url, RegistryError> {
-        let base = hosts::base_url(reference.api_host(), &self.insecure)
-            .map_err(RegistryError::Protocol)?;
-        base.join(path)
-            .map_err(|e| RegistryError::Protocol(format!("bad request path {path:?}: {e}")))
-    }
-
     /// Sends `req`, authenticating when challenged, retrying transient failures and
     /// following redirects. Answers any final status except 401 (→ `Unauthorized`), 429
     /// after the last retry (→ `TooManyRequests`) and no answer (→ `Unreachable`).
     pub async fn send(&self, req: &Request<'_>) -> Result<Response, RegistryError> {
-        let host = req.reference.api_host().to_string();
+        let host = req.host.name().to_string();
+        if req.host.settings.tls.skip_verify && req.url.scheme() == "https" {
+            tracing::warn!(%host, "TLS certificate verification is off for this host (skip_verify in HOIST_HOSTS_DIR)");
+        }
         let known = self.lock_challenges().get(&host).cloned();
         let (mut auth, mut key) = match known {
             Some(ch) => self.authorize(&ch, req).await?,
@@ -138,16 +159,15 @@ impl Transport {
         };
         let mut fresh = false;
         loop {
-            // A streamed body cannot be sent twice, so such a request gets one try.
-            let attempts = if req.body.replayable() {
+            // A streamed body cannot be sent twice, so such a request gets one try; a
+            // mirror gets one too: when it fails, the next host is asked instead.
+            let attempts = if req.body.replayable() && req.host.is_origin() {
                 self.retry.attempts
             } else {
                 1
             };
             let resp = self
-                .with_retries(req.reference, attempts, || {
-                    self.send_following(req, auth.as_ref())
-                })
+                .with_retries(&host, attempts, || self.send_following(req, auth.as_ref()))
                 .await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
@@ -185,7 +205,7 @@ impl Transport {
     /// tries are used up.
     pub(super) async fn with_retries<F, Fut>(
         &self,
-        reference: &Reference,
+        registry: &str,
         attempts: u32,
         mut attempt: F,
     ) -> Result<Response, RegistryError>
@@ -193,7 +213,7 @@ impl Transport {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Response, SendError>>,
     {
-        let registry = &reference.registry;
+        let registry = registry.to_string();
         let mut n = 0;
         loop {
             let last = n + 1 >= attempts;
@@ -209,17 +229,27 @@ impl Transport {
                     });
                 }
                 Ok(resp) => return Ok(resp),
+                // A certificate does not get better by asking again.
+                Err(SendError::Net(e, _)) if tls::problem(&e).is_some() => {
+                    self.counters.count(&registry, 0);
+                    return Err(RegistryError::Tls {
+                        host: registry,
+                        problem: tls::problem(&e).unwrap_or_default(),
+                    });
+                }
                 Err(SendError::Net(e, url)) if retry::is_retryable_error(&e) && !last => {
-                    self.counters.count(0);
+                    self.counters.count(&registry, 0);
                     let wait = self.retry.backoff(n);
                     tracing::debug!(%registry, url = %url_for_humans(&url), error = %error_chain(&e), ?wait, "retrying");
                     tokio::time::sleep(wait).await;
                 }
                 Err(SendError::Net(e, url)) => {
-                    self.counters.count(0);
+                    self.counters.count(&registry, 0);
+                    let chain = error_chain(&e);
+                    let hint = tls::closed_hint(&url, &chain);
                     return Err(RegistryError::Unreachable {
                         registry: registry.clone(),
-                        message: format!("{}: {}", url_for_humans(&url), error_chain(&e)),
+                        message: format!("{}: {chain}{hint}", url_for_humans(&url)),
                     });
                 }
                 Err(SendError::Fatal(e)) => return Err(e),
@@ -237,7 +267,7 @@ impl Transport {
     ) -> Result<Response, SendError> {
         // Credentials go to the registry's API origin only, never to a CDN or an upload
         // location on another host.
-        let origin = self.url(req.reference, "/").map_err(SendError::Fatal)?;
+        let origin = &req.host.settings.api;
         let mut url = req.url.clone();
         let mut method = req.method.clone();
         let mut body = req.body.take();
@@ -248,11 +278,12 @@ impl Transport {
             ))));
         }
         for _ in 0..=MAX_REDIRECTS {
-            let mut rb = self
+            let mut rb = req
+                .host
                 .http
                 .request(method.clone(), url.clone())
                 .headers(req.headers.clone());
-            if let Some(a) = auth.filter(|_| hosts::same_origin(&url, &origin)) {
+            if let Some(a) = auth.filter(|_| hosts::same_origin(&url, origin)) {
                 rb = rb.header(header::AUTHORIZATION, a.clone());
             }
             if let Some(b) = body.take() {
@@ -263,7 +294,7 @@ impl Transport {
                 .await
                 .map_err(|e| SendError::Net(e.without_url(), url.clone()))?;
             let status = resp.status();
-            self.counters.count(status.as_u16());
+            self.counters.count(req.host.name(), status.as_u16());
             tracing::debug!(%method, url = %url_for_humans(&url), status = status.as_u16(), "registry request");
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
                 return Ok(resp);

@@ -25,6 +25,7 @@ mod openapi;
 mod ops;
 mod pipeline;
 mod pull_layers;
+mod registry_hosts;
 mod registry_v2;
 mod resources;
 mod rootless;

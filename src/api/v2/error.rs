@@ -109,10 +109,10 @@ impl IntoResponse for V2Error {
         if let Some(c) = self.challenge {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
         }
-        if let Some(size) = self.size {
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                h.insert(header::CONTENT_RANGE, v);
-            }
+        if let Some(size) = self.size
+            && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
+        {
+            h.insert(header::CONTENT_RANGE, v);
         }
         resp
     }

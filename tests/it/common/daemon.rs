@@ -54,7 +54,9 @@ impl DaemonDirs {
     }
 
     /// The daemon's environment for these folders (`HOIST_DATA_DIR`, `HOIST_CACHE_DIR`,
-    /// `HOIST_ROOTS`, `DOCKER_CONFIG`, `HOME`), the test's `PATH` (after `path_first`,
+    /// `HOIST_ROOTS`, `DOCKER_CONFIG`, `HOME`, and a `HOIST_HOSTS_DIR` that does not
+    /// exist, so the machine's `/etc/hoist/certs.d` never counts; a test's own setting
+    /// comes later and wins), the test's `PATH` (after `path_first`,
     /// where given), `RUST_LOG` (`$HOIST_TEST_LOG`, else `info`) and `RUST_BACKTRACE=1`.
     pub fn env(&self, path_first: Option<&Path>) -> Vec<(String, String)> {
         let roots_var = self
@@ -83,6 +85,10 @@ impl DaemonDirs {
                 self.docker_config_dir.display().to_string(),
             ),
             ("HOME".to_owned(), self.home.display().to_string()),
+            (
+                "HOIST_HOSTS_DIR".to_owned(),
+                self.home.join("no-certs.d").display().to_string(),
+            ),
             ("PATH".to_owned(), path),
             (
                 "RUST_LOG".to_owned(),

@@ -20,6 +20,7 @@ pub mod resources;
 pub mod rootless;
 pub mod service;
 pub mod sse;
+pub mod tls;
 pub mod token;
 pub mod tools;
 pub mod tree;

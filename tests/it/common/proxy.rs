@@ -31,6 +31,8 @@ pub enum Fault {
     Slow { bytes_per_sec: u64 },
     /// Forward, flipping the byte at this offset of the body (same length, wrong bytes).
     Corrupt { at: u64 },
+    /// Answer this status (a 5xx: a broken mirror) without forwarding.
+    Status(u16),
     /// Both: the byte at `at` flipped, the body sent at about `bytes_per_sec`.
     SlowCorrupt { at: u64, bytes_per_sec: u64 },
 }
@@ -42,6 +44,7 @@ impl Fault {
             Fault::TooManyRequests { .. } => "429",
             Fault::Slow { .. } => "slow",
             Fault::Corrupt { .. } => "corrupt",
+            Fault::Status(_) => "status",
             Fault::SlowCorrupt { .. } => "slow+corrupt",
         }
     }
@@ -102,6 +105,8 @@ pub struct Logged {
     /// The status sent to the client (0 when the upstream could not be reached).
     pub status: u16,
     pub fault: Option<&'static str>,
+    /// The `Authorization` header the request carried (to prove whose credentials went where).
+    pub authorization: Option<String>,
 }
 
 pub struct FaultProxy {
@@ -233,6 +238,11 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
                 r.fault.clone()
             })
     };
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let log = |status: u16| Logged {
         at,
         method: method.clone(),
@@ -240,7 +250,14 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
         range: range.clone(),
         status,
         fault: fault.as_ref().map(Fault::name),
+        authorization: authorization.clone(),
     };
+
+    if let Some(Fault::Status(status)) = fault {
+        st.log.lock().unwrap().push(log(status));
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        return (status, "hoist test proxy: broken on purpose").into_response();
+    }
 
     if let Some(Fault::TooManyRequests { retry_after_secs }) = fault {
         st.log.lock().unwrap().push(log(429));

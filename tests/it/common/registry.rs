@@ -47,6 +47,18 @@ impl RegistryAuth {
     }
 }
 
+/// What a test may change in a registry's configuration (`common/tls.rs` uses it for TLS
+/// and pull-through registries).
+#[derive(Clone, Debug, Default)]
+pub struct RegistrySpec {
+    /// Another registry's storage folder to serve (None: its own under `dir`).
+    pub storage: Option<PathBuf>,
+    /// YAML lines under `http:` (indented by two spaces), e.g. a `tls:` block.
+    pub http_yaml: String,
+    /// YAML at the top level, e.g. a `proxy:` block.
+    pub top_yaml: String,
+}
+
 pub struct Registry {
     pub addr: SocketAddr,
     /// The storage driver's root directory.
@@ -61,8 +73,13 @@ impl Registry {
     /// Starts a registry with its files under `dir` (created), and waits until `/v2/`
     /// answers.
     pub fn start(dir: &Path, auth: RegistryAuth) -> Registry {
+        Registry::start_spec(dir, auth, &RegistrySpec::default())
+    }
+
+    /// [`Registry::start`] with changes to its configuration.
+    pub fn start_spec(dir: &Path, auth: RegistryAuth, spec: &RegistrySpec) -> Registry {
         fs::create_dir_all(dir).expect("registry dir");
-        let storage = dir.join("storage");
+        let storage = spec.storage.clone().unwrap_or_else(|| dir.join("storage"));
         let log = dir.join("registry.log");
         let token_server = match &auth {
             RegistryAuth::Token { user, password } => {
@@ -107,8 +124,10 @@ impl Registry {
                 format!(
                     "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
                      storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                     http:\n  addr: {addr}\n{auth_yaml}",
-                    storage.display()
+                     http:\n  addr: {addr}\n{}{auth_yaml}{}",
+                    storage.display(),
+                    spec.http_yaml,
+                    spec.top_yaml,
                 ),
             )
             .expect("write registry config");
@@ -123,8 +142,9 @@ impl Registry {
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 if let Some(status) = tools::http_status(addr, "/v2/") {
-                    // 200 when open, 401 with a challenge when auth is on
-                    if status == 200 || status == 401 {
+                    // 200 when open, 401 with a challenge when auth is on, 400 from a
+                    // TLS registry asked in plain HTTP
+                    if status == 200 || status == 401 || status == 400 {
                         return Registry {
                             addr,
                             storage,
@@ -208,6 +228,13 @@ impl Registry {
             .filter(|l| l.contains("HTTP/1.1\"") && l.contains(needle))
             .map(str::to_owned)
             .collect()
+    }
+}
+
+impl Registry {
+    /// Kills the registry now (a mirror going down).
+    pub fn kill(&mut self) {
+        tools::kill(&mut self.child);
     }
 }
 

@@ -492,6 +492,33 @@ pub fn rows(d: &Daemon) -> Vec<Row> {
             Code(code),
         ));
     }
+    // Registry host settings (no HOIST_HOSTS_DIR folder: the origin alone).
+    rows.push(get(
+        "/registries/registry.example:5000",
+        "/registries/{host}",
+        200,
+        Body(json!({
+            "registry": "registry.example:5000",
+            "folder": null,
+            "hosts_file": null,
+            "hosts": [{
+                "host": "registry.example:5000",
+                "url": "https://registry.example:5000/v2/",
+                "origin": true,
+                "capabilities": ["pull", "resolve", "push"],
+                "ca": [],
+                "client": [],
+                "skip_verify": false,
+                "override_path": false,
+            }],
+        })),
+    ));
+    rows.push(get(
+        "/registries/not_a_host",
+        "/registries/{host}",
+        400,
+        Code("invalid_host"),
+    ));
     // Registry credentials in a header that does not decode: refused before any registry
     // is asked (the registry named here does not exist).
     for (endpoint, value) in [
