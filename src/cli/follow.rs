@@ -282,10 +282,18 @@ impl View {
                 let total = layers.len();
                 for (i, ((bar, shown), layer)) in bars.layers.iter_mut().zip(&layers).enumerate() {
                     let digest = layer["digest"].as_str().unwrap_or("");
-                    let state = layer["state"].as_str().unwrap_or("");
+                    let size = layer["size"].as_u64().unwrap_or(0);
+                    let done = layer["bytes_done"].as_u64().unwrap_or(0);
+                    // A layer is applied while it downloads: while its bytes still come,
+                    // its bar moves with them; once they are all in, a spinner shows the
+                    // rest of the extraction instead of a bar stuck full.
+                    let state = match layer["state"].as_str().unwrap_or("") {
+                        "extracting" if done < size => "extracting (streaming)",
+                        state => state,
+                    };
                     bar.set_prefix(digest.chars().take(19).collect::<String>());
-                    bar.set_length(layer["size"].as_u64().unwrap_or(0));
-                    bar.set_position(layer["bytes_done"].as_u64().unwrap_or(0));
+                    bar.set_length(size);
+                    bar.set_position(done);
                     if state != shown {
                         if state == "extracting" {
                             bar.set_style(extracting_style());
@@ -296,7 +304,7 @@ impl View {
                                 bar.disable_steady_tick();
                                 bar.set_style(layer_style());
                             }
-                            bar.set_message(state.to_string());
+                            bar.set_message(state.trim_end_matches(" (streaming)").to_string());
                         }
                         *shown = state.to_string();
                     }

@@ -393,7 +393,12 @@ async fn without_a_terminal_progress_comes_every_few_seconds_and_signals_cancel(
     let status = seen
         .iter()
         .map(|(_, l)| l)
-        .find(|l| l.contains("B/s") && l.contains("layer 2/2") && l.contains("downloading"))
+        // The layer is applied while it downloads: either word is its state.
+        .find(|l| {
+            l.contains("B/s")
+                && l.contains("layer 2/2")
+                && (l.contains("downloading") || l.contains("extracting"))
+        })
         .unwrap_or_else(|| panic!("no status line with bytes, rate and layer: {seen:#?}"));
     assert!(status.starts_with(&format!("job {id}: ")), "{status}");
 
@@ -481,7 +486,11 @@ async fn ctrl_c_on_a_terminal_cancels_the_pull() {
     );
     tmux.session("pull", &script);
     let id = running_job(&world).await;
-    tmux.watch("pull", |s| s.contains("downloading"), |_| {});
+    tmux.watch(
+        "pull",
+        |s| s.contains("downloading") || s.contains("extracting"),
+        |_| {},
+    );
     let mut keys = tmux.command();
     keys.args(["send-keys", "-t", "pull", "C-c"]);
     tools::run(&mut keys);
