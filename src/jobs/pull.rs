@@ -206,7 +206,9 @@ async fn fill(
                             .apply_layer(reader, compression, algorithm, cancel)
                             .await
                         {
-                            // The reader ended: the blob's digest matched.
+                            // The reader ended, so the digest matched (the tar stage
+                            // reads to the blob's end); `committed` below still waits
+                            // for every verdict before the tree may be committed.
                             Ok(applied) => {
                                 committing.push(follower);
                                 applied

@@ -40,6 +40,11 @@ use super::{BlobGuard, StoreError};
 use crate::digest::Digest;
 use crate::error::ErrorCode;
 
+/// Followers are woken at most once per this many landed bytes (and at a flush): waking
+/// a reader's thread for every HTTP chunk costs it a scheduling round each. The lag this
+/// adds on a slow download is at most this many bytes (a flush tells the rest).
+pub(super) const PUBLISH_STEP: u64 = 256 * 1024;
+
 /// Where a blob's download stands, as its followers see it.
 #[derive(Clone, Debug)]
 pub(super) enum Landed {
@@ -85,9 +90,16 @@ impl Landing {
         Arc::new(Landing { digest, file, tx })
     }
 
-    /// Bytes `0..n` are in the file.
-    pub fn landed(&self, n: u64) {
-        self.tx.send_modify(|l| *l = Landed::Writing(n));
+    /// Bytes `0..n` are in the file. Followers are told only every [`PUBLISH_STEP`]
+    /// bytes, or with `all` (the writer was flushed): each telling may wake a thread.
+    pub fn landed(&self, n: u64, all: bool) {
+        self.tx.send_if_modified(|l| match l {
+            Landed::Writing(told) if n > *told && (all || n - *told >= PUBLISH_STEP) => {
+                *l = Landed::Writing(n);
+                true
+            }
+            _ => false,
+        });
     }
 
     pub fn verified(&self, n: u64) {

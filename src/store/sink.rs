@@ -86,7 +86,7 @@ impl FileSink {
                 // Published by the write itself, as soon as its bytes are in the file
                 // (one write at a time, so offsets only grow), whenever the writer's
                 // owner polls it next.
-                landing.landed(at + chunk.len() as u64);
+                landing.landed(at + chunk.len() as u64, false);
             }
             (chunk, result)
         }));
@@ -120,6 +120,8 @@ impl AsyncWrite for FileSink {
         loop {
             ready!(this.poll_reap(cx))?;
             if this.pending.is_empty() {
+                // Everything is in the file: followers hear of the last bytes too.
+                this.landing.landed(this.queued, true);
                 return Poll::Ready(Ok(()));
             }
             this.start();

@@ -1,4 +1,5 @@
-//! Followers of a blob being written: bytes as they land, the end only once verified,
+//! Followers of a blob being written (told of landed bytes every `PUBLISH_STEP` and at
+//! each flush, so the tests flush): bytes as they land, the end only once verified,
 //! every failure an error to every follower, a download followed by a second task, and
 //! the signal that nobody follows any more.
 
@@ -53,9 +54,11 @@ async fn a_follower_reads_bytes_as_they_land_and_ends_only_once_verified() {
     let mut reader = follower.reader(CancellationToken::new());
 
     writer.write_all(&bytes[..100_000]).await.unwrap();
+    writer.flush().await.unwrap();
     assert!(read_n(&mut reader, 100_000).await == bytes[..100_000]);
     assert!(waits(&mut reader).await, "no end before the rest lands");
     writer.write_all(&bytes[100_000..]).await.unwrap();
+    writer.flush().await.unwrap();
     assert!(read_n(&mut reader, 200_000).await == bytes[100_000..]);
     assert!(
         waits(&mut reader).await,
@@ -82,6 +85,7 @@ async fn a_second_task_follows_the_download_in_progress_instead_of_fetching() {
     let size = Some(bytes.len() as u64);
     let mut writer = fetch(store.acquire(&digest, size).await.unwrap());
     writer.write_all(&bytes[..20_000]).await.unwrap();
+    writer.flush().await.unwrap();
 
     let Opened::Follow(follower) = store.acquire_or_follow(&digest, size).await.unwrap() else {
         panic!("a download in progress is followed");
@@ -99,6 +103,7 @@ async fn a_second_task_follows_the_download_in_progress_instead_of_fetching() {
         }
     });
     writer.write_all(&bytes[20_000..]).await.unwrap();
+    writer.flush().await.unwrap();
     writer.commit().await.unwrap();
     let mut rest = Vec::new();
     reader.read_to_end(&mut rest).await.unwrap();
@@ -122,6 +127,7 @@ async fn a_digest_mismatch_fails_every_follower_and_leaves_no_file() {
     let follower = writer.follow();
     let mut own = follower.reader(CancellationToken::new());
     writer.write_all(&forged).await.unwrap();
+    writer.flush().await.unwrap();
     let Opened::Follow(other) = store.acquire_or_follow(&digest, None).await.unwrap() else {
         panic!("a download in progress is followed");
     };
@@ -160,6 +166,7 @@ async fn a_writer_dropped_or_abandoned_ends_its_followers_with_an_error() {
     let follower = writer.follow();
     let mut reader = follower.reader(CancellationToken::new());
     writer.write_all(&bytes[..5_000]).await.unwrap();
+    writer.flush().await.unwrap();
     assert!(read_n(&mut reader, 5_000).await == bytes[..5_000]);
     drop(writer);
     reader.read_u8().await.unwrap_err();
