@@ -16,6 +16,7 @@ mod copies;
 mod failures;
 mod forgery;
 mod harness;
+mod hoist_chain;
 mod hostile_headers;
 mod images;
 mod jobs;
