@@ -19,11 +19,12 @@ use tokio_util::task::AbortOnDropHandle;
 use super::JobEnv;
 use super::model::JobError;
 use super::progress::Tracker;
+use crate::digest::Digest;
 use crate::error::FromIo;
 use crate::guard::PathGuard;
 use crate::oci::Descriptor;
-use crate::registry::{Credentials, Reference};
-use crate::store::{Acquired, BlobGuard, BlobWriter, Follower, Opened};
+use crate::registry::{BlobCopied, Credentials, Reference};
+use crate::store::{Acquired, BlobGuard, BlobWriter, Follower, Opened, StoreError};
 
 /// Blobs downloaded at once by one job.
 pub const PARALLEL_DOWNLOADS: usize = 3;
@@ -160,7 +161,8 @@ impl Fetcher {
                 // Before the commit, which is what lets the job end: the result names it.
                 self.source(index, &copied.source);
                 // A verified blob is committed even if its followers left meanwhile.
-                if let Err(err) = writer.commit().await {
+                let blame = |err: &StoreError| blame_mirrors(&self, &blob.digest, &copied, err);
+                if let Err(err) = writer.commit_with(blame).await {
                     tracing::debug!(digest = %blob.digest, error = %err, "download refused");
                 }
             }
@@ -208,15 +210,31 @@ impl Fetcher {
             )
             .await?;
         // `commit` flushes, syncs and checks the digest.
-        let found = writer.commit().await?;
+        let blame = |err: &StoreError| blame_mirrors(self, &blob.digest, &copied, err);
+        let found = writer.commit_with(blame).await?;
         self.source(index, &copied.source);
         tracker.layer_state(index, "downloaded");
         Ok(found)
     }
 
+    /// Records who served blob `index`. `cache` does not replace a host: on a pull's
+    /// second try (see `pull.rs`), a blob the first one downloaded is still named by the
+    /// host that sent it.
     fn source(&self, index: usize, source: &str) {
         let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        sources.insert(index, source.to_string());
+        if source == "cache" {
+            sources.entry(index).or_insert_with(|| source.to_string());
+        } else {
+            sources.insert(index, source.to_string());
+        }
+    }
+}
+
+/// A blob whose bytes did not match its digest, with mirrors among who sent them: they
+/// are skipped for it from now on, so asking again goes elsewhere.
+fn blame_mirrors(fetcher: &Fetcher, digest: &Digest, copied: &BlobCopied, err: &StoreError) {
+    if matches!(err, StoreError::DigestMismatch { .. }) && !copied.mirrors.is_empty() {
+        fetcher.env.registry.blame_mirrors(digest, &copied.mirrors);
     }
 }
 

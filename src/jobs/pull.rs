@@ -95,7 +95,6 @@ pub async fn run(
     if spec.layout == Layout::Git {
         scratch.record(&GitDir::path_beside(&staging_path)).await?;
     }
-    let staging = Staging::create(&spec.dest, job_id).await?;
     let blob_dir = match spec.cache {
         CacheMode::Use => None,
         CacheMode::Bypass => Some(private_dir(&env.config.tmp_dir(), job_id).await?),
@@ -110,27 +109,40 @@ pub async fn run(
         sources: Default::default(),
     };
 
-    tracker.set_phase("downloading");
-    let warnings = match fill(
-        &spec,
-        &image,
-        layers,
-        compressions,
-        &diff_ids,
-        &fetcher,
-        staging.path(),
-    )
-    .await
-    {
-        Ok(warnings) => warnings,
-        Err(e) => {
-            // Removed now, on the blocking pool; the worker then clears what else the job
-            // recorded (the git repository) before the job is reported ended.
-            staging.discard().await;
-            if let Some(dir) = blob_dir {
-                dir.remove().await;
+    // A second try when the first failed on a mirror's wrong bytes: that mirror is now
+    // skipped for that blob, and what the first try verified is in the cache.
+    let mut tries = 0;
+    let (staging, warnings) = loop {
+        tries += 1;
+        tracker.set_phase("downloading");
+        let staging = Staging::create(&spec.dest, job_id).await?;
+        let filled = fill(
+            &spec,
+            &image,
+            layers,
+            compressions.clone(),
+            &diff_ids,
+            &fetcher,
+            staging.path(),
+        )
+        .await;
+        match filled {
+            Ok(warnings) => break (staging, warnings),
+            Err(e) => {
+                // Removed now, on the blocking pool; the worker then clears what else the
+                // job recorded (the git repository) before the job is reported ended.
+                staging.discard().await;
+                let blamed = layers.iter().any(|l| env.registry.mirror_blamed(&l.digest));
+                if tries == 1 && e.code == "digest_mismatch" && blamed {
+                    tracing::warn!(job = %job_id, image = %spec.reference, error = %e.message, "pull: a mirror sent wrong bytes; trying again without it");
+                    tracker.set_layers(layers.iter().map(|l| (l.digest.to_string(), l.size)));
+                    continue;
+                }
+                if let Some(dir) = blob_dir {
+                    dir.remove().await;
+                }
+                return Err(e);
             }
-            return Err(e);
         }
     };
     let dest = staging.commit(spec.force).await?;

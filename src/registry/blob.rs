@@ -28,6 +28,9 @@ use crate::oci::Descriptor;
 pub struct BlobCopied {
     /// `host[:port]` of the host that sent the last bytes (a mirror or the origin).
     pub source: String,
+    /// The mirrors that sent any of the bytes (a mirror that broke off mid-blob included):
+    /// the ones to blame should the digest not match ([`RegistryClient::blame_mirrors`]).
+    pub mirrors: Vec<String>,
 }
 
 impl RegistryClient {
@@ -58,7 +61,12 @@ impl RegistryClient {
         let hosts = self.inner.endpoints(reference).await?.for_need(Need::Pull);
         let mut pos = offset;
         let mut last = None;
+        let mut mirrors = Vec::new();
         for host in hosts {
+            if !host.is_origin() && self.inner.blamed.is_blamed(host.name(), digest) {
+                tracing::debug!(%digest, mirror = %host.name(), "blob: this mirror sent wrong bytes for it lately; not asked");
+                continue;
+            }
             let from = pos;
             let result = self
                 .copy_blob_from(
@@ -73,10 +81,14 @@ impl RegistryClient {
                     cancel,
                 )
                 .await;
+            if pos > from && !host.is_origin() {
+                mirrors.push(host.name().to_string());
+            }
             match result {
                 Ok(()) => {
                     return Ok(BlobCopied {
                         source: host.name().to_string(),
+                        mirrors,
                     });
                 }
                 // The sink holds exactly `pos` good-so-far bytes: the next host goes on
@@ -271,18 +283,30 @@ impl RegistryClient {
         check_config_size(reference, desc)?;
         let mut buf = Vec::with_capacity(desc.size as usize);
         let cancel = CancellationToken::new();
-        self.copy_blob(
-            reference,
-            &desc.digest,
-            Some(desc.size),
-            creds,
-            &mut buf,
-            0,
-            &|_| {},
-            &cancel,
-        )
-        .await?;
-        if !desc.digest.matches(&buf) {
+        loop {
+            buf.clear();
+            let copied = self
+                .copy_blob(
+                    reference,
+                    &desc.digest,
+                    Some(desc.size),
+                    creds,
+                    &mut buf,
+                    0,
+                    &|_| {},
+                    &cancel,
+                )
+                .await?;
+            if desc.digest.matches(&buf) {
+                return Ok(Bytes::from(buf));
+            }
+            // Wrong bytes from a mirror: it is skipped for this blob from now on, so
+            // asking again goes to another host (each round blames one more, the origin
+            // is never skipped): the loop ends.
+            if !copied.mirrors.is_empty() {
+                self.blame_mirrors(&desc.digest, &copied.mirrors);
+                continue;
+            }
             let mut h = desc.digest.hasher();
             h.update(&buf);
             return Err(RegistryError::DigestMismatch {
@@ -292,7 +316,21 @@ impl RegistryClient {
                 actual: h.finish().to_string(),
             });
         }
-        Ok(Bytes::from(buf))
+    }
+
+    /// Skips `mirrors` for blob `digest` from now on (for a while): the bytes they sent
+    /// for it did not match it. Each is named in a warning.
+    pub fn blame_mirrors(&self, digest: &Digest, mirrors: &[String]) {
+        for mirror in mirrors {
+            tracing::warn!(%digest, %mirror, "blob: the bytes this mirror sent do not match the digest; it is skipped for this blob, the next host asked");
+            self.inner.blamed.blame(mirror, digest);
+        }
+    }
+
+    /// True when some mirror sent wrong bytes for `digest` lately: asking again would go
+    /// to another host.
+    pub fn mirror_blamed(&self, digest: &Digest) -> bool {
+        self.inner.blamed.any_for(digest)
     }
 }
 

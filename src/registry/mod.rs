@@ -25,6 +25,7 @@
 //! target's registry, else upload; the manifest last, so a tag never names missing blobs.
 
 mod auth;
+mod blame;
 mod blob;
 mod challenge;
 mod client;
@@ -59,6 +60,7 @@ mod tests_blob;
 mod tests_push;
 
 pub use auth::Credentials;
+pub use blob::BlobCopied;
 pub use client::{RegistryClient, RegistryConfig};
 pub use copy::{MAX_REFERRERS, referrer_tags, subset_index};
 pub use docker_config::DockerConfig;

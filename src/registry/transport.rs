@@ -15,6 +15,7 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, Response, StatusCode, Url};
 
 use super::auth::{Scope, TokenCache};
+use super::blame::Blamed;
 use super::challenge::{self, Challenge};
 use super::docker_config::DockerConfig;
 use super::endpoint::Endpoint;
@@ -122,6 +123,8 @@ pub(super) struct Transport {
     /// The last challenge each API host sent, to authenticate up front next time.
     challenges: Mutex<HashMap<String, Challenge>>,
     pub(super) docker: DockerConfig,
+    /// Mirrors that sent wrong bytes for a blob, skipped for it a while.
+    pub(super) blamed: Blamed,
 }
 
 impl Transport {
@@ -141,6 +144,7 @@ impl Transport {
             tokens: TokenCache::default(),
             challenges: Mutex::default(),
             docker,
+            blamed: Blamed::default(),
         }
     }
 

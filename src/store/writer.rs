@@ -140,9 +140,19 @@ impl BlobWriter {
     /// returns it pinned. On mismatch the temporary file is removed. Followers hear of
     /// each step: verified once the digest matched, then committed, or the error.
     pub async fn commit(self) -> Result<BlobGuard, StoreError> {
+        self.commit_with(|_| {}).await
+    }
+
+    /// [`commit`](Self::commit), with `before_told` called on a failure before the
+    /// followers hear of it (so what they do next sees its effects: a mirror blamed).
+    pub async fn commit_with(
+        self,
+        before_told: impl FnOnce(&StoreError),
+    ) -> Result<BlobGuard, StoreError> {
         let landing = self.landing.clone();
         let result = self.commit_inner(&landing).await;
         if let Err(err) = &result {
+            before_told(err);
             let (code, message) = failure(err);
             landing.failed(code, message);
         }

@@ -349,6 +349,58 @@ async fn dead_and_broken_mirrors_are_skipped() {
     );
 }
 
+/// A mirror that answers a layer and the config with the right size but one byte
+/// flipped: the pull still succeeds, those two come from the origin, the mirror is named
+/// in a warning and serves the rest.
+#[tokio::test]
+async fn a_mirror_serving_wrong_bytes_is_skipped_for_that_blob() {
+    let certs = tempfile::tempdir().unwrap();
+    let hosts = HostsDir::new(certs.path().to_path_buf());
+    let world = world_with_hosts(certs.path(), false, RegistryAuth::Open).await;
+    let img = image(3, 200_000, 8);
+    let pushed = world.push(&img, "lib/app:1", Format::Oci);
+    let layers = pushed.layer_digests();
+    let (bad, config) = (layers[1].clone(), pushed.config_digest());
+    let mirror = FaultProxy::start(world.registry.addr);
+    for digest in [&bad, &config] {
+        let fault = Fault::Corrupt { at: 100 };
+        mirror.add_rule(Rule::new(fault, &format!("/blobs/{digest}")).method("GET"));
+    }
+    let origin = world.registry.host();
+    hosts.write(
+        &origin,
+        "hosts.toml",
+        format!("[host.\"http://{}\"]\n", mirror.host()),
+    );
+    let job = world
+        .pull(json!({"image": world.image("lib/app:1"), "dest": "app"}))
+        .await;
+    assert_eq!(job.status(), "succeeded", "{job:?}\n{}", mirror.log_text());
+    assert_same_tree(&img.unpack_reference().rootfs, &job.dest());
+    assert_eq!(
+        sources(&job),
+        vec![mirror.host(), origin.clone(), mirror.host()],
+        "{job:?}"
+    );
+    assert_eq!(mirror.blob_gets(&bad).len(), 1, "{}", mirror.log_text());
+    assert_eq!(mirror.blob_gets(&config).len(), 1, "{}", mirror.log_text());
+    assert_eq!(
+        gets(&world.registry, &format!("/blobs/{bad}")).len(),
+        2,
+        "the mirror's fetch and ours"
+    );
+    let log = world.hoist.log_text();
+    for digest in [&bad, &config] {
+        assert!(
+            log.lines().any(|l| l.contains("WARN")
+                && l.contains(&mirror.host())
+                && l.contains(digest.as_str())),
+            "a warning names the mirror and {digest}: {log}"
+        );
+    }
+    world.assert_cache_verified();
+}
+
 #[tokio::test]
 async fn a_mirror_going_down_mid_pull_falls_back_to_the_origin() {
     let certs = tempfile::tempdir().unwrap();
