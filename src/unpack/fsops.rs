@@ -30,6 +30,12 @@ pub(super) struct Root {
     path: Vec<u8>,
 }
 
+impl std::os::fd::AsFd for Root {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 impl Root {
     pub(super) fn open(path: &Path) -> io::Result<Root> {
         let fd = rustix::fs::open(path, dir_flags(), Mode::empty())?;

@@ -12,7 +12,8 @@
 //! entry's header and refuses the names Go's reader refuses;
 //! `names` cleans names and spots whiteouts; `whiteout` removes what they name; `fsops`
 //! is the only place that turns names into descriptors; `meta` sets owner, mode, xattrs
-//! and times; `staging` swaps a finished tree into place.
+//! and times; `staging` swaps a finished tree into place; `syncfs` flushes finished trees, one call
+//! for those finishing together.
 
 mod apply;
 mod bounded;
@@ -23,6 +24,7 @@ mod inflate;
 mod meta;
 mod names;
 mod staging;
+mod syncfs;
 mod whiteout;
 
 #[cfg(test)]
@@ -192,15 +194,13 @@ impl Tree {
         }
     }
 
-    /// Finishes the tree: flushes it to disk (syncfs), so that a tree committed into place
-    /// survives a crash whole. Directory times need no fixing here: every entry already
-    /// put back its parent's times, as umoci does.
+    /// Finishes the tree: flushes it to disk (syncfs, shared with trees finishing at the
+    /// same time on the same file system), so that a tree committed into place survives a
+    /// crash whole. Directory times need no fixing here: every entry already put back its
+    /// parent's times, as umoci does.
     pub async fn finish(self) -> Result<(), UnpackError> {
-        let root = self.root;
-        let synced = tokio::task::spawn_blocking(move || rustix::fs::syncfs(root.fd()))
+        syncfs::syncfs(self.root)
             .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r.map_err(std::io::Error::from));
-        synced.map_err(UnpackError::io(self.path))
+            .map_err(UnpackError::io(self.path))
     }
 }
