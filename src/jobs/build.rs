@@ -43,7 +43,16 @@ pub async fn run(
     tracker: &Arc<Tracker>,
     cancel: &CancellationToken,
 ) -> Result<BuildResult, JobError> {
-    let base_auth = auth.base.clone().or_else(|| auth.target.clone());
+    // The target's credentials serve the base only on the target's own registry: they never
+    // go to another one.
+    let same_registry = spec
+        .base
+        .as_ref()
+        .is_some_and(|b| b.registry == spec.target.registry);
+    let base_auth = auth
+        .base
+        .clone()
+        .or_else(|| auth.target.clone().filter(|_| same_registry));
     tracker.set_phase("resolving");
     let base = match &spec.base {
         Some(reference) => Some(

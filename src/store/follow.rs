@@ -30,6 +30,7 @@ use std::path::PathBuf;
 use std::pin::Pin as StdPin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::watch;
@@ -40,10 +41,12 @@ use super::{BlobGuard, StoreError};
 use crate::digest::Digest;
 use crate::error::ErrorCode;
 
-/// Followers are woken at most once per this many landed bytes (and at a flush): waking
-/// a reader's thread for every HTTP chunk costs it a scheduling round each. The lag this
-/// adds on a slow download is at most this many bytes (a flush tells the rest).
+/// Followers are woken at most once per this many landed bytes (and at a flush), or once
+/// [`PUBLISH_AFTER`] passed since they were last told: waking a reader's thread for every
+/// HTTP chunk costs it a scheduling round each, while a slow download must still flow (a
+/// follower lags it by at most this many bytes or that long, whichever comes first).
 pub(super) const PUBLISH_STEP: u64 = 256 * 1024;
+pub(super) const PUBLISH_AFTER: Duration = Duration::from_millis(50);
 
 /// Where a blob's download stands, as its followers see it.
 #[derive(Clone, Debug)]
@@ -82,24 +85,39 @@ pub(super) struct Landing {
     digest: Digest,
     file: Arc<File>,
     tx: watch::Sender<Landed>,
+    /// When followers were last told of landed bytes.
+    told_at: std::sync::Mutex<Instant>,
 }
 
 impl Landing {
     pub fn new(digest: Digest, file: Arc<File>) -> Arc<Landing> {
         let (tx, _) = watch::channel(Landed::Writing(0));
-        Arc::new(Landing { digest, file, tx })
+        let told_at = std::sync::Mutex::new(Instant::now());
+        Arc::new(Landing {
+            digest,
+            file,
+            tx,
+            told_at,
+        })
     }
 
     /// Bytes `0..n` are in the file. Followers are told only every [`PUBLISH_STEP`]
-    /// bytes, or with `all` (the writer was flushed): each telling may wake a thread.
+    /// bytes, [`PUBLISH_AFTER`] after they were last told, or with `all` (the writer was
+    /// flushed): each telling may wake a thread.
     pub fn landed(&self, n: u64, all: bool) {
-        self.tx.send_if_modified(|l| match l {
-            Landed::Writing(told) if n > *told && (all || n - *told >= PUBLISH_STEP) => {
+        let mut told_at = self.told_at.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let late = now.duration_since(*told_at) >= PUBLISH_AFTER;
+        let told = self.tx.send_if_modified(|l| match l {
+            Landed::Writing(told) if n > *told && (all || late || n - *told >= PUBLISH_STEP) => {
                 *l = Landed::Writing(n);
                 true
             }
             _ => false,
         });
+        if told {
+            *told_at = now;
+        }
     }
 
     pub fn verified(&self, n: u64) {

@@ -211,7 +211,9 @@ async fn base_in_another_registry_is_fetched_with_base_auth_and_uploaded_with_au
     let base_image = base_image("other-registry");
     // a Docker schema 2 base under an OCI build: its layers get OCI media types
     let base = base_image.push(&other, "base/img:1", Format::DockerV2s2);
-    let base_ref = format!("{}/base/img:1", other.host());
+    // The base's registry seen through a recording proxy: whose credentials reach it.
+    let other_seen = common::proxy::FaultProxy::start(other.addr);
+    let base_ref = format!("{}/base/img:1", other_seen.host());
     make_source(&world.root().join("src"), "cross");
     let alice = json!({"username": "alice", "password": PASSWORD});
     let bob = json!({"username": "bob", "password": "bobs-password"});
@@ -226,6 +228,15 @@ async fn base_in_another_registry_is_fetched_with_base_auth_and_uploaded_with_au
     build(&world, no_base_auth)
         .await
         .expect_failed("unauthorized");
+    let sent: Vec<_> = other_seen
+        .log()
+        .into_iter()
+        .filter_map(|l| l.authorization)
+        .collect();
+    assert!(
+        sent.is_empty(),
+        "the target's credentials never go to the base's registry: {sent:?}"
+    );
     let mut no_auth = body("b");
     no_auth["base_auth"] = bob.clone();
     build(&world, no_auth).await.expect_failed("unauthorized");
