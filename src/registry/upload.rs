@@ -8,8 +8,9 @@
 //! rewound), nor can an upload whose status the registry will not tell: those fail with
 //! [`RegistryError::UploadNotResumed`], carrying the first failure. The final PUT is sent
 //! again only when safe: when the blob is not there yet (HEAD) and the registry says it
-//! has every byte. Not for: existence checks, mounts, manifests (`push`), the order of
-//! an image's blobs (`push_image`).
+//! has every byte. Cancelling is dropping the future (`push_image` does): between tries
+//! it only waits. Not for: existence checks, mounts, manifests (`push`), the order of an
+//! image's blobs (`push_image`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
