@@ -99,6 +99,7 @@ async fn a_failed_chunk_goes_on_from_the_byte_the_registry_has_inside_it() {
     for failure in [
         reply(500, &[], "broken"),
         reply(429, &[("retry-after", "0")], ""),
+        reply(408, &[], ""),
     ] {
         let failure = std::sync::Mutex::new(Some(failure));
         let fake = registry(move |s, n| match (s.method.as_str(), n) {

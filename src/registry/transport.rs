@@ -66,7 +66,8 @@ pub(super) struct Request<'a> {
     pub creds: Option<&'a Credentials>,
     /// The caller retries (and resumes) this request itself, knowing what a retry means
     /// (an upload chunk, the PUT that ends an upload): one try, and its answer handed back
-    /// whatever the status, a 429 too (for its `Retry-After`). A 401 is still answered.
+    /// whatever the status, a 429 too (for its `Retry-After`). A 401 challenge is still
+    /// met (authenticate, send again): nothing was taken.
     pub one_try: bool,
 }
 

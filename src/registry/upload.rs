@@ -1,9 +1,9 @@
 //! Blob uploads: one streamed PUT for blobs up to 64 MiB, PATCH chunks of 16 MiB for
 //! larger ones, then the PUT that names the digest (the registry checks it).
 //!
-//! A chunk that fails on the way (connection cut, 5xx, 429) is not sent again blindly:
-//! the registry is asked where the upload stands (`GET` of the upload location, its
-//! `Range`) and the chunk goes on from there. The chunk is still in memory, so any offset
+//! A chunk that fails on the way (connection cut, 5xx, 408, 429) is not sent again
+//! blindly: the registry is asked where the upload stands (`GET` of the upload location,
+//! its `Range`) and the chunk goes on from there. The chunk is still in memory, so any offset
 //! inside it can be resumed from; an offset before it cannot (the blob reader is not
 //! rewound), nor can an upload whose status the registry will not tell: those fail with
 //! [`RegistryError::UploadNotResumed`], carrying the first failure. The final PUT is sent
@@ -286,7 +286,11 @@ impl RegistryClient {
         failures: u32,
     ) -> Result<Try, RegistryError> {
         match self.inner.send(req).await {
-            Ok(resp) if retry::is_retryable_status(resp.status()) => {
+            // 408: the registry gave up waiting for the body (a slow chunk).
+            Ok(resp)
+                if retry::is_retryable_status(resp.status())
+                    || resp.status() == StatusCode::REQUEST_TIMEOUT =>
+            {
                 let wait = self.inner.retry.wait_for(failures, resp.headers());
                 let error = error_for(resp, up.reference, &up.scopes, Target::Other).await;
                 Ok(Try::Transient { error, wait })
