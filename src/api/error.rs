@@ -101,24 +101,27 @@ impl From<JobsError> for ApiError {
 
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
-        let status = match &e {
-            RegistryError::ManifestUnknown { .. }
-            | RegistryError::NameUnknown { .. }
-            | RegistryError::BlobUnknown { .. } => StatusCode::NOT_FOUND,
-            RegistryError::PlatformNotFound { .. } => StatusCode::NOT_FOUND,
-            // 403, not 401: a 401 from hoist means hoist's own API token is wrong.
-            RegistryError::Unauthorized { .. } | RegistryError::Denied { .. } => {
-                StatusCode::FORBIDDEN
-            }
-            RegistryError::UnsupportedManifest { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            RegistryError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            // The operator's files, not the request, are wrong: nothing the client sends
-            // differently helps, and the same request works once the file is fixed (it
-            // is read afresh, no restart): the daemon cannot serve that registry for now.
-            RegistryError::HostsConfig { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::BAD_GATEWAY,
-        };
-        ApiError::coded(status, &e)
+        ApiError::coded(registry_status(&e), &e)
+    }
+}
+
+/// The status for a registry failure (an upload that could not be resumed: its cause's).
+fn registry_status(e: &RegistryError) -> StatusCode {
+    match e {
+        RegistryError::ManifestUnknown { .. }
+        | RegistryError::NameUnknown { .. }
+        | RegistryError::BlobUnknown { .. } => StatusCode::NOT_FOUND,
+        RegistryError::PlatformNotFound { .. } => StatusCode::NOT_FOUND,
+        // 403, not 401: a 401 from hoist means hoist's own API token is wrong.
+        RegistryError::Unauthorized { .. } | RegistryError::Denied { .. } => StatusCode::FORBIDDEN,
+        RegistryError::UnsupportedManifest { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        RegistryError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+        // The operator's files, not the request, are wrong: nothing the client sends
+        // differently helps, and the same request works once the file is fixed (it
+        // is read afresh, no restart): the daemon cannot serve that registry for now.
+        RegistryError::HostsConfig { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        RegistryError::UploadNotResumed { cause, .. } => registry_status(cause),
+        _ => StatusCode::BAD_GATEWAY,
     }
 }
 

@@ -162,6 +162,7 @@ impl RegistryClient {
             body: Body::Empty,
             scopes,
             creds,
+            one_try: false,
         })
     }
 

@@ -69,6 +69,18 @@ pub enum RegistryError {
     },
     #[error("cancelled")]
     Cancelled,
+    /// An upload that failed on the way and could not be picked up where the registry
+    /// has it; `cause` is the failure itself (and gives the code).
+    #[error(
+        "upload of blob {digest} to {registry} failed at byte {at} and cannot be resumed ({why}): {cause}"
+    )]
+    UploadNotResumed {
+        registry: String,
+        digest: Digest,
+        at: u64,
+        why: String,
+        cause: Box<RegistryError>,
+    },
     /// A `hosts.toml` or certificate file of `HOIST_HOSTS_DIR` that cannot be used; the
     /// message names the file (and the line).
     #[error("invalid registry host settings: {message}")]
@@ -171,6 +183,19 @@ impl Clone for RegistryError {
                 source: std::io::Error::new(source.kind(), source.to_string()),
             },
             Cancelled => Cancelled,
+            UploadNotResumed {
+                registry,
+                digest,
+                at,
+                why,
+                cause,
+            } => UploadNotResumed {
+                registry: registry.clone(),
+                digest: digest.clone(),
+                at: *at,
+                why: why.clone(),
+                cause: cause.clone(),
+            },
             HostsConfig { message } => HostsConfig {
                 message: message.clone(),
             },
@@ -201,6 +226,7 @@ impl crate::error::ErrorCode for RegistryError {
             RegistryError::Protocol(_) => "registry_protocol_error",
             RegistryError::Write { .. } => "io_error",
             RegistryError::Cancelled => crate::error::CANCELLED,
+            RegistryError::UploadNotResumed { cause, .. } => cause.code(),
             RegistryError::HostsConfig { .. } => "invalid_hosts_config",
             RegistryError::Tls { .. } => "tls_error",
         }

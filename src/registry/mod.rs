@@ -6,7 +6,8 @@
 //!
 //! Map: `reference`, `platform`, `manifest` and `select` parse and choose; `client`
 //! (manifests, resolve), `blob` (downloads), `push` (one request each: HEAD, mount,
-//! upload, manifest PUT), `push_image` (an [`ImageToPush`] pushed whole), `copy` (a
+//! manifest PUT), `upload` (a blob's upload, chunks resumed where the registry has
+//! them), `push_image` (an [`ImageToPush`] pushed whole), `copy` (a
 //! fetched manifest as an `ImageToPush`, index subsets, referrers) and `tags` (tag
 //! listing, paginated and bounded) are the API;
 //! every request goes through `transport` (retries, redirects, `hosts` for the scheme),
@@ -49,6 +50,7 @@ mod tags;
 mod tls;
 mod token;
 mod transport;
+mod upload;
 
 #[cfg(test)]
 mod fake_registry;
@@ -58,6 +60,8 @@ mod tests;
 mod tests_blob;
 #[cfg(test)]
 mod tests_push;
+#[cfg(test)]
+mod tests_upload;
 
 pub use auth::Credentials;
 pub use blob::BlobCopied;

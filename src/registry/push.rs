@@ -1,17 +1,14 @@
-//! Pushing: blob existence checks, cross-repository mounts, blob uploads (one streamed
-//! PUT, or PATCH chunks for large blobs) and manifest PUTs.
+//! Pushing: blob existence checks, cross-repository mounts and manifest PUTs; blob
+//! uploads are `upload`'s.
 //!
 //! Push requests ask for `repository:REPO:pull,push`; a mount also for
-//! `repository:FROM:pull`. Each function is one request (or one upload); the order an
-//! image's blobs and manifest go in is `push_image`'s. Not for: building the image (the
+//! `repository:FROM:pull`. Each function is one request; the order an image's blobs and
+//! manifest go in is `push_image`'s. Not for: building the image (the
 //! image module).
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use bytes::Bytes;
 use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, Response, StatusCode, Url};
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio_util::io::ReaderStream;
 
 use super::auth::Scope;
 use super::client::DOCKER_CONTENT_DIGEST;
@@ -21,16 +18,11 @@ use super::{Credentials, Reference, RegistryClient, RegistryError};
 use crate::digest::Digest;
 use crate::oci::MediaType;
 
-/// Blobs up to this size go up in one streamed PUT; larger ones in PATCH chunks, which
-/// pass proxies with request size limits and are retried chunk by chunk.
-const MONOLITHIC_MAX: u64 = 64 << 20;
-const CHUNK: usize = 16 << 20;
-
-fn octet_stream() -> HeaderValue {
+pub(super) fn octet_stream() -> HeaderValue {
     HeaderValue::from_static("application/octet-stream")
 }
 
-fn number(n: u64) -> HeaderValue {
+pub(super) fn number(n: u64) -> HeaderValue {
     HeaderValue::from(n)
 }
 
@@ -107,100 +99,6 @@ impl RegistryClient {
         }
     }
 
-    /// Uploads blob `digest` of `size` bytes read from `reader` into `reference`'s
-    /// repository. The registry checks the digest; a mismatch comes back as its error.
-    pub async fn upload_blob<R: AsyncRead + Send + Unpin + 'static>(
-        &self,
-        reference: &Reference,
-        digest: &Digest,
-        size: u64,
-        mut reader: R,
-        creds: Option<&Credentials>,
-    ) -> Result<(), RegistryError> {
-        let scopes = vec![Scope::push(&reference.repository)];
-        let path = format!("{}/blobs/uploads/", reference.repository);
-        let origin = self.inner.origin(reference).await?;
-        let mut start = self.request(
-            &origin,
-            Method::POST,
-            reference,
-            &path,
-            scopes.clone(),
-            creds,
-        )?;
-        start.headers.insert(header::CONTENT_LENGTH, number(0));
-        let resp = self.inner.send(&start).await?;
-        if resp.status() != StatusCode::ACCEPTED {
-            return Err(error_for(resp, reference, &scopes, Target::Other).await);
-        }
-        let mut loc = location(&resp, &start.url)?;
-
-        let mut put = self.request(&origin, Method::PUT, reference, "", scopes.clone(), creds)?;
-        put.headers.insert(header::CONTENT_TYPE, octet_stream());
-        if size <= MONOLITHIC_MAX {
-            let counters = self.inner.clone();
-            let stream = ReaderStream::new(reader).inspect(move |chunk| {
-                if let Ok(c) = chunk {
-                    counters
-                        .counters
-                        .uploaded
-                        .fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                }
-            });
-            put.headers.insert(header::CONTENT_LENGTH, number(size));
-            put.body = Body::once(reqwest::Body::wrap_stream(stream));
-        } else {
-            let mut sent = 0u64;
-            loop {
-                let chunk = read_chunk(&mut reader, CHUNK).await.map_err(|e| {
-                    RegistryError::Protocol(format!("reading blob {digest} to upload: {e}"))
-                })?;
-                if chunk.is_empty() {
-                    break;
-                }
-                let len = chunk.len() as u64;
-                let mut patch =
-                    self.request(&origin, Method::PATCH, reference, "", scopes.clone(), creds)?;
-                patch.url = loc.clone();
-                patch.headers.insert(header::CONTENT_TYPE, octet_stream());
-                patch.headers.insert(header::CONTENT_LENGTH, number(len));
-                let range = format!("{sent}-{}", sent + len - 1);
-                patch.headers.insert(
-                    header::CONTENT_RANGE,
-                    HeaderValue::from_str(&range).expect("ascii"),
-                );
-                patch.body = Body::Bytes(chunk);
-                let resp = self.inner.send(&patch).await?;
-                if resp.status() != StatusCode::ACCEPTED {
-                    return Err(error_for(resp, reference, &scopes, Target::Other).await);
-                }
-                loc = location(&resp, &loc)?;
-                sent += len;
-                self.inner
-                    .counters
-                    .uploaded
-                    .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
-            }
-            if sent != size {
-                return Err(RegistryError::DigestMismatch {
-                    image: reference.to_string(),
-                    what: format!("size of blob {digest} to upload"),
-                    expected: format!("{size} bytes"),
-                    actual: format!("{sent} bytes"),
-                });
-            }
-            put.headers.insert(header::CONTENT_LENGTH, number(0));
-        }
-        loc.query_pairs_mut()
-            .append_pair("digest", &digest.to_string());
-        put.url = loc;
-        let resp = self.inner.send(&put).await?;
-        if resp.status() != StatusCode::CREATED {
-            return Err(error_for(resp, reference, &scopes, Target::Other).await);
-        }
-        check_answered_digest(&resp, reference, digest, "blob")
-    }
-
     /// PUTs a manifest under `reference`'s tag (or digest) and returns its digest.
     pub async fn put_manifest(
         &self,
@@ -244,7 +142,7 @@ impl RegistryClient {
 }
 
 /// The upload `Location` of an answer, resolved against the URL it answered.
-fn location(resp: &Response, base: &Url) -> Result<Url, RegistryError> {
+pub(super) fn location(resp: &Response, base: &Url) -> Result<Url, RegistryError> {
     let loc = resp
         .headers()
         .get(header::LOCATION)
@@ -264,7 +162,7 @@ fn location(resp: &Response, base: &Url) -> Result<Url, RegistryError> {
 }
 
 /// A `Docker-Content-Digest` answer that disagrees with what was sent is an error.
-fn check_answered_digest(
+pub(super) fn check_answered_digest(
     resp: &Response,
     reference: &Reference,
     digest: &Digest,
@@ -283,16 +181,4 @@ fn check_answered_digest(
         }),
         _ => Ok(()),
     }
-}
-
-/// Up to `max` bytes from `reader` (fewer only at the end).
-async fn read_chunk<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> std::io::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(max);
-    while buf.len() < max {
-        let mut limited = (&mut *reader).take((max - buf.len()) as u64);
-        if limited.read_buf(&mut buf).await? == 0 {
-            break;
-        }
-    }
-    Ok(buf.freeze())
 }

@@ -2,7 +2,8 @@
 //!
 //! Connection errors, 5xx and 429 are retried with exponential backoff; a `Retry-After`
 //! header (seconds or an HTTP date) overrides the backoff, within a cap. Not for: resuming
-//! a blob body that broke off mid-way (the blob module does that with `Range`).
+//! a blob body that broke off mid-way (the blob module does that with `Range`) or an
+//! upload chunk (the upload module asks the upload's status).
 
 use std::time::{Duration, SystemTime};
 

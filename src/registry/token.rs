@@ -80,7 +80,7 @@ impl Transport {
         let tr = auth::token_request(ch, &req.scopes, creds, &self.insecure)
             .map_err(|e| RegistryError::Protocol(format!("registry {registry}: {e}")))?;
         let resp = self
-            .with_retries(req.host.name(), self.retry.attempts, || async {
+            .with_retries(req.host.name(), self.retry.attempts, true, || async {
                 let mut rb = match &tr.form {
                     Some(form) => req
                         .host

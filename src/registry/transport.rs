@@ -65,6 +65,11 @@ pub(super) struct Request<'a> {
     pub scopes: Vec<Scope>,
     /// The job's own credentials: for the origin only, never sent to a mirror.
     pub creds: Option<&'a Credentials>,
+    /// The caller retries (and resumes) this request itself, knowing what a retry means
+    /// (an upload chunk, the PUT that ends an upload): one try, and its answer handed back
+    /// whatever the status, a 429 too (for its `Retry-After`). A 401 challenge is still
+    /// met (authenticate, send again): nothing was taken.
+    pub one_try: bool,
 }
 
 pub(super) enum SendError {
@@ -165,13 +170,15 @@ impl Transport {
         loop {
             // A streamed body cannot be sent twice, so such a request gets one try; a
             // mirror gets one too: when it fails, the next host is asked instead.
-            let attempts = if req.body.replayable() && req.host.is_origin() {
+            let attempts = if req.body.replayable() && req.host.is_origin() && !req.one_try {
                 self.retry.attempts
             } else {
                 1
             };
             let resp = self
-                .with_retries(&host, attempts, || self.send_following(req, auth.as_ref()))
+                .with_retries(&host, attempts, !req.one_try, || {
+                    self.send_following(req, auth.as_ref())
+                })
                 .await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
@@ -206,11 +213,13 @@ impl Transport {
     }
 
     /// Runs `attempt` until it gives a response that is not worth retrying, or `attempts`
-    /// tries are used up.
+    /// tries are used up. A last 429 becomes `TooManyRequests` when `fail_429`, else it is
+    /// answered.
     pub(super) async fn with_retries<F, Fut>(
         &self,
         registry: &str,
         attempts: u32,
+        fail_429: bool,
         mut attempt: F,
     ) -> Result<Response, RegistryError>
     where
@@ -227,7 +236,7 @@ impl Transport {
                     tracing::debug!(%registry, status = resp.status().as_u16(), ?wait, "retrying");
                     tokio::time::sleep(wait).await;
                 }
-                Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS => {
+                Ok(resp) if fail_429 && resp.status() == StatusCode::TOO_MANY_REQUESTS => {
                     return Err(RegistryError::TooManyRequests {
                         registry: registry.clone(),
                     });

@@ -1,4 +1,4 @@
-//! Pushing: what the registry has is not sent again, progress counts the bytes pushed, token auth, and layers past 64 MiB go up in chunks.
+//! Pushing: what the registry has is not sent again, progress counts the bytes pushed, token auth, and layers past 64 MiB go up in chunks, a cut chunk resumed where the registry says.
 
 use super::*;
 
@@ -264,6 +264,137 @@ async fn token_auth_registry_builds_with_credentials_and_refuses_without() {
 #[tokio::test]
 async fn layer_over_64_mib_is_uploaded_in_chunks_and_pulls_back_whole() {
     let world = World::builder().proxy().start().await;
+    let source = huge_source(&world);
+    let job = build_ok(&world, huge_build(&world)).await;
+    let patches = logged(&world, "PATCH", "/v2/huge/app/blobs/uploads/");
+    assert!(
+        patches.len() >= 2 && patches.iter().all(|p| p.status == 202),
+        "a big blob goes up in PATCH chunks: {}",
+        world.proxy().log_text()
+    );
+    assert_pushed_whole(&world, &job, &source).await;
+}
+
+#[tokio::test]
+async fn a_cut_chunk_is_resumed_where_the_upload_status_says_and_the_image_pulls_back_whole() {
+    let world = World::builder().proxy().start().await;
+    let source = huge_source(&world);
+    // The second chunk is cut before the registry has any of it (distribution 2.8 cannot
+    // resume a chunk it has part of: see the next test); its resend is answered 429.
+    world.proxy().add_rule(
+        Rule::new(Fault::DropRequestAfter(0), UPLOADS)
+            .method("PATCH")
+            .after(1)
+            .times(1),
+    );
+    world.proxy().add_rule(
+        Rule::new(
+            Fault::TooManyRequests {
+                retry_after_secs: 1,
+            },
+            UPLOADS,
+        )
+        .method("PATCH")
+        .after(2)
+        .times(1),
+    );
+    let job = build_ok(&world, huge_build(&world)).await;
+    let log: Vec<_> = world
+        .proxy()
+        .log()
+        .into_iter()
+        .filter(|l| l.path.contains(UPLOADS) && matches!(l.method.as_str(), "PATCH" | "GET"))
+        .collect();
+    let text = world.proxy().log_text();
+    let chunk = 16u64 << 20;
+    let second = format!("{chunk}-{}", 2 * chunk - 1);
+    let shape: Vec<(&str, Option<&str>, u16)> = log
+        .iter()
+        .take(6)
+        .map(|l| (l.method.as_str(), l.content_range.as_deref(), l.status))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("PATCH", Some(format!("0-{}", chunk - 1).as_str()), 202),
+            ("PATCH", Some(second.as_str()), 0),
+            ("GET", None, 204),
+            ("PATCH", Some(second.as_str()), 429),
+            ("GET", None, 204),
+            ("PATCH", Some(second.as_str()), 202),
+        ],
+        "{text}"
+    );
+    assert_eq!(
+        log[2].path, log[1].path,
+        "the status of the cut upload: {text}"
+    );
+    for (status, resend) in [(&log[2], &log[3]), (&log[4], &log[5])] {
+        let has = status.answered_range.as_deref().unwrap_or_default();
+        let last: u64 = has.strip_prefix("0-").unwrap().parse().unwrap();
+        let from: u64 = resend
+            .content_range
+            .as_deref()
+            .unwrap()
+            .split('-')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            from,
+            last + 1,
+            "the resend starts where the registry said: {text}"
+        );
+    }
+    assert!(
+        log[4].at.duration_since(log[3].at) >= Duration::from_millis(950),
+        "Retry-After: 1 was honoured: {text}"
+    );
+    assert!(
+        log[6..]
+            .iter()
+            .all(|l| l.method == "PATCH" && l.status == 202),
+        "the other chunks went up once each: {text}"
+    );
+    assert_pushed_whole(&world, &job, &source).await;
+}
+
+#[tokio::test]
+async fn a_chunk_the_registry_cannot_resume_fails_the_build_clearly_and_moves_no_tag() {
+    let world = World::builder().proxy().start().await;
+    huge_source(&world);
+    // Cut after 5 MiB: distribution 2.8 keeps those bytes, and then refuses the status of
+    // the upload (its state says 16 MiB; "upload resumed at wrong offset").
+    world.proxy().add_rule(
+        Rule::new(Fault::DropRequestAfter(5 << 20), UPLOADS)
+            .method("PATCH")
+            .after(1)
+            .times(1),
+    );
+    let job = build(&world, huge_build(&world)).await;
+    job.expect_failed("registry_unreachable");
+    let message = job.0["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("cannot be resumed")
+            && message.contains(&format!("failed at byte {}", 16u64 << 20))
+            && message.contains("BLOB_UPLOAD_INVALID"),
+        "{message}"
+    );
+    let text = world.proxy().log_text();
+    let patches = logged(&world, "PATCH", UPLOADS);
+    assert_eq!(patches.len(), 2, "nothing sent blindly again: {text}");
+    assert_eq!(logged(&world, "GET", UPLOADS).len(), 1, "{text}");
+    assert!(
+        logged(&world, "PUT", "/manifests/").is_empty(),
+        "no tag moved: {text}"
+    );
+}
+
+const UPLOADS: &str = "/v2/huge/app/blobs/uploads/";
+
+/// A source folder `huge` with a 66 MiB file that does not compress: one layer past 64 MiB.
+fn huge_source(world: &World) -> std::path::PathBuf {
     let source = world.root().join("huge");
     fs::create_dir_all(&source).unwrap();
     fs::write(
@@ -272,20 +403,19 @@ async fn layer_over_64_mib_is_uploaded_in_chunks_and_pulls_back_whole() {
     )
     .unwrap();
     fs::write(source.join("small"), "small\n").unwrap();
-    let job = build_ok(
-        &world,
-        json!({"source": "huge", "target": world.image("huge/app:1"), "compression": "zstd"}),
-    )
-    .await;
+    source
+}
+
+fn huge_build(world: &World) -> Value {
+    json!({"source": "huge", "target": world.image("huge/app:1"), "compression": "zstd"})
+}
+
+/// The big layer is stored whole under its digest, the registry serves (skopeo) the
+/// manifest the job reports, and the image pulls back as the source.
+async fn assert_pushed_whole(world: &World, job: &Job, source: &Path) {
     let layer = job.result()["layers"][0].clone();
     let size = layer["size"].as_u64().unwrap();
     assert!(size > 64 << 20, "{job:?}");
-    let patches = logged(&world, "PATCH", "/v2/huge/app/blobs/uploads/");
-    assert!(
-        patches.len() >= 2 && patches.iter().all(|p| p.status == 202),
-        "a big blob goes up in PATCH chunks: {}",
-        world.proxy().log_text()
-    );
     let digest = layer["digest"].as_str().unwrap();
     let stored = fs::read(world.registry.blob_file(digest)).unwrap();
     assert_eq!(stored.len() as u64, size);
@@ -293,11 +423,12 @@ async fn layer_over_64_mib_is_uploaded_in_chunks_and_pulls_back_whole() {
     drop(stored);
     let served = served(&world.registry, "huge/app:1").await;
     assert_eq!(served.digest, job.result()["digest"].as_str().unwrap());
+    assert_skopeo_reads(&world.registry, "huge/app:1", &served);
     let pulled = world
         .pull_ok(&world.image("huge/app:1"), "huge-pulled")
         .await;
     assert_tree(
-        &expected_from_source(&source, Recorded::default()),
+        &expected_from_source(source, Recorded::default()),
         &pulled.dest(),
         &[],
         "the big build pulled back",

@@ -4,8 +4,8 @@
 //!
 //! Every request is forwarded as it came (Host kept, Range kept, no redirects followed,
 //! no decompression) unless a [`Rule`] matches; every request is logged with its time,
-//! method, path, `Range` header, status and fault, so tests can count what the daemon
-//! fetched and when.
+//! method, path, `Range` and `Content-Range` headers, status and fault, so tests can
+//! count what the daemon fetched (or uploaded) and when.
 
 use std::io;
 use std::net::SocketAddr;
@@ -35,6 +35,10 @@ pub enum Fault {
     Status(u16),
     /// Both: the byte at `at` flipped, the body sent at about `bytes_per_sec`.
     SlowCorrupt { at: u64, bytes_per_sec: u64 },
+    /// Forward the request's first this many body bytes (under its own `Content-Length`),
+    /// then break both connections: the registry sees a body cut short, the client no
+    /// answer (logged with status 0).
+    DropRequestAfter(u64),
 }
 
 impl Fault {
@@ -46,18 +50,21 @@ impl Fault {
             Fault::Corrupt { .. } => "corrupt",
             Fault::Status(_) => "status",
             Fault::SlowCorrupt { .. } => "slow+corrupt",
+            Fault::DropRequestAfter(_) => "cut request",
         }
     }
 }
 
 /// A fault for requests whose path contains `path_contains` (and whose method is
-/// `method`, if set), for the next `times` matches or forever.
+/// `method`, if set), for the next `times` matches or forever, once the first `after`
+/// matches went through untouched.
 #[derive(Clone, Debug)]
 pub struct Rule {
     pub fault: Fault,
     pub method: Option<String>,
     pub path_contains: String,
     pub times: Option<usize>,
+    pub after: usize,
 }
 
 impl Rule {
@@ -67,6 +74,7 @@ impl Rule {
             method: None,
             path_contains: path_contains.into(),
             times: None,
+            after: 0,
         }
     }
 
@@ -86,6 +94,12 @@ impl Rule {
         self
     }
 
+    /// Leaves the first `n` matching requests alone (e.g. 1: the fault hits the second).
+    pub fn after(mut self, n: usize) -> Rule {
+        self.after = n;
+        self
+    }
+
     fn matches(&self, method: &str, path: &str) -> bool {
         self.times != Some(0)
             && self.method.as_deref().is_none_or(|m| m == method)
@@ -102,7 +116,12 @@ pub struct Logged {
     /// Path and query.
     pub path: String,
     pub range: Option<String>,
-    /// The status sent to the client (0 when the upstream could not be reached).
+    /// The `Content-Range` header (upload chunks).
+    pub content_range: Option<String>,
+    /// The `Range` header of the answer (an upload's status: the bytes the registry has).
+    pub answered_range: Option<String>,
+    /// The status sent to the client (0: none, the upstream could not be reached or the
+    /// request was cut).
     pub status: u16,
     pub fault: Option<&'static str>,
     /// The `Authorization` header the request carried (to prove whose credentials went where).
@@ -184,12 +203,18 @@ impl FaultProxy {
         log.iter()
             .map(|l| {
                 format!(
-                    "+{:>7.3}s {} {} range={:?} -> {} {}",
+                    "+{:>7.3}s {} {} range={:?}{} -> {}{} {}",
                     start.map_or(0.0, |s| l.at.duration_since(s).as_secs_f64()),
                     l.method,
                     l.path,
                     l.range,
+                    l.content_range
+                        .as_ref()
+                        .map_or(String::new(), |r| format!(" content-range={r}")),
                     l.status,
+                    l.answered_range
+                        .as_ref()
+                        .map_or(String::new(), |r| format!(" range={r}")),
                     l.fault.unwrap_or("")
                 )
             })
@@ -226,41 +251,57 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let content_range = req
+        .headers()
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let fault = {
         let mut rules = st.rules.lock().unwrap();
-        rules
-            .iter_mut()
-            .find(|r| r.matches(&method, &path))
-            .map(|r| {
+        // The first matching rule past its `after` fires; every matching rule still
+        // waiting counts the request.
+        let mut fired = None;
+        for r in rules.iter_mut().filter(|r| r.matches(&method, &path)) {
+            if r.after > 0 {
+                r.after -= 1;
+            } else if fired.is_none() {
                 if let Some(n) = r.times.as_mut() {
                     *n -= 1;
                 }
-                r.fault.clone()
-            })
+                fired = Some(r.fault.clone());
+            }
+        }
+        fired
     };
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let log = |status: u16| Logged {
+    let log = |status: u16, answered_range: Option<String>| Logged {
         at,
         method: method.clone(),
         path: path.clone(),
         range: range.clone(),
+        content_range: content_range.clone(),
+        answered_range,
         status,
         fault: fault.as_ref().map(Fault::name),
         authorization: authorization.clone(),
     };
 
+    // A request answered here is read whole first, as a registry would: an answer sent
+    // while an upload's body is still coming reaches the client as a reset connection.
     if let Some(Fault::Status(status)) = fault {
-        st.log.lock().unwrap().push(log(status));
+        let _ = axum::body::to_bytes(req.into_body(), 1 << 30).await;
+        st.log.lock().unwrap().push(log(status, None));
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
         return (status, "hoist test proxy: broken on purpose").into_response();
     }
 
     if let Some(Fault::TooManyRequests { retry_after_secs }) = fault {
-        st.log.lock().unwrap().push(log(429));
+        let _ = axum::body::to_bytes(req.into_body(), 1 << 30).await;
+        st.log.lock().unwrap().push(log(429, None));
         return (
             StatusCode::TOO_MANY_REQUESTS,
             [
@@ -270,6 +311,14 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
             r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down (hoist test proxy)"}]}"#,
         )
             .into_response();
+    }
+
+    if let Some(Fault::DropRequestAfter(limit)) = fault {
+        cut_request(&st, req, &path, limit).await;
+        st.log.lock().unwrap().push(log(0, None));
+        // No answer at all: ending this connection's task closes the client's connection.
+        // `resume_unwind` skips the panic hook, so nothing is printed; tokio catches it.
+        std::panic::resume_unwind(Box::new("hoist test proxy: request cut on purpose"));
     }
 
     let (parts, body) = req.into_parts();
@@ -292,12 +341,20 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
     let resp = match upstream.send().await {
         Ok(r) => r,
         Err(e) => {
-            st.log.lock().unwrap().push(log(0));
+            st.log.lock().unwrap().push(log(0, None));
             return (StatusCode::BAD_GATEWAY, format!("proxy: {e}")).into_response();
         }
     };
     let status = resp.status();
-    st.log.lock().unwrap().push(log(status.as_u16()));
+    let answered_range = resp
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    st.log
+        .lock()
+        .unwrap()
+        .push(log(status.as_u16(), answered_range));
     let mut out = Response::builder().status(status);
     for (name, value) in resp.headers().iter() {
         if !hop_by_hop(name) {
@@ -325,6 +382,43 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
 }
 
 type BodyStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// Sends upstream the first `limit` bytes of `req`'s body under the request's own
+/// `Content-Length`, then breaks that connection (the body stream fails).
+async fn cut_request(st: &ProxyState, req: Request, path: &str, limit: u64) {
+    let (parts, body) = req.into_parts();
+    let mut incoming = body.into_data_stream();
+    let mut head = Vec::new();
+    while (head.len() as u64) < limit {
+        match incoming.next().await {
+            Some(Ok(b)) => head.extend_from_slice(&b),
+            _ => break,
+        }
+    }
+    head.truncate(limit as usize);
+    let pieces: Vec<io::Result<Bytes>> = vec![
+        Ok(Bytes::from(head)),
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "hoist test proxy: request cut on purpose",
+        )),
+    ];
+    let mut upstream = st
+        .client
+        .request(parts.method, format!("http://{}{path}", st.upstream));
+    for (name, value) in parts.headers.iter() {
+        if !hop_by_hop(name) {
+            upstream = upstream.header(name, value);
+        }
+    }
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(pieces));
+    if let Ok(resp) = upstream.body(body).send().await {
+        eprintln!(
+            "hoist test proxy: the cut request was answered {}",
+            resp.status()
+        );
+    }
+}
 
 /// Passes `left` bytes through, then fails the body: hyper then closes the connection
 /// short of the promised `Content-Length`.
