@@ -25,7 +25,7 @@ use crate::image::{BaseImage, ImageParts, LayerOptions, assemble, build_layer};
 use crate::oci::Descriptor;
 use crate::registry::{
     BlobPushed, BlobReader, BlobSource, Credentials, ManifestKind, OpenBlob, Platform, PushBlob,
-    PushProgress,
+    PushProgress, Reference,
 };
 use crate::store::BlobGuard;
 
@@ -205,19 +205,16 @@ impl OpenBlob for Opener<'_> {
             BlobSource::Bytes(bytes) => Ok(Box::new(std::io::Cursor::new(bytes.clone()))),
             BlobSource::File(path) => Ok(Box::new(open(path).await?)),
             BlobSource::Repository(from) => {
-                // The fetch's own progress is not the push's: the upload counts the bytes.
-                let fetcher = Fetcher {
-                    env: self.env.clone(),
-                    reference: from.clone(),
-                    auth: self.base_auth.cloned(),
-                    blob_dir: None,
-                    tracker: Arc::new(Tracker::default()),
-                    cancel: self.cancel.clone(),
-                    sources: Default::default(),
-                };
-                let cached = fetcher.fetch(index, &blob.descriptor).await?;
-                let file = open(cached.path()).await?;
-                Ok(Box::new(Pinned { file, _pin: cached }))
+                let pinned = Pinned::fetch(
+                    self.env,
+                    from,
+                    self.base_auth,
+                    self.cancel,
+                    index,
+                    &blob.descriptor,
+                )
+                .await?;
+                Ok(Box::new(pinned))
             }
         }
     }
@@ -233,6 +230,32 @@ pub(super) async fn open(path: &Path) -> Result<tokio::fs::File, JobError> {
 pub(super) struct Pinned {
     pub(super) file: tokio::fs::File,
     pub(super) _pin: BlobGuard,
+}
+
+impl Pinned {
+    /// Blob `desc` of `from` through the cache (fetched into it unless there), pinned. The
+    /// fetch's own progress is not a push's: the upload counts the bytes.
+    pub(super) async fn fetch(
+        env: &JobEnv,
+        from: &Reference,
+        auth: Option<&Credentials>,
+        cancel: &CancellationToken,
+        index: usize,
+        desc: &Descriptor,
+    ) -> Result<Pinned, JobError> {
+        let fetcher = Fetcher {
+            env: env.clone(),
+            reference: from.clone(),
+            auth: auth.cloned(),
+            blob_dir: None,
+            tracker: Arc::new(Tracker::default()),
+            cancel: cancel.clone(),
+            sources: Default::default(),
+        };
+        let cached = fetcher.fetch(index, desc).await?;
+        let file = open(cached.path()).await?;
+        Ok(Pinned { file, _pin: cached })
+    }
 }
 
 impl AsyncRead for Pinned {

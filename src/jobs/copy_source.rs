@@ -14,8 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::JobEnv;
-use super::build::{Pinned, open};
-use super::fetch::Fetcher;
+use super::build::Pinned;
 use super::model::JobError;
 use super::progress::Tracker;
 use super::request::CacheMode;
@@ -84,18 +83,16 @@ impl OpenBlob for Opener<'_> {
         self.tracker.tracker.layer_state(place, "downloading");
         match self.cache {
             CacheMode::Use => {
-                let fetcher = Fetcher {
-                    env: self.env.clone(),
-                    reference: from.clone(),
-                    auth: self.auth.cloned(),
-                    blob_dir: None,
-                    tracker: Arc::new(Tracker::default()),
-                    cancel: self.cancel.clone(),
-                    sources: Default::default(),
-                };
-                let cached = fetcher.fetch(index, &blob.descriptor).await?;
-                let file = open(cached.path()).await?;
-                Ok(Box::new(Pinned { file, _pin: cached }))
+                let pinned = Pinned::fetch(
+                    self.env,
+                    from,
+                    self.auth,
+                    self.cancel,
+                    index,
+                    &blob.descriptor,
+                )
+                .await?;
+                Ok(Box::new(pinned))
             }
             CacheMode::Bypass => {
                 let (writer, reader) = tokio::io::duplex(PIPE_BYTES);

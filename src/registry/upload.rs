@@ -307,15 +307,7 @@ impl RegistryClient {
     /// How many bytes of the upload at `loc` the registry has, and the location to go on
     /// at (the registry may renew it). Any failure is the registry not telling.
     async fn upload_status(&self, up: &Upload<'_>, loc: &Url) -> Result<(u64, Url), RegistryError> {
-        let mut req = self.request(
-            &up.origin,
-            Method::GET,
-            up.reference,
-            "",
-            up.scopes.clone(),
-            up.creds,
-        )?;
-        req.url = loc.clone();
+        let req = self.at_upload(up, Method::GET, loc)?;
         let resp = self.inner.send(&req).await?;
         if !resp.status().is_success() {
             return Err(error_for(resp, up.reference, &up.scopes, Target::Other).await);
@@ -342,6 +334,26 @@ impl RegistryClient {
             .unwrap_or(false)
     }
 
+    /// A request of `method` to the upload at `loc`, with the upload's scopes and
+    /// credentials.
+    fn at_upload<'a>(
+        &self,
+        up: &Upload<'a>,
+        method: Method,
+        loc: &Url,
+    ) -> Result<Request<'a>, RegistryError> {
+        let mut req = self.request(
+            &up.origin,
+            method,
+            up.reference,
+            "",
+            up.scopes.clone(),
+            up.creds,
+        )?;
+        req.url = loc.clone();
+        Ok(req)
+    }
+
     fn patch_request<'a>(
         &self,
         up: &Upload<'a>,
@@ -350,15 +362,7 @@ impl RegistryClient {
         piece: Bytes,
     ) -> Result<Request<'a>, RegistryError> {
         let len = piece.len() as u64;
-        let mut patch = self.request(
-            &up.origin,
-            Method::PATCH,
-            up.reference,
-            "",
-            up.scopes.clone(),
-            up.creds,
-        )?;
-        patch.url = loc.clone();
+        let mut patch = self.at_upload(up, Method::PATCH, loc)?;
         patch.one_try = true;
         patch.headers.insert(header::CONTENT_TYPE, octet_stream());
         patch.headers.insert(header::CONTENT_LENGTH, number(len));
@@ -379,15 +383,7 @@ impl RegistryClient {
         body: Body,
         len: u64,
     ) -> Result<Request<'a>, RegistryError> {
-        let mut put = self.request(
-            &up.origin,
-            Method::PUT,
-            up.reference,
-            "",
-            up.scopes.clone(),
-            up.creds,
-        )?;
-        put.url = loc.clone();
+        let mut put = self.at_upload(up, Method::PUT, loc)?;
         put.url
             .query_pairs_mut()
             .append_pair("digest", &up.digest.to_string());
