@@ -9,15 +9,18 @@
 //! Like umoci, every entry keeps its parent directory's times: they are read before the
 //! entry is applied and put back after, so a directory ends with the times of its own
 //! header. A parent that did not exist before the entry (created implicitly, mode 0755)
-//! keeps the times of its creation, and so does whatever held it, as with umoci.
+//! keeps the times of its creation, and so does whatever held it, as with umoci. A run of
+//! entries in one directory shares its opening, resolution and times (`ParentDir`): read
+//! before the first, put back after the last, which ends where umoci's per-entry round
+//! trips end, with five syscalls fewer per entry.
 
 use crate::error::FromIo;
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use futures_util::StreamExt;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps};
 use rustix::io::Errno;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_tar::{Archive, Entry};
@@ -62,6 +65,7 @@ pub(super) async fn apply_layer<R: AsyncRead + Unpin + Send + 'static>(
         meta: MetaWriter::new(options.same_owner),
         stats: Counts::default(),
         buf: vec![0; CHUNK],
+        parent: None,
     };
     loop {
         if cancel.is_cancelled() {
@@ -84,6 +88,9 @@ pub(super) async fn apply_layer<R: AsyncRead + Unpin + Send + 'static>(
         layer.apply_entry(&mut entry, cancel).await?;
         layer.drain(&mut entry, cancel).await?;
     }
+    layer
+        .leave_parent()
+        .map_err(|e| UnpackError::from_io(PathBuf::from("(archive)"), e))?;
     // The archive ended; what follows its end blocks is part of the diff_id too.
     drop(entries);
     let Ok(hashed) = archive.into_inner() else {
@@ -130,6 +137,22 @@ struct Layer<'a> {
     meta: MetaWriter,
     stats: Counts,
     buf: Vec<u8>,
+    /// The parent of the last entries, while they come one after another in it.
+    parent: Option<ParentDir>,
+}
+
+/// An open parent directory shared by a run of entries in it (tar files list a
+/// directory's entries together): opened, resolved and its times read once, its times put
+/// back once at the run's end. The run ends at an entry elsewhere, a whiteout, the root's
+/// own entry, the layer's end, or an entry that removed a name (which could change how the
+/// directory's own name resolves; adding names cannot).
+struct ParentDir {
+    components: Vec<Vec<u8>>,
+    fd: OwnedFd,
+    /// Its name below the root, as the kernel resolved it.
+    rel: Vec<u8>,
+    /// The times to put back; none while the run's first entry created it.
+    kept: Option<Timestamps>,
 }
 
 /// An I/O error on the entry `name`.
@@ -164,28 +187,33 @@ impl Layer<'_> {
         self.stats.entries += 1;
         let io = io_err(&head.name);
         let Some((parent, name)) = head.name.split_last() else {
+            self.leave_parent().map_err(&io)?;
             return self.apply_root(&head);
         };
         if let Some(whiteout) = Whiteout::parse(name) {
             let whiteout = whiteout.map_err(|reason| bad(&head.name, reason))?;
+            self.leave_parent().map_err(&io)?;
             return self.apply_whiteout(&head.name, parent, whiteout);
         }
 
-        let (dir, created) = self.root.ensure_dir(parent).map_err(&io)?;
-        let kept_times = if created {
-            None
-        } else {
-            Some(times_of(dir.as_fd()).map_err(&io)?)
+        let mut at = match self.parent.take() {
+            Some(p) if p.components == parent => p,
+            other => {
+                self.parent = other;
+                self.leave_parent().map_err(&io)?;
+                self.enter(parent).map_err(&io)?
+            }
         };
-        let dir_rel = self.root.rel_path(dir.as_fd()).map_err(&io)?;
-        let dir = dir.as_fd();
+        let dir = at.fd.as_fd();
 
         // Whatever is there goes, unless a directory meets a directory (then its contents
         // stay and only its metadata changes).
+        let mut removed = false;
         if let Some(st) = lstat_at(dir, name).map_err(&io)?
             && !(is_dir(&st) && head.kind == Kind::Dir)
         {
             remove_all_at(dir, name).map_err(&io)?;
+            removed = true;
         }
 
         let made = match head.kind {
@@ -221,12 +249,51 @@ impl Layer<'_> {
             Kind::Skip => false,
         };
         if made {
-            self.upper.insert(&child(&dir_rel, name));
+            self.upper.insert(&child(&at.rel, name));
         }
-        if let Some(times) = kept_times {
-            rustix::fs::futimens(dir, &times).map_err(|e| io(e.into()))?;
+        if removed {
+            // A name went: how later names resolve may have changed, so the next entry
+            // opens its parent afresh (and this one's times are put back now).
+            if let Some(times) = &at.kept {
+                rustix::fs::futimens(&at.fd, times).map_err(|e| io(e.into()))?;
+            }
+            return Ok(());
         }
+        if at.kept.is_none() {
+            // A parent this entry created keeps the times the entry left it with, which
+            // the next entries in it then keep (as umoci, reading them before each).
+            at.kept = Some(times_of(at.fd.as_fd()).map_err(&io)?);
+        }
+        self.parent = Some(at);
         Ok(())
+    }
+
+    /// Opens the parent directory `components` for a run of entries in it, with its times
+    /// (none when it was created just now).
+    fn enter(&self, components: &[Vec<u8>]) -> std::io::Result<ParentDir> {
+        let (fd, created) = self.root.ensure_dir(components)?;
+        let kept = if created {
+            None
+        } else {
+            Some(times_of(fd.as_fd())?)
+        };
+        let rel = self.root.rel_path(fd.as_fd())?;
+        Ok(ParentDir {
+            components: components.to_vec(),
+            fd,
+            rel,
+            kept,
+        })
+    }
+
+    /// Ends a run of entries in one directory: puts back the times it had before them.
+    fn leave_parent(&mut self) -> std::io::Result<()> {
+        match self.parent.take() {
+            Some(ParentDir {
+                fd, kept: Some(t), ..
+            }) => Ok(rustix::fs::futimens(&fd, &t)?),
+            _ => Ok(()),
+        }
     }
 
     /// Reads what `apply_entry` left of the entry's data (a directory's or a link's, a

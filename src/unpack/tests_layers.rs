@@ -425,6 +425,32 @@ async fn directory_times_survive_later_layers_and_whiteouts() {
 }
 
 #[tokio::test]
+async fn a_run_of_entries_in_one_directory_keeps_its_times_replacements_included() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let lower = layer(&[
+        E::dir("d").mtime(1000),
+        E::file("d/a", "a"),
+        E::dir("d/sub").mtime(1500),
+        E::file("d/sub/x", "x"),
+    ]);
+    // A run in `d`: a new name, a name replaced (file over file, then file over a
+    // directory), another new name; then the run goes on after the replacements.
+    let upper = layer(&[
+        E::file("d/b", "b"),
+        E::file("d/a", "A"),
+        E::file("d/sub", "was a directory"),
+        E::file("d/c", "c"),
+        E::symlink("d/l", "c"),
+    ]);
+    apply_all(&root, &[lower, upper]).await.unwrap();
+    assert_eq!(mtime(&root.join("d")), (1000, 0));
+    assert_eq!(fs::read(root.join("d/a")).unwrap(), b"A");
+    assert_eq!(fs::read(root.join("d/sub")).unwrap(), b"was a directory");
+    assert_eq!(fs::read(root.join("d/l")).unwrap(), b"c");
+}
+
+#[tokio::test]
 async fn root_entry_sets_the_roots_metadata() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
