@@ -10,19 +10,8 @@ use crate::common;
 
 use common::assert_same_tree;
 use common::tls::HostsDir;
-use common::{FaultProxy, Format, Image, ImageBuilder, RegistryAuth, World};
+use common::{FaultProxy, Format, ImageBuilder, RegistryAuth, World};
 use serde_json::json;
-
-/// An image of `layers` layers, each one file of `size` incompressible bytes.
-fn image(layers: usize, size: usize, seed: u64) -> Image {
-    let mut b = ImageBuilder::new();
-    for i in 0..layers {
-        b = b.layer(|r| {
-            r.incompressible(&format!("layer{i}/data"), size, seed * 100 + i as u64);
-        });
-    }
-    b.build()
-}
 
 /// A daemon reading `HOIST_HOSTS_DIR` from `certs`. It comes with a registry of its own
 /// (the harness's world), which the tests leave unused: its images come from another
@@ -43,15 +32,6 @@ fn mirror_of(hosts: &HostsDir, origin: &str, mirror: &str) {
             "server = \"http://{origin}\"\n\n[host.\"http://{mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
         ),
     );
-}
-
-fn sources(job: &common::Job) -> Vec<String> {
-    job.result()["layers"]
-        .as_array()
-        .expect("result.layers")
-        .iter()
-        .map(|l| l["source"].as_str().unwrap_or("<none>").to_owned())
-        .collect()
 }
 
 /// The origin's successful blob GETs of `digest`, from its access log.
@@ -76,7 +56,7 @@ fn metric(metrics: &str, prefix: &str) -> u64 {
 #[tokio::test]
 async fn a_second_hoist_pulls_through_the_first_and_the_origin_sends_each_blob_once() {
     let a = World::start().await;
-    let img = image(4, 200_000, 21);
+    let img = ImageBuilder::incompressible_layers(4, 200_000, 21);
     let pushed = a.push(&img, "chain/app:1", Format::Oci);
     let origin = a.registry.host();
     let a_host = a.hoist.addr.to_string();
@@ -90,7 +70,7 @@ async fn a_second_hoist_pulls_through_the_first_and_the_origin_sends_each_blob_o
     let job = b.pull_ok(&reference, "app").await;
     assert_eq!(job.result()["digest"], pushed.digest, "{job:?}");
     assert_eq!(
-        sources(&job),
+        job.layer_sources(),
         vec![a_host.clone(); 4],
         "every layer from A: {job:?}"
     );
@@ -127,7 +107,7 @@ async fn a_second_hoist_pulls_through_the_first_and_the_origin_sends_each_blob_o
     let c = daemon_with_hosts(certs.path()).await;
     let job = c.pull_ok(&reference, "app").await;
     assert_eq!(
-        sources(&job),
+        job.layer_sources(),
         vec![a_host.clone(); 4],
         "every layer from A: {job:?}"
     );
@@ -155,7 +135,7 @@ async fn a_private_image_skips_the_first_hoist_and_the_origins_credentials_stay_
         .auth(RegistryAuth::basic("alice", "s3cret"))
         .start()
         .await;
-    let img = image(2, 100_000, 22);
+    let img = ImageBuilder::incompressible_layers(2, 100_000, 22);
     let pushed = a.push(&img, "private/app:1", Format::Oci);
     let origin = a.registry.host();
     // In front of A, to see what B sent it.
@@ -174,7 +154,7 @@ async fn a_private_image_skips_the_first_hoist_and_the_origins_credentials_stay_
         .await;
     job.expect_succeeded();
     assert_eq!(
-        sources(&job),
+        job.layer_sources(),
         vec![origin.clone(); 2],
         "every layer from the origin: {job:?}"
     );

@@ -10,20 +10,9 @@ use std::time::Duration;
 use crate::common;
 
 use common::tls::{self, HostsDir, TestCa};
-use common::{Fault, FaultProxy, Format, Image, ImageBuilder, Registry, RegistryAuth, Rule, World};
+use common::{Fault, FaultProxy, Format, ImageBuilder, Registry, RegistryAuth, Rule, World};
 use common::{assert_same_tree, expect_problem};
 use serde_json::json;
-
-/// An image of `layers` layers, each one file of `size` incompressible bytes.
-fn image(layers: usize, size: usize, seed: u64) -> Image {
-    let mut b = ImageBuilder::new();
-    for i in 0..layers {
-        b = b.layer(|r| {
-            r.incompressible(&format!("layer{i}/data"), size, seed * 100 + i as u64);
-        });
-    }
-    b.build()
-}
 
 /// A world whose daemon reads `HOIST_HOSTS_DIR` from `certs` (written by the test, read
 /// afresh by every job).
@@ -47,15 +36,6 @@ fn gets(registry: &Registry, needle: &str) -> Vec<String> {
         .collect()
 }
 
-fn sources(job: &common::Job) -> Vec<String> {
-    job.result()["layers"]
-        .as_array()
-        .expect("result.layers")
-        .iter()
-        .map(|l| l["source"].as_str().unwrap_or("<none>").to_owned())
-        .collect()
-}
-
 #[tokio::test]
 async fn tls_registry_of_a_private_ca_needs_only_ca_crt() {
     let certs = tempfile::tempdir().unwrap();
@@ -63,7 +43,7 @@ async fn tls_registry_of_a_private_ca_needs_only_ca_crt() {
     let world = world_with_hosts(certs.path(), false, RegistryAuth::Open).await;
     let ca = TestCa::new(world.dir(), "ca");
     let server = ca.server("server", "IP:127.0.0.1,DNS:localhost");
-    let img = image(3, 300_000, 1);
+    let img = ImageBuilder::incompressible_layers(3, 300_000, 1);
     let pushed = world.push(&img, "tls/app:1", Format::Oci);
     let reg = tls::tls_registry(
         &world.dir().join("tls-registry"),
@@ -95,7 +75,7 @@ async fn tls_registry_of_a_private_ca_needs_only_ca_crt() {
     hosts.copy(&host, "ca.crt", &ca.cert);
     let job = world.pull_ok(&image_ref, "app").await;
     assert_same_tree(&img.unpack_reference().rootfs, &job.dest());
-    assert_eq!(sources(&job), vec![host.clone(); 3], "{job:?}");
+    assert_eq!(job.layer_sources(), vec![host.clone(); 3], "{job:?}");
     for digest in pushed.layer_digests() {
         assert_eq!(
             gets(&reg, &digest).len(),
@@ -117,7 +97,11 @@ async fn certificate_problems_say_what_failed() {
     let hosts = HostsDir::new(certs.path().to_path_buf());
     let world = world_with_hosts(certs.path(), false, RegistryAuth::Open).await;
     let ca = TestCa::new(world.dir(), "ca");
-    world.push(&image(1, 1000, 2), "tls/small:1", Format::Oci);
+    world.push(
+        &ImageBuilder::incompressible_layers(1, 1000, 2),
+        "tls/small:1",
+        Format::Oci,
+    );
     // Signed by our CA, but for another name.
     let wrong = ca.server("wrong", "DNS:elsewhere.example");
     let reg = tls::tls_registry(
@@ -175,7 +159,7 @@ async fn client_certificates_from_hosts_toml() {
     let ca = TestCa::new(world.dir(), "ca");
     let server = ca.server("server", "IP:127.0.0.1");
     let client = ca.client("client");
-    let img = image(2, 200_000, 3);
+    let img = ImageBuilder::incompressible_layers(2, 200_000, 3);
     world.push(&img, "mtls/app:1", Format::DockerV2s2);
     let reg = tls::tls_registry(
         &world.dir().join("mtls"),
@@ -227,7 +211,7 @@ async fn a_pull_through_cache_serves_the_pull() {
     // The daemon reaches the origin through the proxy (its log: what hoist asked the origin
     // for); the cache reaches the registry directly (its log: what the cache fetched).
     let world = world_with_hosts(certs.path(), true, RegistryAuth::Open).await;
-    let img = image(3, 200_000, 4);
+    let img = ImageBuilder::incompressible_layers(3, 200_000, 4);
     let pushed = world.push(&img, "lib/app:1", Format::Oci);
     let mirror = tls::pull_through_cache(&world.dir().join("mirror"), &world.registry.host());
     let origin = world.image_host();
@@ -241,7 +225,7 @@ async fn a_pull_through_cache_serves_the_pull() {
     );
     let job = world.pull_ok(&world.image("lib/app:1"), "one").await;
     assert_same_tree(&img.unpack_reference().rootfs, &job.dest());
-    assert_eq!(sources(&job), vec![mirror.host(); 3], "{job:?}");
+    assert_eq!(job.layer_sources(), vec![mirror.host(); 3], "{job:?}");
     // What the cache fetched from the origin for the first pull (distribution 2.8 fetches a
     // cold blob twice: once to stream it, once to store it); give its storing a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -318,7 +302,7 @@ async fn dead_and_broken_mirrors_are_skipped() {
     let certs = tempfile::tempdir().unwrap();
     let hosts = HostsDir::new(certs.path().to_path_buf());
     let world = world_with_hosts(certs.path(), false, RegistryAuth::Open).await;
-    let img = image(2, 100_000, 5);
+    let img = ImageBuilder::incompressible_layers(2, 100_000, 5);
     world.push(&img, "lib/app:1", Format::Oci);
     let dead = format!("127.0.0.1:{}", common::tools::free_port());
     let broken = FaultProxy::start(world.registry.addr);
@@ -335,7 +319,7 @@ async fn dead_and_broken_mirrors_are_skipped() {
     let start = std::time::Instant::now();
     let job = world.pull_ok(&world.image("lib/app:1"), "app").await;
     assert_same_tree(&img.unpack_reference().rootfs, &job.dest());
-    assert_eq!(sources(&job), vec![origin.clone(); 2], "{job:?}");
+    assert_eq!(job.layer_sources(), vec![origin.clone(); 2], "{job:?}");
     let asked = broken.log();
     assert!(
         asked.iter().any(|l| l.path.contains("/blobs/")) && asked.iter().all(|l| l.status == 503),
@@ -357,7 +341,7 @@ async fn a_mirror_serving_wrong_bytes_is_skipped_for_that_blob() {
     let certs = tempfile::tempdir().unwrap();
     let hosts = HostsDir::new(certs.path().to_path_buf());
     let world = world_with_hosts(certs.path(), false, RegistryAuth::Open).await;
-    let img = image(3, 200_000, 8);
+    let img = ImageBuilder::incompressible_layers(3, 200_000, 8);
     let pushed = world.push(&img, "lib/app:1", Format::Oci);
     let layers = pushed.layer_digests();
     let (bad, config) = (layers[1].clone(), pushed.config_digest());
@@ -378,7 +362,7 @@ async fn a_mirror_serving_wrong_bytes_is_skipped_for_that_blob() {
     assert_eq!(job.status(), "succeeded", "{job:?}\n{}", mirror.log_text());
     assert_same_tree(&img.unpack_reference().rootfs, &job.dest());
     assert_eq!(
-        sources(&job),
+        job.layer_sources(),
         vec![mirror.host(), origin.clone(), mirror.host()],
         "{job:?}"
     );
@@ -408,7 +392,7 @@ async fn a_mirror_going_down_mid_pull_falls_back_to_the_origin() {
     let world = world_with_hosts(certs.path(), true, RegistryAuth::Open).await;
     // More layers than downloads run ahead (three at once, three more waiting to be
     // applied), so that some are asked for after the mirror died.
-    let img = image(8, 600_000, 6);
+    let img = ImageBuilder::incompressible_layers(8, 600_000, 6);
     let pushed = world.push(&img, "lib/big:1", Format::Oci);
     let mut mirror = tls::pull_through_cache(&world.dir().join("mirror"), &world.registry.host());
     // Slow, so that the pull is under way when the mirror dies.
@@ -435,7 +419,7 @@ async fn a_mirror_going_down_mid_pull_falls_back_to_the_origin() {
     let job = world.wait_job(job.id()).await;
     job.expect_succeeded();
     assert_same_tree(&img.unpack_reference().rootfs, &job.dest());
-    let sources = sources(&job);
+    let sources = job.layer_sources();
     assert!(
         sources.contains(&front.host()),
         "some layers came from the mirror: {sources:?}"
@@ -459,7 +443,7 @@ async fn the_origins_credentials_never_reach_a_mirror() {
     let certs = tempfile::tempdir().unwrap();
     let hosts = HostsDir::new(certs.path().to_path_buf());
     let world = world_with_hosts(certs.path(), true, RegistryAuth::basic("alice", "s3cret")).await;
-    let img = image(2, 50_000, 7);
+    let img = ImageBuilder::incompressible_layers(2, 50_000, 7);
     let pushed = world.push(&img, "private/app:1", Format::Oci);
     // A mirror in front of the same registry: it asks for credentials too, and gets none.
     let mirror = FaultProxy::start(world.registry.addr);
@@ -477,7 +461,7 @@ async fn the_origins_credentials_never_reach_a_mirror() {
         }))
         .await;
     job.expect_succeeded();
-    assert_eq!(sources(&job), vec![origin.clone(); 2], "{job:?}");
+    assert_eq!(job.layer_sources(), vec![origin.clone(); 2], "{job:?}");
     assert!(!mirror.log().is_empty(), "the mirror was asked first");
     assert!(
         mirror.log().iter().all(|l| l.authorization.is_none()),
@@ -499,7 +483,11 @@ async fn a_bad_hosts_toml_names_file_and_line_until_fixed() {
     let certs = tempfile::tempdir().unwrap();
     let hosts = HostsDir::new(certs.path().to_path_buf());
     let world = world_with_hosts(certs.path(), false, RegistryAuth::Open).await;
-    world.push(&image(1, 1000, 8), "lib/app:1", Format::Oci);
+    world.push(
+        &ImageBuilder::incompressible_layers(1, 1000, 8),
+        "lib/app:1",
+        Format::Oci,
+    );
     let origin = world.registry.host();
     let file = hosts.write(
         &origin,
@@ -540,7 +528,11 @@ async fn builds_read_their_base_through_a_mirror_and_push_to_the_origin_only() {
     let certs = tempfile::tempdir().unwrap();
     let hosts = HostsDir::new(certs.path().to_path_buf());
     let world = world_with_hosts(certs.path(), true, RegistryAuth::Open).await;
-    world.push(&image(1, 10_000, 9), "lib/base:1", Format::Oci);
+    world.push(
+        &ImageBuilder::incompressible_layers(1, 10_000, 9),
+        "lib/base:1",
+        Format::Oci,
+    );
     // A mirror of the same registry, with containerd's default capabilities (push too).
     let mirror = FaultProxy::start(world.registry.addr);
     let origin = world.image_host();
@@ -601,7 +593,7 @@ async fn skip_verify_trusts_any_certificate_and_says_so() {
     let hosts = HostsDir::new(certs.path().to_path_buf());
     let world = world_with_hosts(certs.path(), false, RegistryAuth::Open).await;
     let ca = TestCa::new(world.dir(), "ca");
-    let img = image(2, 10_000, 10);
+    let img = ImageBuilder::incompressible_layers(2, 10_000, 10);
     world.push(&img, "tls/app:1", Format::Oci);
     let server = ca.server("server", "DNS:elsewhere.example");
     let reg = tls::tls_registry(

@@ -157,6 +157,18 @@ pub struct ImageBuilder {
 }
 
 impl ImageBuilder {
+    /// An image of `layers` layers, each one file `layerN/data` of `size` incompressible
+    /// bytes (from `seed`).
+    pub fn incompressible_layers(layers: usize, size: usize, seed: u64) -> Image {
+        let mut b = ImageBuilder::new();
+        for i in 0..layers {
+            b = b.layer(|r| {
+                r.incompressible(&format!("layer{i}/data"), size, seed * 100 + i as u64);
+            });
+        }
+        b.build()
+    }
+
     /// An empty image (no layers) tagged `t` in a new layout.
     pub fn new() -> ImageBuilder {
         let dir = tempfile::Builder::new()

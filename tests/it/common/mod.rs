@@ -466,6 +466,16 @@ impl Drop for World {
 pub struct Job(pub Value);
 
 impl Job {
+    /// `result.layers[].source`: who served each layer (a host, or `cache`).
+    pub fn layer_sources(&self) -> Vec<String> {
+        self.result()["layers"]
+            .as_array()
+            .expect("result.layers")
+            .iter()
+            .map(|l| l["source"].as_str().unwrap_or("<none>").to_owned())
+            .collect()
+    }
+
     pub fn id(&self) -> &str {
         self.0["id"]
             .as_str()
