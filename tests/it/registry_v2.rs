@@ -45,7 +45,7 @@ fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
 #[tokio::test]
 async fn ping_answers_registry_2_0_with_a_basic_challenge_and_writes_are_unsupported() {
     let world = MirrorWorld::start();
-    let resp = world.http.get(world.v2("")).send().await.unwrap();
+    let resp = world.get_v2("").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         header(&resp, "docker-distribution-api-version"),
@@ -86,19 +86,9 @@ async fn ping_answers_registry_2_0_with_a_basic_challenge_and_writes_are_unsuppo
         .unwrap();
     assert_eq!(resp.status(), 404);
     // and a name that is not a registry path is a distribution error too
-    let resp = world
-        .http
-        .get(world.v2("Bad/manifests/1"))
-        .send()
-        .await
-        .unwrap();
+    let resp = world.get_v2("Bad/manifests/1").await;
     assert_eq!(v2_error(resp, 400).await, "NAME_INVALID");
-    let resp = world
-        .http
-        .get(world.v2("v2/small/manifests/nope"))
-        .send()
-        .await
-        .unwrap();
+    let resp = world.get_v2("v2/small/manifests/nope").await;
     assert_eq!(v2_error(resp, 404).await, "MANIFEST_UNKNOWN");
 }
 
@@ -129,14 +119,14 @@ async fn skopeo_inspect_raw_through_hoist_is_the_origins_bytes() {
                 header(&resp, "content-length"),
                 pushed.raw.len().to_string()
             );
-            let resp = world.http.get(world.v2(&path)).send().await.unwrap();
+            let resp = world.get_v2(&path).await;
             assert_eq!(header(&resp, "content-type"), pushed.media_type());
             assert_eq!(resp.bytes().await.unwrap().as_ref(), pushed.raw.as_slice());
         }
     }
     // the path may name the upstream itself (a host with a port: curl can send it)
     let path = format!("{}/v2/oci/manifests/1", world.registry().host());
-    let resp = world.http.get(world.v2(&path)).send().await.unwrap();
+    let resp = world.get_v2(&path).await;
     assert_eq!(resp.status(), 200, "GET {path}");
     // and containerd's ?ns= names it for a bare repository
     let resp = world
@@ -231,12 +221,7 @@ async fn a_miss_streams_at_once_and_ranges_are_206() {
     // 600 kB at 150 kB/s: 4 s for the whole blob
     world.proxy().add_rule(Rule::slow_gets(&layer, 150_000));
     let start = Instant::now();
-    let resp = world
-        .http
-        .get(world.v2(&format!("v2/big/blobs/{layer}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = world.get_v2(&format!("v2/big/blobs/{layer}")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         header(&resp, "content-length"),
@@ -359,12 +344,7 @@ async fn a_corrupted_blob_never_completes_cleanly_and_is_not_cached() {
     world
         .proxy()
         .add_rule(Rule::new(Fault::Corrupt { at: 300_000 }, &layer).method("GET"));
-    let resp = world
-        .http
-        .get(world.v2(&format!("v2/big/blobs/{layer}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = world.get_v2(&format!("v2/big/blobs/{layer}")).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();
     let mut got = 0usize;
@@ -421,12 +401,7 @@ async fn private_image_is_the_upstreams_decision(auth: RegistryAuth) {
     let (user, password) = world.registry().credentials().unwrap();
 
     // anonymous: refused with the challenge that makes clients send their own credentials
-    let resp = world
-        .http
-        .get(world.v2("private/img/manifests/1"))
-        .send()
-        .await
-        .unwrap();
+    let resp = world.get_v2("private/img/manifests/1").await;
     assert_eq!(header(&resp, "www-authenticate"), "Basic realm=\"hoist\"");
     assert_eq!(v2_error(resp, 401).await, "UNAUTHORIZED");
     let out = world.skopeo(
@@ -464,7 +439,7 @@ async fn private_image_is_the_upstreams_decision(auth: RegistryAuth) {
     for blob in pushed.blob_digests() {
         assert!(world.cached_blobs().contains(&blob));
         let path = format!("private/img/blobs/{blob}");
-        let resp = world.http.get(world.v2(&path)).send().await.unwrap();
+        let resp = world.get_v2(&path).await;
         assert_eq!(
             v2_error(resp, 401).await,
             "UNAUTHORIZED",
@@ -484,11 +459,8 @@ async fn private_image_is_the_upstreams_decision(auth: RegistryAuth) {
         );
     }
     let resp = world
-        .http
-        .get(world.v2(&format!("private/img/manifests/{}", pushed.digest)))
-        .send()
-        .await
-        .unwrap();
+        .get_v2(&format!("private/img/manifests/{}", pushed.digest))
+        .await;
     assert_eq!(
         v2_error(resp, 401).await,
         "UNAUTHORIZED",
@@ -525,12 +497,7 @@ async fn an_unreachable_upstream_serves_the_last_digest_of_a_tag_with_a_warning(
     world.copy_to_layout("v2/small:1", &layout, None);
     world.stop_origin();
 
-    let resp = world
-        .http
-        .get(world.v2("v2/small/manifests/1"))
-        .send()
-        .await
-        .unwrap();
+    let resp = world.get_v2("v2/small/manifests/1").await;
     assert_eq!(resp.status(), 200);
     assert!(
         header(&resp, "warning").starts_with("110 "),
@@ -545,12 +512,7 @@ async fn an_unreachable_upstream_serves_the_last_digest_of_a_tag_with_a_warning(
     let copied = common::image::unpack_layout(&again, COPIED_TAG);
     assert_same_tree(&SMALL.unpack_reference().rootfs, &copied.rootfs);
     // a tag never resolved has no memory to fall back on
-    let resp = world
-        .http
-        .get(world.v2("v2/small/manifests/never-read"))
-        .send()
-        .await
-        .unwrap();
+    let resp = world.get_v2("v2/small/manifests/never-read").await;
     assert_eq!(v2_error(resp, 503).await, "UNAVAILABLE");
 }
 
@@ -559,7 +521,7 @@ async fn the_api_token_gates_v2_with_a_bearer_challenge() {
     let world = MirrorWorld::builder().api_token("t0ken").start();
     world.push(&SMALL, "v2/small:1", Format::Oci);
     for path in ["", "v2/small/manifests/1"] {
-        let resp = world.http.get(world.v2(path)).send().await.unwrap();
+        let resp = world.get_v2(path).await;
         assert_eq!(header(&resp, "www-authenticate"), "Bearer realm=\"hoist\"");
         assert_eq!(v2_error(resp, 401).await, "UNAUTHORIZED", "/v2/{path}");
     }
@@ -659,22 +621,12 @@ async fn serving_a_big_blob_keeps_the_daemons_memory_flat() {
     let pid = common::resources::daemon_pid(&world.hoist);
     // warm up the daemon's paths on a small blob first
     let small = common::upload::upload_blob(world.registry(), "v2/huge", b"warm").await;
-    let resp = world
-        .http
-        .get(world.v2(&format!("v2/huge/blobs/{small}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = world.get_v2(&format!("v2/huge/blobs/{small}")).await;
     assert_eq!(resp.bytes().await.unwrap().as_ref(), b"warm");
     let before = peak_kib(pid);
     // a cold miss (streamed while downloaded), then a hit from the cache
     for what in ["miss", "hit"] {
-        let resp = world
-            .http
-            .get(world.v2(&format!("v2/huge/blobs/{digest}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = world.get_v2(&format!("v2/huge/blobs/{digest}")).await;
         assert_eq!(resp.status(), 200, "{what}");
         let mut body = resp.bytes_stream();
         let mut n = 0usize;

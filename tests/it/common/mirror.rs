@@ -133,6 +133,11 @@ impl MirrorWorld {
         format!("http://{}/v2/{rest}", self.hoist.addr)
     }
 
+    /// `GET /v2/<rest>` without credentials.
+    pub async fn get_v2(&self, rest: &str) -> reqwest::Response {
+        self.http.get(self.v2(rest)).send().await.unwrap()
+    }
+
     /// `docker://127.0.0.1:PORT/<repo_tag>`: an image through hoist, for skopeo.
     pub fn docker_ref(&self, repo_tag: &str) -> String {
         format!("docker://{}/{repo_tag}", self.host())
