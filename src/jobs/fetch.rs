@@ -161,7 +161,9 @@ impl Fetcher {
                 // Before the commit, which is what lets the job end: the result names it.
                 self.source(index, &copied.source);
                 // A verified blob is committed even if its followers left meanwhile.
-                let blame = |err: &StoreError| blame_mirrors(&self, &blob.digest, &copied, err);
+                let blame = |err: &StoreError| {
+                    blame_mirrors(&self, &blob.digest, &copied, err);
+                };
                 if let Err(err) = writer.commit_with(blame).await {
                     tracing::debug!(digest = %blob.digest, error = %err, "download refused");
                 }
@@ -170,7 +172,30 @@ impl Fetcher {
     }
 
     /// One blob, verified; `index` is its place in the tracker's layer list.
+    ///
+    /// Nobody reads these bytes as they land, so a mirror caught sending wrong ones is
+    /// skipped at once and the blob asked of the next host (each round blames one more
+    /// mirror; the origin's wrong bytes are the answer).
     pub async fn fetch(&self, index: usize, blob: &Descriptor) -> Result<BlobGuard, JobError> {
+        loop {
+            let mut blamed = false;
+            match self.fetch_once(index, blob, &mut blamed).await {
+                Err(e) if blamed => {
+                    tracing::debug!(digest = %blob.digest, error = %e.message, "blob: asking the next host");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One round of [`fetch`](Self::fetch); `blamed` says whether its failure blamed a
+    /// mirror.
+    async fn fetch_once(
+        &self,
+        index: usize,
+        blob: &Descriptor,
+        blamed: &mut bool,
+    ) -> Result<BlobGuard, JobError> {
         let tracker = &self.tracker;
         let mut writer = match &self.blob_dir {
             None => match self
@@ -210,7 +235,7 @@ impl Fetcher {
             )
             .await?;
         // `commit` flushes, syncs and checks the digest.
-        let blame = |err: &StoreError| blame_mirrors(self, &blob.digest, &copied, err);
+        let blame = |err: &StoreError| *blamed = blame_mirrors(self, &blob.digest, &copied, err);
         let found = writer.commit_with(blame).await?;
         self.source(index, &copied.source);
         tracker.layer_state(index, "downloaded");
@@ -231,11 +256,18 @@ impl Fetcher {
 }
 
 /// A blob whose bytes did not match its digest, with mirrors among who sent them: they
-/// are skipped for it from now on, so asking again goes elsewhere.
-fn blame_mirrors(fetcher: &Fetcher, digest: &Digest, copied: &BlobCopied, err: &StoreError) {
-    if matches!(err, StoreError::DigestMismatch { .. }) && !copied.mirrors.is_empty() {
+/// are skipped for it from now on, so asking again goes elsewhere. True when it blamed.
+fn blame_mirrors(
+    fetcher: &Fetcher,
+    digest: &Digest,
+    copied: &BlobCopied,
+    err: &StoreError,
+) -> bool {
+    let blame = matches!(err, StoreError::DigestMismatch { .. }) && !copied.mirrors.is_empty();
+    if blame {
         fetcher.env.registry.blame_mirrors(digest, &copied.mirrors);
     }
+    blame
 }
 
 /// The image config `desc` names, verified: through the cache (read from it when there,

@@ -385,6 +385,59 @@ async fn a_mirror_serving_wrong_bytes_is_skipped_for_that_blob() {
     world.assert_cache_verified();
 }
 
+/// A copy reads its blobs whole into the cache (no extraction follows them), so a mirror's
+/// wrong bytes for one are skipped at once: that blob comes from the origin, the copy
+/// succeeds, and the target holds the source's exact image.
+#[tokio::test]
+async fn a_copy_skips_a_mirror_serving_wrong_bytes_at_once() {
+    let certs = tempfile::tempdir().unwrap();
+    let hosts = HostsDir::new(certs.path().to_path_buf());
+    let world = world_with_hosts(certs.path(), false, RegistryAuth::Open).await;
+    let pushed = world.push(
+        &ImageBuilder::incompressible_layers(2, 200_000, 10),
+        "lib/app:1",
+        Format::Oci,
+    );
+    let bad = pushed.layer_digests()[0].clone();
+    let mirror = FaultProxy::start(world.registry.addr);
+    mirror.add_rule(Rule::new(Fault::Corrupt { at: 100 }, &format!("/blobs/{bad}")).method("GET"));
+    let origin = world.registry.host();
+    hosts.write(
+        &origin,
+        "hosts.toml",
+        format!("[host.\"http://{}\"]\n", mirror.host()),
+    );
+    let target = Registry::start(&world.dir().join("registry-2"), RegistryAuth::Open);
+    let target_ref = format!("{}/mirrored/app:1", target.host());
+    let job = world
+        .submit_job(
+            "/copies",
+            "copy",
+            &json!({"source": world.image("lib/app:1"), "target": target_ref}),
+        )
+        .await;
+    let job = world.wait_job(job.id()).await;
+    job.expect_succeeded();
+    assert_eq!(job.result()["digest"], pushed.digest.as_str(), "{job:?}");
+    assert_eq!(mirror.blob_gets(&bad).len(), 1, "{}", mirror.log_text());
+    assert_eq!(
+        gets(&world.registry, &format!("/blobs/{bad}")).len(),
+        2,
+        "the mirror's fetch and ours"
+    );
+    assert!(
+        target.blob_file(&bad).exists(),
+        "the good bytes reached the target"
+    );
+    let log = world.hoist.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains(&mirror.host()) && l.contains(bad.as_str())),
+        "a warning names the mirror and {bad}: {log}"
+    );
+    world.assert_cache_verified();
+}
+
 #[tokio::test]
 async fn a_mirror_going_down_mid_pull_falls_back_to_the_origin() {
     let certs = tempfile::tempdir().unwrap();
