@@ -333,6 +333,35 @@ async fn dead_and_broken_mirrors_are_skipped() {
     );
 }
 
+/// A mirror of `world`'s registry, named in its `hosts.toml`, that answers GETs of the
+/// blobs `digests` with the right size but one byte flipped.
+fn corrupting_mirror(world: &World, hosts: &HostsDir, digests: &[&String]) -> FaultProxy {
+    let mirror = FaultProxy::start(world.registry.addr);
+    for digest in digests {
+        let fault = Fault::Corrupt { at: 100 };
+        mirror.add_rule(Rule::new(fault, &format!("/blobs/{digest}")).method("GET"));
+    }
+    hosts.write(
+        &world.registry.host(),
+        "hosts.toml",
+        format!("[host.\"http://{}\"]\n", mirror.host()),
+    );
+    mirror
+}
+
+/// The daemon's log has a warning naming `mirror` and each of `digests`.
+fn assert_mirror_blamed(world: &World, mirror: &FaultProxy, digests: &[&String]) {
+    let log = world.hoist.log_text();
+    for digest in digests {
+        assert!(
+            log.lines().any(|l| l.contains("WARN")
+                && l.contains(&mirror.host())
+                && l.contains(digest.as_str())),
+            "a warning names the mirror and {digest}: {log}"
+        );
+    }
+}
+
 /// A mirror that answers a layer and the config with the right size but one byte
 /// flipped: the pull still succeeds, those two come from the origin, the mirror is named
 /// in a warning and serves the rest.
@@ -345,17 +374,8 @@ async fn a_mirror_serving_wrong_bytes_is_skipped_for_that_blob() {
     let pushed = world.push(&img, "lib/app:1", Format::Oci);
     let layers = pushed.layer_digests();
     let (bad, config) = (layers[1].clone(), pushed.config_digest());
-    let mirror = FaultProxy::start(world.registry.addr);
-    for digest in [&bad, &config] {
-        let fault = Fault::Corrupt { at: 100 };
-        mirror.add_rule(Rule::new(fault, &format!("/blobs/{digest}")).method("GET"));
-    }
+    let mirror = corrupting_mirror(&world, &hosts, &[&bad, &config]);
     let origin = world.registry.host();
-    hosts.write(
-        &origin,
-        "hosts.toml",
-        format!("[host.\"http://{}\"]\n", mirror.host()),
-    );
     let job = world
         .pull(json!({"image": world.image("lib/app:1"), "dest": "app"}))
         .await;
@@ -373,15 +393,7 @@ async fn a_mirror_serving_wrong_bytes_is_skipped_for_that_blob() {
         2,
         "the mirror's fetch and ours"
     );
-    let log = world.hoist.log_text();
-    for digest in [&bad, &config] {
-        assert!(
-            log.lines().any(|l| l.contains("WARN")
-                && l.contains(&mirror.host())
-                && l.contains(digest.as_str())),
-            "a warning names the mirror and {digest}: {log}"
-        );
-    }
+    assert_mirror_blamed(&world, &mirror, &[&bad, &config]);
     world.assert_cache_verified();
 }
 
@@ -399,14 +411,7 @@ async fn a_copy_skips_a_mirror_serving_wrong_bytes_at_once() {
         Format::Oci,
     );
     let bad = pushed.layer_digests()[0].clone();
-    let mirror = FaultProxy::start(world.registry.addr);
-    mirror.add_rule(Rule::new(Fault::Corrupt { at: 100 }, &format!("/blobs/{bad}")).method("GET"));
-    let origin = world.registry.host();
-    hosts.write(
-        &origin,
-        "hosts.toml",
-        format!("[host.\"http://{}\"]\n", mirror.host()),
-    );
+    let mirror = corrupting_mirror(&world, &hosts, &[&bad]);
     let target = Registry::start(&world.dir().join("registry-2"), RegistryAuth::Open);
     let target_ref = format!("{}/mirrored/app:1", target.host());
     let job = world
@@ -429,12 +434,7 @@ async fn a_copy_skips_a_mirror_serving_wrong_bytes_at_once() {
         target.blob_file(&bad).exists(),
         "the good bytes reached the target"
     );
-    let log = world.hoist.log_text();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("WARN") && l.contains(&mirror.host()) && l.contains(bad.as_str())),
-        "a warning names the mirror and {bad}: {log}"
-    );
+    assert_mirror_blamed(&world, &mirror, &[&bad]);
     world.assert_cache_verified();
 }
 
