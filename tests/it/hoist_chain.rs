@@ -85,14 +85,7 @@ async fn a_second_hoist_pulls_through_the_first_and_the_origin_sends_each_blob_o
         );
     }
     a.assert_cache_verified();
-    let metrics = a
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = a.metrics().await;
     let upstream = format!("{{upstream=\"{origin}\"}}");
     assert!(
         metric(&metrics, &format!("hoist_mirror_misses_total{upstream}")) >= 4,
@@ -115,14 +108,7 @@ async fn a_second_hoist_pulls_through_the_first_and_the_origin_sends_each_blob_o
     for blob in pushed.blob_digests() {
         assert_eq!(origin_blob_gets(&a, &blob), 1, "{blob} fetched again");
     }
-    let metrics = a
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = a.metrics().await;
     assert!(
         metric(&metrics, &format!("hoist_mirror_hits_total{upstream}")) >= 4,
         "A's hits for the origin:\n{metrics}"

@@ -280,14 +280,7 @@ async fn a_pull_through_cache_serves_the_pull() {
         })
         .collect();
     assert_eq!(listed, vec![(mirror.host(), false), (origin.clone(), true)]);
-    let metrics = world
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = world.metrics().await;
     assert!(
         metrics.contains(&format!(
             "hoist_registry_host_requests_total{{host=\"{}\"}}",

@@ -271,6 +271,17 @@ impl World {
         self.authed(self.http.get(self.url(path)))
     }
 
+    /// `GET /metrics` of the daemon, as text.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.authed(self.http.post(self.url(path)))
     }
