@@ -177,6 +177,13 @@ impl<W> HashingWriter<W> {
         self.written
     }
 
+    /// The digest of what passed followed by `tail` (nothing is passed on).
+    pub fn digest_with(&self, tail: &[u8]) -> Digest {
+        let mut hasher = self.hasher.clone();
+        hasher.update(tail);
+        hasher.finish()
+    }
+
     /// The writer, the digest of what passed, and its length.
     pub fn into_parts(self) -> (W, Digest, u64) {
         (self.inner, self.hasher.finish(), self.written)

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -18,7 +18,7 @@ use super::build::Pinned;
 use super::model::JobError;
 use super::progress::Tracker;
 use super::request::CacheMode;
-use crate::digest::HashingWriter;
+use crate::digest::{Digest, HashingWriter};
 use crate::oci::Descriptor;
 use crate::registry::{
     BlobPushed, BlobReader, BlobSource, Credentials, OpenBlob, PushBlob, PushProgress, Reference,
@@ -127,8 +127,13 @@ async fn stream(
     writer: tokio::io::DuplexStream,
     cancel: &CancellationToken,
 ) -> Result<(), RegistryError> {
-    let mut sink = HashingWriter::new(writer, desc.digest.algorithm());
-    registry
+    let mut sink = LastBytesChecked {
+        inner: HashingWriter::new(writer, desc.digest.algorithm()),
+        size: desc.size,
+        digest: desc.digest.clone(),
+        refused: None,
+    };
+    let copied = registry
         .copy_blob(
             from,
             &desc.digest,
@@ -139,8 +144,12 @@ async fn stream(
             &|_| {},
             cancel,
         )
-        .await?;
-    let (_writer, got, _) = sink.into_parts();
+        .await;
+    let got = match (copied, sink.refused) {
+        (Err(RegistryError::Write { .. }), Some(got)) => got,
+        (Err(e), _) => return Err(e),
+        (Ok(_), _) => sink.inner.into_parts().1,
+    };
     if got != desc.digest {
         return Err(RegistryError::DigestMismatch {
             image: from.to_string(),
@@ -150,6 +159,48 @@ async fn stream(
         });
     }
     Ok(())
+}
+
+/// The pipe's side of a streamed blob: the bytes that complete it are passed on only
+/// once they make its digest. A registry reading a body of the declared length would
+/// otherwise hold every byte, wrong ones included, and answer (`DIGEST_INVALID`) before
+/// the pipe's end could tell it the bytes were bad.
+struct LastBytesChecked {
+    inner: HashingWriter<tokio::io::DuplexStream>,
+    size: u64,
+    digest: Digest,
+    /// The digest the bytes came to, when they were refused.
+    refused: Option<Digest>,
+}
+
+impl AsyncWrite for LastBytesChecked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let left = self.size.saturating_sub(self.inner.written());
+        if buf.len() as u64 >= left {
+            let got = self.inner.digest_with(&buf[..left as usize]);
+            if got != self.digest {
+                let refused = std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("blob {} hashes to {got}", self.digest),
+                );
+                self.refused = Some(got);
+                return Poll::Ready(Err(refused));
+            }
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// A blob streamed from its download: the pipe's end is the blob's end only once the
