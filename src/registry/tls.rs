@@ -166,7 +166,9 @@ pub(super) fn closed_hint(url: &reqwest::Url, chain: &str) -> &'static str {
     let closed = [
         "broken pipe",
         "connection reset",
-        "connection closed before message",
+        // hyper: "connection closed before message completed", or a request still
+        // queued on the connection: "operation was canceled: connection closed".
+        "connection closed",
     ]
     .iter()
     .any(|w| lower.contains(w));
@@ -263,5 +265,30 @@ mod tests {
             said.contains("unknown issuer") && said.contains("ca.crt"),
             "{said}"
         );
+    }
+
+    #[test]
+    fn a_closed_https_connection_hints_at_the_client_certificate() {
+        let https = reqwest::Url::parse("https://127.0.0.1:5000/v2/").unwrap();
+        let http = reqwest::Url::parse("http://127.0.0.1:5000/v2/").unwrap();
+        for chain in [
+            // What a request queued on a connection the server closed after its alert says.
+            "error sending request: client error (Canceled): operation was canceled: \
+             connection closed",
+            "error sending request: client error (SendRequest): connection closed before \
+             message completed",
+            "error sending request: client error (SendRequest): connection error: \
+             Connection reset by peer (os error 104)",
+            "error sending request: broken pipe",
+        ] {
+            assert!(
+                closed_hint(&https, chain).contains("client certificate"),
+                "{chain}"
+            );
+            assert_eq!(closed_hint(&http, chain), "", "{chain}");
+        }
+        let refused = "error sending request: client error (Connect): tcp connect error: \
+                       Connection refused (os error 111)";
+        assert_eq!(closed_hint(&https, refused), "");
     }
 }
