@@ -27,11 +27,13 @@ use tokio_tar::{Archive, Entry};
 use tokio_util::sync::CancellationToken;
 
 use super::bounded::{Bounded, HEADER_BYTES_MAX, HeaderBudget};
-use super::fsops::{Root, is_dir, lstat_at, open_child_dir, remove_all_at, times_of};
-use super::hashing::HashingReader;
+use super::fsops::{
+    Root, creation_mode, has_no_xattrs, is_dir, lstat_at, open_child_dir, remove_all_at,
+    times_from, times_of,
+};
 use super::header::{EntryHead, Kind, unreadable};
 use super::inflate::inflate;
-use super::meta::{MetaWriter, Node};
+use super::meta::{Fresh, MetaWriter, Node};
 use super::names::{EntryName, Whiteout, child};
 use super::whiteout::{UpperPaths, remove_lower, remove_lower_children};
 use super::{LayerStats, UnpackError, UnpackOptions};
@@ -53,10 +55,9 @@ pub(super) async fn apply_layer<R: AsyncRead + Unpin + Send + 'static>(
     cancel: &CancellationToken,
 ) -> Result<LayerStats, UnpackError> {
     // Inflating runs on its own thread, ahead of this one (see `inflate`).
-    let decoded = inflate(blob, declared);
+    let decoded = inflate(blob, declared, diff_id);
     let budget = HeaderBudget::default();
-    let hashed = HashingReader::new(Bounded::new(decoded, budget.clone()), diff_id);
-    let mut archive = Archive::new(hashed);
+    let mut archive = Archive::new(Bounded::new(decoded, budget.clone()));
     let mut entries = archive.entries().map_err(unreadable)?;
     let mut layer = Layer {
         root,
@@ -93,11 +94,12 @@ pub(super) async fn apply_layer<R: AsyncRead + Unpin + Send + 'static>(
         .map_err(|e| UnpackError::from_io(PathBuf::from("(archive)"), e))?;
     // The archive ended; what follows its end blocks is part of the diff_id too.
     drop(entries);
-    let Ok(hashed) = archive.into_inner() else {
+    let Ok(bounded) = archive.into_inner() else {
         unreachable!("every entry was dropped, so the archive has no other owner")
     };
-    let Some(diff_id) = hashed
-        .finish(&mut layer.buf, cancel)
+    let Some(diff_id) = bounded
+        .into_inner()
+        .finish(cancel)
         .await
         .map_err(unreadable)?
     else {
@@ -153,6 +155,45 @@ struct ParentDir {
     rel: Vec<u8>,
     /// The times to put back; none while the run's first entry created it.
     kept: Option<Timestamps>,
+    /// The group a node made in it gets (its own when it is setgid, else the daemon's).
+    child_gid: u32,
+    /// Whether it is setgid (so a folder made in it is setgid too).
+    setgid: bool,
+    /// Whether it has no xattrs, so nodes made in it inherit none.
+    bare: bool,
+}
+
+impl ParentDir {
+    /// What a node made in this directory with `mode` (as `creation_mode` returned it)
+    /// already has.
+    fn fresh(&self, mode: Option<u32>) -> Fresh {
+        Fresh {
+            uid: rustix::process::geteuid().as_raw(),
+            gid: self.child_gid,
+            // Without xattrs no default ACL reshaped the mode.
+            mode: mode.filter(|_| self.bare),
+            bare: self.bare,
+        }
+    }
+}
+
+/// What an entry made before looking at what held its name.
+enum Made {
+    File(OwnedFd),
+    Dir,
+    Symlink,
+}
+
+/// Makes the regular file `name` in `dir` with `mode` (never through or over anything
+/// already there: `EEXIST`), open for writing.
+fn create_file(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> Result<OwnedFd, Errno> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+    rustix::fs::openat(
+        dir,
+        name,
+        flags | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )
 }
 
 /// An I/O error on the entry `name`.
@@ -205,11 +246,36 @@ impl Layer<'_> {
             }
         };
         let dir = at.fd.as_fd();
+        let fallback = if head.kind == Kind::Dir { 0o700 } else { 0o600 };
+        let (mode, has_mode) = creation_mode(head.meta.mode, fallback);
 
-        // Whatever is there goes, unless a directory meets a directory (then its contents
-        // stay and only its metadata changes).
+        // A file, folder or symlink is made at once: only a name already taken costs a
+        // look at what is there. That goes, unless a directory meets a directory (then
+        // its contents stay and only its metadata changes).
+        let mut made_now = match head.kind {
+            Kind::File => match create_file(dir, name, mode) {
+                Ok(fd) => Some(Made::File(fd)),
+                Err(Errno::EXIST) => None,
+                Err(e) => return Err(io(e.into())),
+            },
+            Kind::Dir => match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode)) {
+                Ok(()) => Some(Made::Dir),
+                Err(Errno::EXIST) => None,
+                Err(e) => return Err(io(e.into())),
+            },
+            Kind::Symlink => {
+                let target = head.link.as_deref().unwrap_or_default();
+                match rustix::fs::symlinkat(target, dir, name) {
+                    Ok(()) => Some(Made::Symlink),
+                    Err(Errno::EXIST) => None,
+                    Err(e) => return Err(io(e.into())),
+                }
+            }
+            _ => None,
+        };
         let mut removed = false;
-        if let Some(st) = lstat_at(dir, name).map_err(&io)?
+        if made_now.is_none()
+            && let Some(st) = lstat_at(dir, name).map_err(&io)?
             && !(is_dir(&st) && head.kind == Kind::Dir)
         {
             remove_all_at(dir, name).map_err(&io)?;
@@ -218,26 +284,45 @@ impl Layer<'_> {
 
         let made = match head.kind {
             Kind::File => {
-                self.write_file(&head, dir, name, entry, cancel).await?;
+                let fd = match made_now.take() {
+                    Some(Made::File(fd)) => fd,
+                    _ => create_file(dir, name, mode).map_err(|e| io(e.into()))?,
+                };
+                let fresh = at.fresh(has_mode);
+                self.write_file(&head, fd, entry, fresh, cancel).await?;
                 true
             }
             Kind::Dir => {
-                match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
-                    Ok(()) | Err(Errno::EXIST) => {}
-                    Err(e) => return Err(io(e.into())),
-                }
+                // Made now, or made again after what held the name went; else it was
+                // there and keeps what the layer does not set.
+                let made = made_now.is_some()
+                    || removed
+                        && match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode)) {
+                            Ok(()) => true,
+                            Err(Errno::EXIST) => false,
+                            Err(e) => return Err(io(e.into())),
+                        };
+                // A folder made in a setgid folder is setgid too: its mode is set.
+                let fresh = made.then(|| at.fresh(has_mode.filter(|_| !at.setgid)));
                 let fd = open_child_dir(dir, name).map_err(&io)?;
                 self.meta
-                    .apply(Node::Open(fd.as_fd()), &head.meta, &head.name.display())
+                    .apply(
+                        Node::Open(fd.as_fd()),
+                        &head.meta,
+                        &head.name.display(),
+                        fresh,
+                    )
                     .map_err(&io)?;
                 true
             }
             Kind::Symlink => {
-                let target = head.link.as_deref().unwrap_or_default();
-                rustix::fs::symlinkat(target, dir, name).map_err(|e| io(e.into()))?;
+                if made_now.is_none() {
+                    let target = head.link.as_deref().unwrap_or_default();
+                    rustix::fs::symlinkat(target, dir, name).map_err(|e| io(e.into()))?;
+                }
                 let node = Node::Symlink { parent: dir, name };
                 self.meta
-                    .apply(node, &head.meta, &head.name.display())
+                    .apply(node, &head.meta, &head.name.display(), Some(at.fresh(None)))
                     .map_err(&io)?;
                 true
             }
@@ -272,17 +357,24 @@ impl Layer<'_> {
     /// (none when it was created just now).
     fn enter(&self, components: &[Vec<u8>]) -> std::io::Result<ParentDir> {
         let (fd, created) = self.root.ensure_dir(components)?;
-        let kept = if created {
-            None
+        let st = rustix::fs::fstat(&fd)?;
+        let kept = (!created).then(|| times_from(&st));
+        let setgid = st.st_mode & 0o2000 != 0;
+        let child_gid = if setgid {
+            st.st_gid
         } else {
-            Some(times_of(fd.as_fd())?)
+            rustix::process::getegid().as_raw()
         };
+        let bare = has_no_xattrs(fd.as_fd());
         let rel = self.root.rel_path(fd.as_fd())?;
         Ok(ParentDir {
             components: components.to_vec(),
             fd,
             rel,
             kept,
+            child_gid,
+            setgid,
+            bare,
         })
     }
 
@@ -323,7 +415,7 @@ impl Layer<'_> {
         }
         let node = Node::Open(self.root.fd());
         self.meta
-            .apply(node, &head.meta, &head.name.display())
+            .apply(node, &head.meta, &head.name.display(), None)
             .map_err(io_err(&head.name))
     }
 
@@ -354,23 +446,16 @@ impl Layer<'_> {
         rustix::fs::futimens(&dir, &kept_times).map_err(|e| io(e.into()))
     }
 
+    /// Writes the entry's data into `fd`, the file just made for it, then its metadata.
     async fn write_file<R: AsyncRead + Unpin>(
         &mut self,
         head: &EntryHead,
-        dir: BorrowedFd<'_>,
-        name: &[u8],
+        fd: OwnedFd,
         entry: &mut Entry<R>,
+        fresh: Fresh,
         cancel: &CancellationToken,
     ) -> Result<(), UnpackError> {
         let io = io_err(&head.name);
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
-        let fd = rustix::fs::openat(
-            dir,
-            name,
-            flags | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| io(e.into()))?;
         let mut file = std::fs::File::from(fd);
         let mut written: u64 = 0;
         loop {
@@ -392,7 +477,12 @@ impl Layer<'_> {
         }
         self.stats.bytes += written;
         self.meta
-            .apply(Node::Open(file.as_fd()), &head.meta, &head.name.display())
+            .apply(
+                Node::Open(file.as_fd()),
+                &head.meta,
+                &head.name.display(),
+                Some(fresh),
+            )
             .map_err(&io)
     }
 
@@ -455,7 +545,12 @@ impl Layer<'_> {
                 let fd = rustix::fs::openat(dir, name, flags | OFlags::CLOEXEC, Mode::empty())
                     .map_err(|e| io(e.into()))?;
                 self.meta
-                    .apply(Node::Open(fd.as_fd()), &head.meta, &head.name.display())
+                    .apply(
+                        Node::Open(fd.as_fd()),
+                        &head.meta,
+                        &head.name.display(),
+                        None,
+                    )
                     .map_err(&io)?;
                 return Ok(true);
             }
@@ -473,7 +568,12 @@ impl Layer<'_> {
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(|e| io(e.into()))?;
         self.meta
-            .apply(Node::Special(fd.as_fd()), &head.meta, &head.name.display())
+            .apply(
+                Node::Special(fd.as_fd()),
+                &head.meta,
+                &head.name.display(),
+                None,
+            )
             .map_err(&io)?;
         Ok(true)
     }

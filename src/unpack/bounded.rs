@@ -71,6 +71,10 @@ impl<R> Bounded<R> {
     pub(super) fn new(inner: R, budget: HeaderBudget) -> Bounded<R> {
         Bounded { inner, budget }
     }
+
+    pub(super) fn into_inner(self) -> R {
+        self.inner
+    }
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Bounded<R> {

@@ -197,8 +197,12 @@ pub(super) fn is_dir(st: &Stat) -> bool {
 
 /// The access and modification times of an open file.
 pub(super) fn times_of(fd: BorrowedFd<'_>) -> io::Result<Timestamps> {
-    let st = rustix::fs::fstat(fd)?;
-    Ok(Timestamps {
+    Ok(times_from(&rustix::fs::fstat(fd)?))
+}
+
+/// The access and modification times in `st`.
+pub(super) fn times_from(st: &Stat) -> Timestamps {
+    Timestamps {
         last_access: rustix::fs::Timespec {
             tv_sec: st.st_atime as _,
             tv_nsec: st.st_atime_nsec as _,
@@ -207,6 +211,41 @@ pub(super) fn times_of(fd: BorrowedFd<'_>) -> io::Result<Timestamps> {
             tv_sec: st.st_mtime as _,
             tv_nsec: st.st_mtime_nsec as _,
         },
+    }
+}
+
+/// Whether the directory `dir` has no xattrs at all, so a node made in it inherits none
+/// (no default ACL; and no security label, which a labelling LSM would give `dir` too).
+/// A filesystem without xattrs has none; any other error says "maybe".
+pub(super) fn has_no_xattrs(dir: BorrowedFd<'_>) -> bool {
+    match rustix::fs::flistxattr_query(dir) {
+        Ok(size) => size == 0,
+        Err(e) => e == Errno::OPNOTSUPP,
+    }
+}
+
+/// The mode to make a node with, and the mode it then has (`None`: not known, so it is
+/// set after). `wanted` itself when the process's umask keeps every bit of it and it has
+/// no setuid, setgid or sticky bit (a `chown` would clear the first two); else `fallback`,
+/// the private mode the node keeps until its own is set.
+pub(super) fn creation_mode(wanted: u32, fallback: u32) -> (u32, Option<u32>) {
+    let wanted = wanted & 0o7777;
+    match umask() {
+        Some(mask) if wanted & 0o7000 == 0 && wanted & mask == 0 => (wanted, Some(wanted)),
+        Some(mask) => (fallback, Some(fallback & !mask)),
+        None => (fallback, None),
+    }
+}
+
+/// The process's umask, read once from `/proc/self/status` (which, unlike `umask(2)`,
+/// does not change it while other threads make files). `None` where the kernel does not
+/// say.
+fn umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
     })
 }
 

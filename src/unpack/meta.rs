@@ -112,6 +112,17 @@ impl Node<'_> {
     }
 }
 
+/// What a node made just now already has: the owner it was made with, its mode (`None`:
+/// not known, so set), and whether it was made bare (in a directory without xattrs, so
+/// it inherited none).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Fresh {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: Option<u32>,
+    pub bare: bool,
+}
+
 /// How a created node is reached for metadata calls.
 #[derive(Clone, Copy)]
 pub(super) enum Node<'a> {
@@ -145,22 +156,39 @@ impl MetaWriter {
         }
     }
 
-    /// Applies `meta` to `node`, the entry `entry` (quoted, for warnings).
-    pub(super) fn apply(&mut self, node: Node<'_>, meta: &Meta, entry: &str) -> io::Result<()> {
+    /// Applies `meta` to `node`, the entry `entry` (quoted, for warnings). `fresh`: what a
+    /// node this layer made just now already has, so that calls that would change nothing
+    /// are left out (`None`: the full round, for nodes that were there before).
+    pub(super) fn apply(
+        &mut self,
+        node: Node<'_>,
+        meta: &Meta,
+        entry: &str,
+        fresh: Option<Fresh>,
+    ) -> io::Result<()> {
         let mut owner_xattr = None;
         if self.same_owner {
-            chown(node, meta.uid, meta.gid)?;
+            let owned =
+                fresh.is_some_and(|f| u64::from(f.uid) == meta.uid && u64::from(f.gid) == meta.gid);
+            if !owned {
+                chown(node, meta.uid, meta.gid)?;
+            }
         } else {
             owner_xattr = rootless_owner(meta.uid, meta.gid);
         }
-        let mode = Mode::from_raw_mode(meta.mode & 0o7777);
+        let bits = meta.mode & 0o7777;
+        let mode = Mode::from_raw_mode(bits);
         match node {
+            Node::Open(_) if fresh.and_then(|f| f.mode) == Some(bits) => {}
             Node::Open(fd) => rustix::fs::fchmod(fd, mode)?,
             Node::Special(fd) => rustix::fs::chmod(proc_fd(fd), mode)?,
             Node::Symlink { .. } => {}
         }
+        // A fresh node whose parent has no xattrs inherited none (no default ACL, no
+        // security label): nothing to list and clear.
+        let bare = fresh.is_some_and(|f| f.bare);
         if self.same_owner {
-            self.apply_xattrs(node, &meta.xattrs, entry)?;
+            self.apply_xattrs(node, &meta.xattrs, entry, bare)?;
         } else {
             // the layer's own record of an owner is not the truth here: ours is
             let mut wanted: Vec<(Vec<u8>, Vec<u8>)> = meta
@@ -172,7 +200,7 @@ impl MetaWriter {
             if let Some(value) = owner_xattr {
                 wanted.push((ROOTLESS_XATTR.to_vec(), value));
             }
-            self.apply_xattrs(node, &wanted, entry)?;
+            self.apply_xattrs(node, &wanted, entry, bare)?;
         }
         match node {
             Node::Open(fd) => rustix::fs::futimens(fd, &meta.times)?,
@@ -191,9 +219,10 @@ impl MetaWriter {
         node: Node<'_>,
         wanted: &[(Vec<u8>, Vec<u8>)],
         entry: &str,
+        bare: bool,
     ) -> io::Result<()> {
         // A fresh symlink has no xattrs to clear (nothing inherits onto one).
-        if !matches!(node, Node::Symlink { .. }) {
+        if !bare && !matches!(node, Node::Symlink { .. }) {
             match list_xattrs(node) {
                 Ok(names) => {
                     for name in names {

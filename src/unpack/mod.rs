@@ -18,7 +18,6 @@
 mod apply;
 mod bounded;
 mod fsops;
-mod hashing;
 mod header;
 mod inflate;
 mod meta;

@@ -162,6 +162,68 @@ async fn setuid_setgid_and_sticky_modes_survive_the_owner_change() {
 }
 
 #[tokio::test]
+async fn nodes_made_in_a_setgid_folder_or_under_a_default_acl_end_as_their_headers_say() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    // A default ACL naming user 1000 (version 2; user_obj rwx, user 1000 rwx, group_obj
+    // r-x, mask rwx, other r-x): a file made below it inherits an access ACL.
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 7u16, u32::MAX),
+        (0x02, 7, 1000),
+        (0x04, 5, u32::MAX),
+        (0x10, 7, u32::MAX),
+        (0x20, 5, u32::MAX),
+    ] {
+        acl.extend(tag.to_le_bytes());
+        acl.extend(perm.to_le_bytes());
+        acl.extend(id.to_le_bytes());
+    }
+    let l = layer(&[
+        E::dir("shared").mode(0o2775).owner(0, 5),
+        E::file("shared/f", "x").mode(0o644).owner(0, 0),
+        E::dir("shared/sub").mode(0o755).owner(0, 5),
+        E::dir("acl")
+            .mode(0o755)
+            .pax("SCHILY.xattr.system.posix_acl_default", &acl),
+        E::file("acl/f", "x").mode(0o644),
+        E::dir("acl/sub").mode(0o755),
+    ]);
+    apply_all(&root, &[l]).await.unwrap();
+    let meta = |p: &str| fs::symlink_metadata(root.join(p)).unwrap();
+    assert_eq!(meta("shared").mode() & 0o7777, 0o2775);
+    assert_eq!(
+        (meta("shared/f").gid(), meta("shared/f").mode() & 0o7777),
+        (0, 0o644)
+    );
+    // Made setgid by its parent; its header says otherwise.
+    assert_eq!(meta("shared/sub").mode() & 0o7777, 0o755);
+    let mut value = [0u8; 64];
+    let default =
+        rustix::fs::getxattr(root.join("acl"), "system.posix_acl_default", &mut value[..]);
+    assert_eq!(
+        default.expect("the folder's default ACL was set"),
+        acl.len()
+    );
+    for inherited in ["acl/f", "acl/sub"] {
+        let access = rustix::fs::getxattr(
+            root.join(inherited),
+            "system.posix_acl_access",
+            &mut value[..],
+        );
+        assert_eq!(
+            access,
+            Err(rustix::io::Errno::NODATA),
+            "{inherited} kept an inherited ACL"
+        );
+        assert_eq!(
+            meta(inherited).mode() & 0o7777,
+            0o644 | if inherited == "acl/sub" { 0o111 } else { 0 }
+        );
+    }
+}
+
+#[tokio::test]
 async fn owners_are_applied_to_files_dirs_and_symlinks() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
