@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::bounded::{Bounded, HEADER_BYTES_MAX, HeaderBudget};
 use super::fsops::{
-    Root, creation_mode, has_no_xattrs, is_dir, lstat_at, open_child_dir, remove_all_at,
+    Root, creation_mode, has_no_xattrs, is_dir, lstat_at, open_child_dir, own_ids, remove_all_at,
     times_from, times_of,
 };
 use super::header::{EntryHead, Kind, unreadable};
@@ -168,7 +168,7 @@ impl ParentDir {
     /// already has.
     fn fresh(&self, mode: Option<u32>) -> Fresh {
         Fresh {
-            uid: rustix::process::geteuid().as_raw(),
+            uid: own_ids().0,
             gid: self.child_gid,
             // Without xattrs no default ACL reshaped the mode.
             mode: mode.filter(|_| self.bare),
@@ -360,11 +360,7 @@ impl Layer<'_> {
         let st = rustix::fs::fstat(&fd)?;
         let kept = (!created).then(|| times_from(&st));
         let setgid = st.st_mode & 0o2000 != 0;
-        let child_gid = if setgid {
-            st.st_gid
-        } else {
-            rustix::process::getegid().as_raw()
-        };
+        let child_gid = if setgid { st.st_gid } else { own_ids().1 };
         let bare = has_no_xattrs(fd.as_fd());
         let rel = self.root.rel_path(fd.as_fd())?;
         Ok(ParentDir {

@@ -237,6 +237,18 @@ pub(super) fn creation_mode(wanted: u32, fallback: u32) -> (u32, Option<u32>) {
     }
 }
 
+/// The daemon's effective user and group ids (fixed for its life; `geteuid` is a
+/// syscall, once per entry otherwise).
+pub(super) fn own_ids() -> (u32, u32) {
+    static IDS: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *IDS.get_or_init(|| {
+        (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        )
+    })
+}
+
 /// The process's umask, read once from `/proc/self/status` (which, unlike `umask(2)`,
 /// does not change it while other threads make files). `None` where the kernel does not
 /// say.
