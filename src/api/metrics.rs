@@ -89,6 +89,11 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             "Blob bytes sent to registries.",
             registry.bytes_uploaded(),
         ),
+        (
+            "hoist_tree_flushes_total",
+            "syncfs calls that flushed finished trees to disk (trees finishing together share one).",
+            crate::unpack::flushes(),
+        ),
     ] {
         let _ = writeln!(
             out,

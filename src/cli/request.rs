@@ -176,6 +176,10 @@ pub struct PullArgs {
     /// neither read nor write the daemon's shared cache
     #[arg(long)]
     no_cache: bool,
+    /// do not flush the tree to disk before it replaces DEST (faster; a power loss soon
+    /// after may leave DEST with empty or missing files)
+    #[arg(long)]
+    no_sync: bool,
     /// print the job id and return without following it (Ctrl-C then cancels nothing)
     #[arg(long)]
     pub detach: bool,
@@ -200,6 +204,7 @@ impl PullArgs {
                     CacheMode::Use
                 },
                 layout: self.layout,
+                sync: !self.no_sync,
                 auth: None,
             },
             auth: self.creds.for_image(&self.image, docker).await?,
@@ -468,6 +473,7 @@ mod tests {
             "alpine",
             "d",
             "--no-cache",
+            "--no-sync",
             "--layout",
             "git",
             "--creds",
@@ -477,7 +483,7 @@ mod tests {
             sent,
             json!({
                 "image": "alpine", "dest": "d", "force": false, "cache": "bypass",
-                "layout": "git", "auth": {"username": "u", "password": "p"},
+                "layout": "git", "sync": false, "auth": {"username": "u", "password": "p"},
             })
         );
         let request: PullRequest = serde_json::from_value(sent).unwrap();

@@ -260,7 +260,7 @@ async fn fill(
                 warnings.extend(applied.warnings);
                 tracker.layer_done(index, "done");
             }
-            let (finished, committed) = tokio::join!(tree.finish(), committed(committing));
+            let (finished, committed) = tokio::join!(tree.finish(spec.sync), committed(committing));
             finished?;
             committed?;
             if let Some(git) = history {

@@ -43,8 +43,16 @@ pub struct PullRequest {
     pub cache: CacheMode,
     #[serde(default)]
     pub layout: Layout,
+    /// Flush the tree to disk before it is swapped into `dest` (false: a power loss soon
+    /// after may leave `dest` with empty or missing files; a killed daemon does not).
+    #[serde(default = "yes")]
+    pub sync: bool,
     #[serde(default, skip_serializing)]
     pub auth: Option<Credentials>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Why a request was refused before becoming a job.
@@ -100,6 +108,7 @@ pub struct PullSpec {
     pub force: bool,
     pub cache: CacheMode,
     pub layout: Layout,
+    pub sync: bool,
 }
 
 impl PullRequest {
@@ -124,6 +133,7 @@ impl PullRequest {
             force: self.force,
             cache: self.cache,
             layout: self.layout,
+            sync: self.sync,
         })
     }
 }

@@ -37,6 +37,7 @@ mod tests_layers;
 
 pub use meta::Warnings;
 pub use staging::{Aside, Staging, remove_scratch};
+pub use syncfs::flushes;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -193,11 +194,15 @@ impl Tree {
         }
     }
 
-    /// Finishes the tree: flushes it to disk (syncfs, shared with trees finishing at the
-    /// same time on the same file system), so that a tree committed into place survives a
-    /// crash whole. Directory times need no fixing here: every entry already put back its
-    /// parent's times, as umoci does.
-    pub async fn finish(self) -> Result<(), UnpackError> {
+    /// Finishes the tree: with `flush`, flushes it to disk (syncfs, shared with trees
+    /// finishing at the same time on the same file system), so that a tree committed into
+    /// place survives a crash whole; without, it is whole for every process at once, and
+    /// on disk once the kernel writes it back. Directory times need no fixing here: every
+    /// entry already put back its parent's times, as umoci does.
+    pub async fn finish(self, flush: bool) -> Result<(), UnpackError> {
+        if !flush {
+            return Ok(());
+        }
         syncfs::syncfs(self.root)
             .await
             .map_err(UnpackError::io(self.path))

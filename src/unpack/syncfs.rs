@@ -26,6 +26,12 @@ struct FsFlush {
 
 static FILE_SYSTEMS: LazyLock<Mutex<HashMap<u64, Arc<FsFlush>>>> = LazyLock::new(Default::default);
 
+/// `syncfs` calls made for finished trees so far, on every file system (`/metrics`).
+pub fn flushes() -> u64 {
+    let map = FILE_SYSTEMS.lock().unwrap_or_else(|e| e.into_inner());
+    map.values().map(|f| f.calls.load(Ordering::Relaxed)).sum()
+}
+
 /// Flushes the file system `fd` is on, covering every write made before the call.
 pub async fn syncfs<F: AsFd + Send + 'static>(fd: F) -> std::io::Result<()> {
     let dev = rustix::fs::fstat(&fd)?.st_dev;

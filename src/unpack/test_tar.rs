@@ -117,7 +117,7 @@ pub(super) async fn apply_all(
             .await?,
         );
     }
-    tree.finish().await?;
+    tree.finish(true).await?;
     Ok(stats)
 }
 

@@ -10,7 +10,7 @@ use crate::common;
 
 use common::assert_same_tree;
 use common::tls::HostsDir;
-use common::{FaultProxy, Format, ImageBuilder, RegistryAuth, World};
+use common::{FaultProxy, Format, ImageBuilder, RegistryAuth, World, metric};
 use serde_json::json;
 
 /// A daemon reading `HOIST_HOSTS_DIR` from `certs`. It comes with a registry of its own
@@ -42,15 +42,6 @@ fn origin_blob_gets(world: &World, digest: &str) -> usize {
         .iter()
         .filter(|l| l.contains("\"GET ") && (l.contains("\" 200 ") || l.contains("\" 206 ")))
         .count()
-}
-
-/// The value of the metric line that starts with `prefix` (0 when absent).
-fn metric(metrics: &str, prefix: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0, |v| v.parse().unwrap())
 }
 
 #[tokio::test]

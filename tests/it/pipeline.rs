@@ -207,6 +207,42 @@ async fn a_warm_pull_makes_no_blob_request_and_bypass_fetches_them_all() {
 }
 
 #[tokio::test]
+async fn a_pull_with_sync_false_flushes_nothing_and_a_default_pull_flushes_its_tree() {
+    let world = World::start().await;
+    let image = fixtures::small("sync");
+    world.push(&image, "sync/img:1", Format::Oci);
+    let flushes = async || common::metric(&world.metrics().await, "hoist_tree_flushes_total ");
+    let before = flushes().await;
+    let job = world
+        .pull(json!({"image": world.image("sync/img:1"), "dest": "unsynced", "sync": false}))
+        .await;
+    job.expect_succeeded();
+    assert_eq!(job.0["request"]["sync"], false, "{job:?}");
+    assert_same_tree(&image.unpack_reference().rootfs, &job.dest());
+    assert_eq!(
+        flushes().await,
+        before,
+        "a pull with sync false calls no syncfs"
+    );
+
+    let job = world.pull_ok(&world.image("sync/img:1"), "synced").await;
+    assert_eq!(job.0["request"]["sync"], true, "{job:?}");
+    assert_eq!(
+        flushes().await,
+        before + 1,
+        "a default pull flushes its tree once"
+    );
+
+    let resp = world
+        .post("/pulls")
+        .json(&json!({"image": world.image("sync/img:1"), "dest": "x", "sync": "no"}))
+        .send()
+        .await
+        .unwrap();
+    common::expect_problem(resp, 400, Some("invalid_request")).await;
+}
+
+#[tokio::test]
 async fn concurrent_cold_pulls_share_one_config_download() {
     let world = World::builder().proxy().workers(4).start().await;
     let image = fixtures::small("shared");

@@ -449,6 +449,15 @@ impl World {
     }
 }
 
+/// The value of the metric line that starts with `prefix` (0 when absent).
+pub fn metric(metrics: &str, prefix: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |v| v.parse().unwrap())
+}
+
 impl Drop for World {
     fn drop(&mut self) {
         if std::thread::panicking() {
