@@ -90,6 +90,16 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             registry.bytes_uploaded(),
         ),
         (
+            "hoist_layer_inflates_total",
+            "Layer decompressions started.",
+            crate::unpack::inflates().0,
+        ),
+        (
+            "hoist_layer_inflates_joined_total",
+            "Layers applied by joining another pull's running decompression of the same cached blob.",
+            crate::unpack::inflates().1,
+        ),
+        (
             "hoist_tree_flushes_total",
             "syncfs calls that flushed finished trees to disk (trees finishing together share one).",
             crate::unpack::flushes(),

@@ -21,13 +21,15 @@ use super::model::{JobError, PullResult, ResultLayer};
 use super::progress::Tracker;
 use super::request::{CacheMode, Layout, PullSpec};
 use super::scratch::Scratch;
-use crate::digest::Digest;
+use crate::digest::{Algorithm, Digest};
 use crate::error::FromIo;
 use crate::image::{GitHistory, LayerCommit, OciLayout};
 use crate::oci::{Compression, Descriptor};
 use crate::registry::{Credentials, ManifestKind, ResolvedImage};
 use crate::store::Follower;
-use crate::unpack::{Staging, Tree, UnpackOptions, Warnings, remove_scratch};
+use crate::unpack::{
+    LayerStats, Staging, Tree, UnpackError, UnpackOptions, Warnings, remove_scratch,
+};
 
 pub async fn run(
     env: &JobEnv,
@@ -204,20 +206,22 @@ async fn fill(
                 tracker.set_phase("extracting");
                 tracker.layer_state(index, "extracting");
                 let algorithm = diff_id.algorithm();
+                // Through the shared cache, a layer's bytes are its digest's whoever reads
+                // them (one verified file, or the one download of it): pulls applying it
+                // at the same time share its inflate.
+                let shared = (spec.cache == CacheMode::Use).then_some(&layer.digest);
                 let applied = match blob {
                     LayerBlob::Ready(blob) => {
                         let file = tokio::fs::File::open(blob.path())
                             .await
                             .map_err(JobError::io(blob.path()))?;
-                        tree.apply_layer(file, compression, algorithm, cancel)
-                            .await?
+                        let open = |_| file;
+                        apply(&mut tree, shared, open, compression, algorithm, cancel).await?
                     }
                     LayerBlob::Landing(follower) => {
-                        let reader = follower.reader(cancel.clone());
-                        match tree
-                            .apply_layer(reader, compression, algorithm, cancel)
-                            .await
-                        {
+                        // Stops with this job, or, shared, once no pull reads it.
+                        let open = |stop| follower.reader(stop);
+                        match apply(&mut tree, shared, open, compression, algorithm, cancel).await {
                             // The reader ended, so the digest matched (the tar stage
                             // reads to the blob's end); `committed` below still waits
                             // for every verdict before the tree may be committed.
@@ -316,6 +320,28 @@ async fn streamed_error(
     match cancellable(cancel, follower.outcome()).await {
         Err(verdict) => verdict,
         Ok(_) => err.into(),
+    }
+}
+
+/// Applies the blob `open` gives to `tree`, sharing its inflate when it is `shared`'s
+/// cached blob.
+async fn apply<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    tree: &mut Tree,
+    shared: Option<&Digest>,
+    open: impl FnOnce(CancellationToken) -> R,
+    compression: Compression,
+    algorithm: Algorithm,
+    cancel: &CancellationToken,
+) -> Result<LayerStats, UnpackError> {
+    match shared {
+        Some(digest) => {
+            tree.apply_cached_layer(digest, open, compression, algorithm, cancel)
+                .await
+        }
+        None => {
+            let blob = open(cancel.clone());
+            tree.apply_layer(blob, compression, algorithm, cancel).await
+        }
     }
 }
 

@@ -32,30 +32,24 @@ use super::fsops::{
     times_from, times_of,
 };
 use super::header::{EntryHead, Kind, unreadable};
-use super::inflate::inflate;
+use super::inflate::Inflated;
 use super::meta::{Fresh, MetaWriter, Node};
 use super::names::{EntryName, Whiteout, child};
 use super::whiteout::{UpperPaths, remove_lower, remove_lower_children};
 use super::{LayerStats, UnpackError, UnpackOptions};
-use crate::digest::Algorithm;
-use crate::oci::Compression;
 
 /// Read size for file contents.
 const CHUNK: usize = 64 * 1024;
 
-/// Applies the layer `blob` to the tree at `root`, hashing its whole uncompressed stream
-/// with `diff_id` (the layer's diff_id, for the caller to check). Call on a blocking-pool
-/// thread.
-pub(super) async fn apply_layer<R: AsyncRead + Unpin + Send + 'static>(
+/// Applies the layer `decoded` (inflating on its own thread, ahead of this one, and
+/// hashing its whole uncompressed stream into the layer's diff_id, for the caller to check)
+/// to the tree at `root`. Call on a blocking-pool thread.
+pub(super) async fn apply_layer(
     root: &Root,
     options: UnpackOptions,
-    blob: R,
-    declared: Compression,
-    diff_id: Algorithm,
+    decoded: Inflated,
     cancel: &CancellationToken,
 ) -> Result<LayerStats, UnpackError> {
-    // Inflating runs on its own thread, ahead of this one (see `inflate`).
-    let decoded = inflate(blob, declared, diff_id);
     let budget = HeaderBudget::default();
     let mut archive = Archive::new(Bounded::new(decoded, budget.clone()));
     let mut entries = archive.entries().map_err(unreadable)?;

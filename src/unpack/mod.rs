@@ -39,6 +39,11 @@ pub use meta::Warnings;
 pub use staging::{Aside, Staging, remove_scratch};
 pub use syncfs::flushes;
 
+/// Layer inflates started so far, and readers that joined a running one instead.
+pub fn inflates() -> (u64, u64) {
+    inflate::counts()
+}
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -169,6 +174,32 @@ impl Tree {
         diff_id: Algorithm,
         cancel: &CancellationToken,
     ) -> Result<LayerStats, UnpackError> {
+        let decoded = inflate::inflate(blob, compression, diff_id);
+        self.apply(decoded, cancel).await
+    }
+
+    /// [`Tree::apply_layer`] for the blob `digest` read from the shared cache (a verified
+    /// file, or a follower of the one download of it): trees applying the same blob at the
+    /// same time share one inflate of it. `open(stop)` gives the blob when this tree's
+    /// inflate is the one that reads it; `stop` fires once no tree reads it any more (the
+    /// job that started it may be cancelled while others go on).
+    pub async fn apply_cached_layer<R: AsyncRead + Unpin + Send + 'static>(
+        &mut self,
+        digest: &Digest,
+        open: impl FnOnce(CancellationToken) -> R,
+        compression: Compression,
+        diff_id: Algorithm,
+        cancel: &CancellationToken,
+    ) -> Result<LayerStats, UnpackError> {
+        let decoded = inflate::shared(digest, open, compression, diff_id);
+        self.apply(decoded, cancel).await
+    }
+
+    async fn apply(
+        &mut self,
+        decoded: inflate::Inflated,
+        cancel: &CancellationToken,
+    ) -> Result<LayerStats, UnpackError> {
         let root = self.root.clone();
         let options = self.options;
         let cancel = cancel.child_token();
@@ -176,14 +207,7 @@ impl Tree {
         let stop_on_drop = cancel.clone().drop_guard();
         let runtime = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking(move || {
-            runtime.block_on(apply::apply_layer(
-                &root,
-                options,
-                blob,
-                compression,
-                diff_id,
-                &cancel,
-            ))
+            runtime.block_on(apply::apply_layer(&root, options, decoded, &cancel))
         });
         let result = task.await;
         stop_on_drop.disarm();

@@ -4,11 +4,13 @@
 //! cache on a warm pull (no blob request at all; concurrent pulls share one download).
 //! Requests are counted in the fault proxy's log.
 
+use std::time::Duration;
+
 use crate::common;
 
 use common::hostile_tar::{gzip, tar};
 use common::upload::{self, host_arch};
-use common::{Format, Rule, TarEntry, World, assert_same_tree, fixtures, tools};
+use common::{Format, ImageBuilder, Rule, TarEntry, World, assert_same_tree, fixtures, tools};
 use serde_json::{Value, json};
 
 const OCI_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -240,6 +242,82 @@ async fn a_pull_with_sync_false_flushes_nothing_and_a_default_pull_flushes_its_t
         .await
         .unwrap();
     common::expect_problem(resp, 400, Some("invalid_request")).await;
+}
+
+#[tokio::test]
+async fn pulls_of_one_image_at_once_share_each_layers_inflate() {
+    let world = World::builder().proxy().workers(4).start().await;
+    let image = ImageBuilder::incompressible_layers(3, 150_000, 31);
+    let pushed = world.push(&image, "inflate/img:1", Format::Oci);
+    let first = pushed.layer_digests()[0].clone();
+    // The first layer arrives slowly: its inflate waits for bytes while the pulls meet.
+    world.proxy().add_rule(Rule::slow_gets(&first, 150_000));
+    let count = async |name: &str| common::metric(&world.metrics().await, name);
+    let ids: Vec<String> = futures_util::future::join_all(["i1", "i2", "i3"].map(|dest| {
+        world.submit_pull(json!({"image": world.image("inflate/img:1"), "dest": dest}))
+    }))
+    .await
+    .iter()
+    .map(|job| job.id().to_owned())
+    .collect();
+    let reference = image.unpack_reference();
+    for id in &ids {
+        let job = world.wait_job(id).await;
+        job.expect_succeeded();
+        assert_same_tree(&reference.rootfs, &job.dest());
+    }
+    let (started, joined) = (
+        count("hoist_layer_inflates_total ").await,
+        count("hoist_layer_inflates_joined_total ").await,
+    );
+    assert_eq!(started + joined, 9, "3 pulls of 3 layers");
+    assert!(
+        joined >= 2,
+        "the slow layer was inflated once for the three pulls: {started} inflates, {joined} joined"
+    );
+    assert_eq!(world.proxy().blob_gets(&first).len(), 1);
+}
+
+#[tokio::test]
+async fn the_pull_whose_inflate_others_share_may_be_cancelled_and_they_still_succeed() {
+    let world = World::builder().proxy().workers(4).start().await;
+    let image = ImageBuilder::incompressible_layers(2, 150_000, 32);
+    let pushed = world.push(&image, "inflate/cancel:1", Format::Oci);
+    let first = pushed.layer_digests()[0].clone();
+    world.proxy().add_rule(Rule::slow_gets(&first, 50_000));
+    let body = |dest: &str| json!({"image": world.image("inflate/cancel:1"), "dest": dest});
+    let starter = world.submit_pull(body("c1")).await;
+    let extracting = |j: &common::Job| j.0["progress"]["layers"][0]["state"] == "extracting";
+    world
+        .wait_until(starter.id(), Duration::from_secs(20), extracting)
+        .await;
+    let others = [
+        world.submit_pull(body("c2")).await,
+        world.submit_pull(body("c3")).await,
+    ];
+    let joined =
+        async || common::metric(&world.metrics().await, "hoist_layer_inflates_joined_total ");
+    let start = std::time::Instant::now();
+    while joined().await < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the other pulls never joined the first one's inflate"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The pull whose follower feeds the shared inflate goes; the blob is still read.
+    let cancelled = world.cancel_job(starter.id()).await;
+    assert_eq!(cancelled.status(), "cancelled", "{cancelled:?}");
+    let reference = image.unpack_reference();
+    for job in &others {
+        let job = world.wait_job(job.id()).await;
+        job.expect_succeeded();
+        assert_same_tree(&reference.rootfs, &job.dest());
+    }
+    assert!(
+        !world.root().join("c1").exists(),
+        "the cancelled pull left nothing"
+    );
 }
 
 #[tokio::test]

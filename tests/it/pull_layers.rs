@@ -92,7 +92,7 @@ async fn pull_result_names_the_manifest_its_layers_and_the_absolute_dest() {
     assert_eq!(
         job.0["request"],
         json!({"image": image, "dest": "nested/dir/result", "force": false,
-               "cache": "use", "layout": "rootfs"})
+               "cache": "use", "layout": "rootfs", "sync": true})
     );
     for field in ["created_at", "started_at", "finished_at"] {
         assert!(job.0[field].is_string(), "{field} of {job:?}");
