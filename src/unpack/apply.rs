@@ -36,6 +36,7 @@ use super::inflate::Inflated;
 use super::meta::{Fresh, MetaWriter, Node};
 use super::names::{EntryName, Whiteout, child};
 use super::whiteout::{UpperPaths, remove_lower, remove_lower_children};
+use super::writeback;
 use super::{LayerStats, UnpackError, UnpackOptions};
 
 /// Read size for file contents.
@@ -473,7 +474,11 @@ impl Layer<'_> {
                 &head.name.display(),
                 Some(fresh),
             )
-            .map_err(&io)
+            .map_err(&io)?;
+        if written >= writeback::EARLY {
+            writeback::start(file);
+        }
+        Ok(())
     }
 
     /// A hardlink to a name already in the tree (resolved inside the root; its final

@@ -25,6 +25,7 @@ mod names;
 mod staging;
 mod syncfs;
 mod whiteout;
+mod writeback;
 
 #[cfg(test)]
 mod tar_builder;
