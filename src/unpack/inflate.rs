@@ -184,17 +184,32 @@ where
     let source = SyncIoBridge::new(blob);
     let thread = shared.clone();
     tokio::task::spawn_blocking(move || decode(source, declared, algorithm, &thread, key));
-    Inflated {
-        shared,
-        id: 0,
-        next: 0,
-        current: None,
-        pos: 0,
-        digest: None,
-    }
+    Inflated::reader(shared, 0)
 }
 
 impl Inflated {
+    /// Reader `id` of `shared`, from its first chunk (already counted in its state).
+    fn reader(shared: Arc<Shared>, id: u64) -> Inflated {
+        Inflated {
+            shared,
+            id,
+            next: 0,
+            current: None,
+            pos: 0,
+            digest: None,
+        }
+    }
+
+    /// This reader holds the thread back no more: its position goes, and so does its
+    /// chunk (then the thread may go on: notify `room`).
+    fn release(&mut self, st: &mut State) {
+        st.positions.remove(&self.id);
+        if let Some(chunk) = self.current.take() {
+            st.recycle(chunk);
+        }
+        st.trim();
+    }
+
     /// A new reader of `shared` from its first chunk, if it is still joinable.
     fn join(shared: &Arc<Shared>) -> Option<Inflated> {
         let mut st = lock(&shared.state);
@@ -206,14 +221,7 @@ impl Inflated {
         st.readers += 1;
         st.positions.insert(id, 0);
         JOINED.fetch_add(1, Ordering::Relaxed);
-        Some(Inflated {
-            shared: shared.clone(),
-            id,
-            next: 0,
-            current: None,
-            pos: 0,
-            digest: None,
-        })
+        Some(Inflated::reader(shared.clone(), id))
     }
 
     /// Reads the rest of the stream (thrown away) and returns the digest of all of it;
@@ -222,16 +230,10 @@ impl Inflated {
         if let Some(digest) = self.digest.take() {
             return Ok(Some(digest));
         }
-        {
-            // What is left is not read: this reader holds the thread back no more.
-            let mut st = lock(&self.shared.state);
-            st.positions.remove(&self.id);
-            if let Some(chunk) = self.current.take() {
-                st.recycle(chunk);
-            }
-            st.trim();
-        }
-        self.shared.room.notify_all();
+        // What is left is not read.
+        let shared = self.shared.clone();
+        self.release(&mut lock(&shared.state));
+        shared.room.notify_all();
         let end = std::future::poll_fn(|cx| {
             let mut st = lock(&self.shared.state);
             match &st.end {
@@ -283,18 +285,15 @@ impl State {
 
 impl Drop for Inflated {
     fn drop(&mut self) {
-        let mut st = lock(&self.shared.state);
+        let shared = self.shared.clone();
+        let mut st = lock(&shared.state);
         st.readers -= 1;
-        st.positions.remove(&self.id);
-        if let Some(chunk) = self.current.take() {
-            st.recycle(chunk);
-        }
-        st.trim();
+        self.release(&mut st);
         let last = st.readers == 0;
         drop(st);
-        self.shared.room.notify_all();
+        shared.room.notify_all();
         if last {
-            self.shared.stop.cancel();
+            shared.stop.cancel();
         }
     }
 }

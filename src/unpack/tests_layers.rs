@@ -224,6 +224,38 @@ async fn nodes_made_in_a_setgid_folder_or_under_a_default_acl_end_as_their_heade
 }
 
 #[tokio::test]
+async fn big_files_handed_to_the_writeback_thread_end_whole_with_their_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    // Over `writeback::EARLY`: closed by the writeback thread, after data, mode, times.
+    let big: Vec<Vec<u8>> = (0..3).map(|i| noise((1 << 20) + i)).collect();
+    assert!(
+        big.iter()
+            .all(|d| d.len() as u64 >= super::writeback::EARLY)
+    );
+    let mut entries: Vec<E> = big
+        .iter()
+        .enumerate()
+        .map(|(i, data)| {
+            E::file(format!("opt/big{i}"), data)
+                .mode(0o640)
+                .owner(7, 8)
+                .mtime(1_500_000_000 + i as u64)
+        })
+        .collect();
+    entries.push(E::file("opt/small", "s"));
+    apply_all(&root, &[layer(&entries)]).await.unwrap();
+    for (i, data) in big.iter().enumerate() {
+        let path = root.join(format!("opt/big{i}"));
+        assert!(fs::read(&path).unwrap() == *data, "big{i} has its bytes");
+        let m = fs::metadata(&path).unwrap();
+        assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o640, 7, 8));
+        assert_eq!(m.mtime(), 1_500_000_000 + i as i64);
+    }
+    assert_eq!(fs::read(root.join("opt/small")).unwrap(), b"s");
+}
+
+#[tokio::test]
 async fn owners_are_applied_to_files_dirs_and_symlinks() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
