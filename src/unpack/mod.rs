@@ -36,14 +36,10 @@ mod tests_breakouts;
 #[cfg(test)]
 mod tests_layers;
 
+pub use inflate::counts as inflates;
 pub use meta::Warnings;
 pub use staging::{Aside, Staging, remove_scratch};
 pub use syncfs::flushes;
-
-/// Layer inflates started so far, and readers that joined a running one instead.
-pub fn inflates() -> (u64, u64) {
-    inflate::counts()
-}
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
