@@ -204,7 +204,15 @@ impl Tree {
         let stop_on_drop = cancel.clone().drop_guard();
         let runtime = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking(move || {
-            runtime.block_on(apply::apply_layer(&root, options, decoded, &cancel))
+            // A read may wait for bytes that are slow to come (a shared inflate's blob
+            // reader stops only with its last reader): `cancel` ends the wait too, and
+            // dropping the reader lets the inflate go.
+            runtime.block_on(async {
+                tokio::select! {
+                    stats = apply::apply_layer(&root, options, decoded, &cancel) => stats,
+                    () = cancel.cancelled() => Err(UnpackError::Cancelled),
+                }
+            })
         });
         let result = task.await;
         stop_on_drop.disarm();
