@@ -25,7 +25,8 @@ use gzp::{FormatSpec, GzpError, ZWriter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::tar::{HeaderOptions, write_tar};
+use super::read_ahead::ReadAhead;
+use super::tar::{HeaderOptions, Listed, write_tar};
 use super::{ImageError, walk};
 use crate::digest::{Algorithm, Digest, Hasher, HashingWriter};
 use crate::oci::{Compression, Descriptor, Format, MediaType};
@@ -111,9 +112,15 @@ pub async fn build_layer(
             let listed = root.try_clone().map_err(ImageError::io(&source))?;
             let entries = walk::list(listed, &source, skip, &cancel)?;
             let mut sink = ChunkSink::new(tx);
-            let (fd, out) = (root.as_fd(), &out_path);
-            write_tar(fd, &source, &entries, options, &mut sink, out, &cancel)?;
-            sink.finish().map_err(ImageError::io(out))
+            let listed = Listed {
+                root: root.as_fd(),
+                source: &source,
+                entries: &entries,
+            };
+            ReadAhead::around(&listed, |ahead| {
+                write_tar(&listed, options, &mut sink, &out_path, ahead, &cancel)
+            })?;
+            sink.finish().map_err(ImageError::io(&out_path))
         })
     };
     // Hashing and compressing is CPU work: it runs on the blocking pool as well, not on
@@ -141,8 +148,10 @@ pub async fn build_layer(
     })
 }
 
-/// The second stage: tar chunks in, compressed, hashed (digest), written and synced.
-/// Returns (digest, size) once the channel closes.
+/// The second stage: tar chunks in, compressed, hashed (digest) and written. Returns
+/// (digest, size) once the channel closes. Not synced: the file is the build's scratch,
+/// read back at once for the push and removed after it; a crash fails the build, whose
+/// scratch goes with it. Syncing it only made the build wait for the disk.
 fn compress(
     mut chunks: mpsc::Receiver<Bytes>,
     file: std::fs::File,
@@ -167,8 +176,7 @@ fn compress(
         return Err(ImageError::Cancelled);
     }
     let hashed = out.finish().map_err(ImageError::io(out_file))?;
-    let (file, digest, written) = hashed.into_parts();
-    file.sync_all().map_err(ImageError::io(out_file))?;
+    let (_file, digest, written) = hashed.into_parts();
     Ok((digest, written))
 }
 

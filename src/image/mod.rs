@@ -24,6 +24,7 @@ mod git;
 mod layer;
 mod manifest;
 mod oci_layout;
+mod read_ahead;
 mod tar;
 mod walk;
 

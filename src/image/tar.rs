@@ -17,6 +17,7 @@ use tokio_tar::{EntryType, Header};
 use tokio_util::sync::CancellationToken;
 
 use super::ImageError;
+use super::read_ahead::ReadAhead;
 use super::walk::{Kind, SourceEntry, display_path, open_listed_file};
 
 const BLOCK: usize = 512;
@@ -37,23 +38,37 @@ pub(super) struct HeaderOptions {
     pub source_date_epoch: Option<u64>,
 }
 
-/// Writes the whole tar stream of `entries` (listed from `root`) into `out`, end marker
-/// included. Blocking; checks `cancel` between entries and between chunks of a file.
+/// The folder being tarred: the descriptor it was listed from, its path (for messages)
+/// and its entries, as `walk::list` gave them.
+pub(super) struct Listed<'a> {
+    pub root: BorrowedFd<'a>,
+    pub source: &'a Path,
+    pub entries: &'a [SourceEntry],
+}
+
+/// Writes the whole tar stream of `listed` into `out`, end marker included, telling
+/// `ahead` where it is. Blocking; checks `cancel` between entries and between chunks of a
+/// file.
 pub(super) fn write_tar(
-    root: BorrowedFd<'_>,
-    source: &Path,
-    entries: &[SourceEntry],
+    listed: &Listed<'_>,
     options: HeaderOptions,
     out: &mut impl Write,
     out_path: &Path,
+    ahead: &ReadAhead,
     cancel: &CancellationToken,
 ) -> Result<(), ImageError> {
+    let Listed {
+        root,
+        source,
+        entries,
+    } = *listed;
     let write_err = |e| ImageError::io(out_path)(e);
     let mut buf = vec![0u8; COPY_CHUNK];
-    for entry in entries {
+    for (index, entry) in entries.iter().enumerate() {
         if cancel.is_cancelled() {
             return Err(ImageError::Cancelled);
         }
+        ahead.reached(index);
         out.write_all(&header_blocks(entry, options))
             .map_err(write_err)?;
         let Kind::File { size, id } = entry.kind else {
