@@ -7,7 +7,8 @@
 //! read from its file. The staging tree is unverified until its end: it is swapped into
 //! place only after every layer's reader ended (which it does only once the blob's digest
 //! matched) and every applied layer's uncompressed stream matched the config's diff_id;
-//! any failure discards it. Downloads run ahead of extraction, a few layers at a time.
+//! any failure discards it. Downloads run ahead of extraction, a few layers at a time, and
+//! the next layer's inflate starts while one is written (a few chunks ahead, then waiting).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,14 +22,15 @@ use super::model::{JobError, PullResult, ResultLayer};
 use super::progress::Tracker;
 use super::request::{CacheMode, Layout, PullSpec};
 use super::scratch::Scratch;
-use crate::digest::{Algorithm, Digest};
+use crate::digest::Digest;
 use crate::error::FromIo;
 use crate::image::{GitHistory, LayerCommit, OciLayout};
 use crate::oci::{Compression, Descriptor};
 use crate::registry::{Credentials, ManifestKind, ResolvedImage};
 use crate::store::Follower;
 use crate::unpack::{
-    LayerStats, Staging, Tree, UnpackError, UnpackOptions, Warnings, remove_scratch,
+    Inflating, Staging, Tree, UnpackOptions, Warnings, inflate_cached_layer, inflate_layer,
+    remove_scratch,
 };
 
 pub async fn run(
@@ -200,37 +202,57 @@ async fn fill(
             // Streamed layers whose bytes matched; their commits into the cache (fsync,
             // rename) go on beside the next layers and are awaited at the end.
             let mut committing = Vec::new();
-            let each = layers.iter().zip(compressions).zip(diff_ids);
-            for (index, ((layer, compression), diff_id)) in each.enumerate() {
-                let blob = next_blob(&mut blobs, cancel).await?;
+            // The next layer's inflate starts while this one is written, as soon as its
+            // blob is at hand (cached, or its download begun): it runs a few chunks ahead.
+            let mut ahead: Option<Started> = None;
+            for (index, layer) in layers.iter().enumerate() {
+                let started = match ahead.take() {
+                    Some(started) => started,
+                    None => {
+                        let blob = next_blob(&mut blobs, cancel).await?;
+                        start(
+                            spec,
+                            layer,
+                            compressions[index],
+                            &diff_ids[index],
+                            blob,
+                            cancel,
+                        )
+                        .await?
+                    }
+                };
                 tracker.set_phase("extracting");
                 tracker.layer_state(index, "extracting");
-                let algorithm = diff_id.algorithm();
-                // Through the shared cache, a layer's bytes are its digest's whoever reads
-                // them (one verified file, or the one download of it): pulls applying it
-                // at the same time share its inflate.
-                let shared = (spec.cache == CacheMode::Use).then_some(&layer.digest);
-                let applied = match blob {
-                    LayerBlob::Ready(blob) => {
-                        let file = tokio::fs::File::open(blob.path())
-                            .await
-                            .map_err(JobError::io(blob.path()))?;
-                        let open = |_| file;
-                        apply(&mut tree, shared, open, compression, algorithm, cancel).await?
-                    }
-                    LayerBlob::Landing(follower) => {
-                        // Stops with this job, or, shared, once no pull reads it.
-                        let open = |stop| follower.reader(stop);
-                        match apply(&mut tree, shared, open, compression, algorithm, cancel).await {
-                            // The reader ended, so the digest matched (the tar stage
-                            // reads to the blob's end); `committed` below still waits
-                            // for every verdict before the tree may be committed.
-                            Ok(applied) => {
-                                committing.push(follower);
-                                applied
-                            }
-                            Err(err) => return Err(streamed_error(err, follower, cancel).await),
+                let diff_id = &diff_ids[index];
+                let Started {
+                    inflating,
+                    follower,
+                } = started;
+                let applying = tree.apply(inflating, cancel);
+                tokio::pin!(applying);
+                let next = layers.get(index + 1);
+                let applied = loop {
+                    tokio::select! {
+                        applied = &mut applying => break applied,
+                        blob = next_blob(&mut blobs, cancel), if ahead.is_none() && next.is_some() => {
+                            let (layer, at) = (next.expect("guarded"), index + 1);
+                            let (compression, diff_id) = (compressions[at], &diff_ids[at]);
+                            ahead = Some(start(spec, layer, compression, diff_id, blob?, cancel).await?);
                         }
+                    }
+                };
+                let applied = match (applied, follower) {
+                    (Ok(applied), None) => applied,
+                    (Err(err), None) => return Err(err.into()),
+                    // The reader ended, so the digest matched (the tar stage reads to the
+                    // blob's end); `committed` below still waits for every verdict before
+                    // the tree may be committed.
+                    (Ok(applied), Some(follower)) => {
+                        committing.push(follower);
+                        applied
+                    }
+                    (Err(err), Some(follower)) => {
+                        return Err(streamed_error(err, follower, cancel).await);
                     }
                 };
                 tracing::debug!(
@@ -323,26 +345,57 @@ async fn streamed_error(
     }
 }
 
-/// Applies the blob `open` gives to `tree`, sharing its inflate when it is `shared`'s
-/// cached blob.
-async fn apply<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
-    tree: &mut Tree,
-    shared: Option<&Digest>,
-    open: impl FnOnce(CancellationToken) -> R,
+/// A layer whose inflate has started, and the download it follows, if any.
+struct Started {
+    inflating: Inflating,
+    follower: Option<Follower>,
+}
+
+/// Starts inflating `layer` from `blob`. Through the shared cache, a layer's bytes are its
+/// digest's whoever reads them (one verified file, or the one download of it): pulls
+/// applying it at the same time share its inflate.
+async fn start(
+    spec: &PullSpec,
+    layer: &Descriptor,
     compression: Compression,
-    algorithm: Algorithm,
+    diff_id: &Digest,
+    blob: LayerBlob,
     cancel: &CancellationToken,
-) -> Result<LayerStats, UnpackError> {
-    match shared {
-        Some(digest) => {
-            tree.apply_cached_layer(digest, open, compression, algorithm, cancel)
+) -> Result<Started, JobError> {
+    let algorithm = diff_id.algorithm();
+    let shared = spec.cache == CacheMode::Use;
+    Ok(match blob {
+        LayerBlob::Ready(blob) => {
+            let file = tokio::fs::File::open(blob.path())
                 .await
+                .map_err(JobError::io(blob.path()))?;
+            let inflating = match shared {
+                true => inflate_cached_layer(&layer.digest, |_| file, compression, algorithm),
+                false => inflate_layer(file, compression, algorithm),
+            };
+            Started {
+                inflating,
+                follower: None,
+            }
         }
-        None => {
-            let blob = open(cancel.clone());
-            tree.apply_layer(blob, compression, algorithm, cancel).await
+        LayerBlob::Landing(follower) => {
+            let inflating = match shared {
+                // Stops once no pull reads it.
+                true => inflate_cached_layer(
+                    &layer.digest,
+                    |stop| follower.reader(stop),
+                    compression,
+                    algorithm,
+                ),
+                // Stops with this job.
+                false => inflate_layer(follower.reader(cancel.clone()), compression, algorithm),
+            };
+            Started {
+                inflating,
+                follower: Some(follower),
+            }
         }
-    }
+    })
 }
 
 /// Waits for the commits of the streamed layers (already verified) into the cache.

@@ -121,6 +121,37 @@ pub struct LayerStats {
     pub warnings: Warnings,
 }
 
+/// A layer's bytes being inflated on a thread of their own, for [`Tree::apply`]. Made
+/// before its turn (while the layer below is written), it inflates a few chunks ahead
+/// (`inflate::DEPTH`, or the first `inflate::JOIN_WINDOW` while others may join) and
+/// waits; dropped, it stops.
+pub struct Inflating(inflate::Inflated);
+
+/// Starts inflating the layer blob `blob`. `compression` is the media type's claim; the
+/// blob's first bytes decide (see [`Compression::sniff`]). The uncompressed stream is
+/// hashed with `diff_id`. Call inside a tokio runtime.
+pub fn inflate_layer<R: AsyncRead + Unpin + Send + 'static>(
+    blob: R,
+    compression: Compression,
+    diff_id: Algorithm,
+) -> Inflating {
+    Inflating(inflate::inflate(blob, compression, diff_id))
+}
+
+/// [`inflate_layer`] for the blob `digest` read from the shared cache (a verified file,
+/// or a follower of the one download of it): trees applying the same blob at the same time
+/// share one inflate of it. `open(stop)` gives the blob when this inflate is the one that
+/// reads it; `stop` fires once no tree reads it any more (the job that started it may be
+/// cancelled while others go on).
+pub fn inflate_cached_layer<R: AsyncRead + Unpin + Send + 'static>(
+    digest: &Digest,
+    open: impl FnOnce(CancellationToken) -> R,
+    compression: Compression,
+    diff_id: Algorithm,
+) -> Inflating {
+    Inflating(inflate::shared(digest, open, compression, diff_id))
+}
+
 /// A tree being built, layer by layer, in a folder (normally a [`Staging`] folder).
 pub struct Tree {
     root: Arc<Root>,
@@ -158,12 +189,9 @@ impl Tree {
         })
     }
 
-    /// Applies one layer blob on top of what is there: whiteouts and opaque markers remove
-    /// what lower layers put there. `compression` is the media type's claim; the blob's
-    /// first bytes decide (see [`Compression::sniff`]). The uncompressed stream is hashed
-    /// with `diff_id` into [`LayerStats::diff_id`]. Runs on the blocking pool; stops
-    /// with `Cancelled` between entries and between chunks of a file once `cancel` fires,
-    /// or once this future is dropped. The tree is then half-applied: throw it away.
+    /// Applies one layer blob on top of what is there: [`inflate_layer`], then
+    /// [`Tree::apply`] (for tests, which have the blob at hand).
+    #[cfg(test)]
     pub async fn apply_layer<R: AsyncRead + Unpin + Send + 'static>(
         &mut self,
         blob: R,
@@ -171,32 +199,21 @@ impl Tree {
         diff_id: Algorithm,
         cancel: &CancellationToken,
     ) -> Result<LayerStats, UnpackError> {
-        let decoded = inflate::inflate(blob, compression, diff_id);
-        self.apply(decoded, cancel).await
+        self.apply(inflate_layer(blob, compression, diff_id), cancel)
+            .await
     }
 
-    /// [`Tree::apply_layer`] for the blob `digest` read from the shared cache (a verified
-    /// file, or a follower of the one download of it): trees applying the same blob at the
-    /// same time share one inflate of it. `open(stop)` gives the blob when this tree's
-    /// inflate is the one that reads it; `stop` fires once no tree reads it any more (the
-    /// job that started it may be cancelled while others go on).
-    pub async fn apply_cached_layer<R: AsyncRead + Unpin + Send + 'static>(
+    /// Applies the layer `inflating` on top of what is there: whiteouts and opaque
+    /// markers remove what lower layers put there. Its uncompressed stream is hashed into
+    /// [`LayerStats::diff_id`]. Runs on the blocking pool; stops with `Cancelled` between
+    /// entries and between chunks of a file once `cancel` fires, or once this future is
+    /// dropped. The tree is then half-applied: throw it away.
+    pub async fn apply(
         &mut self,
-        digest: &Digest,
-        open: impl FnOnce(CancellationToken) -> R,
-        compression: Compression,
-        diff_id: Algorithm,
+        inflating: Inflating,
         cancel: &CancellationToken,
     ) -> Result<LayerStats, UnpackError> {
-        let decoded = inflate::shared(digest, open, compression, diff_id);
-        self.apply(decoded, cancel).await
-    }
-
-    async fn apply(
-        &mut self,
-        decoded: inflate::Inflated,
-        cancel: &CancellationToken,
-    ) -> Result<LayerStats, UnpackError> {
+        let decoded = inflating.0;
         let root = self.root.clone();
         let options = self.options;
         let cancel = cancel.child_token();

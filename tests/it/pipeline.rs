@@ -279,6 +279,49 @@ async fn pulls_of_one_image_at_once_share_each_layers_inflate() {
 }
 
 #[tokio::test]
+async fn the_next_layer_inflates_while_the_one_below_is_written() {
+    let world = World::builder().proxy().start().await;
+    let image = ImageBuilder::incompressible_layers(2, 300_000, 33);
+    let pushed = world.push(&image, "inflate/ahead:1", Format::Oci);
+    let first = pushed.layer_digests()[0].clone();
+    let blob_bytes: u64 = pushed.manifest["config"]["size"].as_u64().unwrap()
+        + pushed
+            .layers()
+            .iter()
+            .map(|l| l["size"].as_u64().unwrap())
+            .sum::<u64>();
+    // The first layer takes about 4 s to arrive, and is applied as it does; the second
+    // comes at once.
+    world.proxy().add_rule(Rule::slow_gets(&first, 75_000));
+    let job = world
+        .submit_pull(json!({"image": world.image("inflate/ahead:1"), "dest": "ahead"}))
+        .await;
+    let since = std::time::Instant::now();
+    let (started, downloaded) = loop {
+        let metrics = world.metrics().await;
+        let started = common::metric(&metrics, "hoist_layer_inflates_total ");
+        let downloaded = common::metric(&metrics, "hoist_registry_download_bytes_total ");
+        if started == 2 || since.elapsed() > Duration::from_secs(20) {
+            break (started, downloaded);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(started, 2, "the second layer's inflate never started");
+    // Read from the same answer: the first layer was still arriving, so it was still
+    // being written (it is applied to the end of its bytes).
+    assert!(
+        downloaded < blob_bytes,
+        "both inflates started while the first layer was still being written: \
+         {downloaded} of the blobs' {blob_bytes} bytes were in"
+    );
+    let done = world.wait_job(job.id()).await;
+    done.expect_succeeded();
+    assert_same_tree(&image.unpack_reference().rootfs, &done.dest());
+    let started = common::metric(&world.metrics().await, "hoist_layer_inflates_total ");
+    assert_eq!(started, 2, "one inflate per layer");
+}
+
+#[tokio::test]
 async fn the_pull_whose_inflate_others_share_may_be_cancelled_and_they_still_succeed() {
     let world = World::builder().proxy().workers(4).start().await;
     let image = ImageBuilder::incompressible_layers(2, 150_000, 32);
