@@ -205,21 +205,21 @@ async fn fill(
             // The next layer's inflate starts while this one is written, as soon as its
             // blob is at hand (cached, or its download begun): it runs a few chunks ahead.
             let mut ahead: Option<Started> = None;
+            let start_at = async |at: usize, blob: LayerBlob| {
+                start(
+                    spec,
+                    &layers[at],
+                    compressions[at],
+                    &diff_ids[at],
+                    blob,
+                    cancel,
+                )
+                .await
+            };
             for (index, layer) in layers.iter().enumerate() {
                 let started = match ahead.take() {
                     Some(started) => started,
-                    None => {
-                        let blob = next_blob(&mut blobs, cancel).await?;
-                        start(
-                            spec,
-                            layer,
-                            compressions[index],
-                            &diff_ids[index],
-                            blob,
-                            cancel,
-                        )
-                        .await?
-                    }
+                    None => start_at(index, next_blob(&mut blobs, cancel).await?).await?,
                 };
                 tracker.set_phase("extracting");
                 tracker.layer_state(index, "extracting");
@@ -230,14 +230,12 @@ async fn fill(
                 } = started;
                 let applying = tree.apply(inflating, cancel);
                 tokio::pin!(applying);
-                let next = layers.get(index + 1);
+                let more = index + 1 < layers.len();
                 let applied = loop {
                     tokio::select! {
                         applied = &mut applying => break applied,
-                        blob = next_blob(&mut blobs, cancel), if ahead.is_none() && next.is_some() => {
-                            let (layer, at) = (next.expect("guarded"), index + 1);
-                            let (compression, diff_id) = (compressions[at], &diff_ids[at]);
-                            ahead = Some(start(spec, layer, compression, diff_id, blob?, cancel).await?);
+                        blob = next_blob(&mut blobs, cancel), if more && ahead.is_none() => {
+                            ahead = Some(start_at(index + 1, blob?).await?);
                         }
                     }
                 };
