@@ -63,10 +63,9 @@ impl ReadAhead {
             if let Err(e) = thread {
                 tracing::debug!(error = %e, "no read-ahead thread; the source is read as it comes");
             }
-            let out = tar(&ahead);
-            ahead.lock().done = true;
-            ahead.moved.notify_one();
-            out
+            // Told on every way out of `tar`, a panic included: the scope joins the thread.
+            let _done = Done(&ahead);
+            tar(&ahead)
         })
     }
 
@@ -123,6 +122,16 @@ impl ReadAhead {
 /// Asks the kernel to read the start of the listed file `name` (at most [`WINDOW_BYTES`]);
 /// nothing when it is empty, cannot be opened or is no longer the listed file. True when
 /// advised.
+/// Tells the read-ahead thread the tar stage ended, when dropped.
+struct Done<'a>(&'a ReadAhead);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.lock().done = true;
+        self.0.moved.notify_one();
+    }
+}
+
 fn advise(root: BorrowedFd<'_>, name: &[u8], size: u64, id: (u64, u64)) -> bool {
     let Some(len) = NonZeroU64::new(size.min(WINDOW_BYTES)) else {
         return false;
@@ -211,6 +220,40 @@ mod tests {
         );
         assert_eq!(held, WINDOW_FILES + 1, "entries 0..=WINDOW_FILES advised");
         assert_eq!(moved, 2 * WINDOW_FILES + 1, "then the window moved on");
+    }
+
+    /// A tar stage that panics ends the read-ahead too: the panic comes out of `around`
+    /// instead of the scope waiting for the thread forever.
+    #[test]
+    fn a_panicking_tar_stage_is_not_left_waiting_for_the_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..(2 * WINDOW_FILES) {
+            std::fs::write(dir.path().join(format!("f{i:04}")), b"x").unwrap();
+        }
+        let path = dir.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let _tx = tx;
+            let root = walk::open_source(&path).unwrap();
+            let listed = root.try_clone().unwrap();
+            let entries = walk::list(listed, &path, None, &CancellationToken::new()).unwrap();
+            let listed = Listed {
+                root: root.as_fd(),
+                source: &path,
+                entries: &entries,
+            };
+            ReadAhead::around(&listed, |ahead| {
+                settled(ahead, WINDOW_FILES + 1);
+                panic!("the tar stage failed");
+            });
+        });
+        // The sender goes with the panicking thread; a hang keeps it.
+        let outcome = rx.recv_timeout(Duration::from_secs(20));
+        assert_eq!(
+            outcome,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected),
+            "the panic came out of around"
+        );
     }
 
     /// A file replaced by a FIFO after the listing does not block the read-ahead (opened
