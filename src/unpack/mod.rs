@@ -122,9 +122,9 @@ pub struct LayerStats {
 }
 
 /// A layer's bytes being inflated on a thread of their own, for [`Tree::apply`]. Made
-/// before its turn (while the layer below is written), it inflates a few chunks ahead
-/// (`inflate::DEPTH`, or the first `inflate::JOIN_WINDOW` while others may join) and
-/// waits; dropped, it stops.
+/// before its turn (while the layer below is written), it makes `inflate::DEPTH` chunks
+/// and waits for its reader; shared, it stays joinable meanwhile (it has made fewer than
+/// `inflate::JOIN_WINDOW`). Dropped, it stops.
 pub struct Inflating(inflate::Inflated);
 
 /// Starts inflating the layer blob `blob`. `compression` is the media type's claim; the
