@@ -119,9 +119,6 @@ impl ReadAhead {
     }
 }
 
-/// Asks the kernel to read the start of the listed file `name` (at most [`WINDOW_BYTES`]);
-/// nothing when it is empty, cannot be opened or is no longer the listed file. True when
-/// advised.
 /// Tells the read-ahead thread the tar stage ended, when dropped.
 struct Done<'a>(&'a ReadAhead);
 
@@ -132,6 +129,9 @@ impl Drop for Done<'_> {
     }
 }
 
+/// Asks the kernel to read the start of the listed file `name` (at most [`WINDOW_BYTES`]);
+/// nothing when it is empty, cannot be opened or is no longer the listed file. True when
+/// advised.
 fn advise(root: BorrowedFd<'_>, name: &[u8], size: u64, id: (u64, u64)) -> bool {
     let Some(len) = NonZeroU64::new(size.min(WINDOW_BYTES)) else {
         return false;
