@@ -40,6 +40,10 @@ struct State {
     reached: usize,
     /// The tar stage ended (done, failed or cancelled): the thread stops.
     done: bool,
+    /// While the thread waits with a full window: the entry the tar stage must reach for
+    /// half of it to be free again. Only then is the thread woken (a notify is a syscall
+    /// even with no one waiting, and the tar stage passes every entry).
+    wake_at: Option<usize>,
 }
 
 impl ReadAhead {
@@ -52,6 +56,7 @@ impl ReadAhead {
             state: Mutex::new(State {
                 reached: 0,
                 done: false,
+                wake_at: None,
             }),
             moved: Condvar::new(),
             advised: AtomicUsize::new(0),
@@ -71,8 +76,13 @@ impl ReadAhead {
 
     /// The tar stage is at entry `index` of the listing.
     pub(super) fn reached(&self, index: usize) {
-        self.lock().reached = index;
-        self.moved.notify_one();
+        let mut st = self.lock();
+        st.reached = index;
+        if st.wake_at.is_some_and(|at| index >= at) {
+            st.wake_at = None;
+            drop(st);
+            self.moved.notify_one();
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -105,6 +115,11 @@ impl ReadAhead {
                     if within {
                         break;
                     }
+                    // Woken once half the window is free (by files and by bytes).
+                    let by_files = index.saturating_sub(WINDOW_FILES / 2);
+                    let least = before[index].saturating_sub(WINDOW_BYTES / 2);
+                    let by_bytes = before.partition_point(|&b| b < least);
+                    st.wake_at = Some(by_files.max(by_bytes).min(index));
                     st = self.moved.wait(st).unwrap_or_else(|e| e.into_inner());
                 }
                 if st.reached > index {
