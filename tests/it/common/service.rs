@@ -480,8 +480,17 @@ impl Service {
                         && matches!(self.endpoint, Endpoint::Tcp(_))
                         && attempt < 4;
                     if retry {
-                        // lost the port race
+                        // lost the port race: another port, for the daemon's own listen
+                        // too (it read the old one from HOIST_LISTEN)
                         self.endpoint = Endpoint::free_tcp();
+                        if matches!(self.activation, Activation::Direct) {
+                            let listen = self.endpoint.listen_value();
+                            for (key, value) in &mut self.env {
+                                if key == "HOIST_LISTEN" {
+                                    value.clone_from(&listen);
+                                }
+                            }
+                        }
                         break;
                     }
                     panic!(
