@@ -4,7 +4,8 @@
 //! Runs on a blocking-pool thread that drives the async tar reader with `block_on`, so
 //! the many small syscalls never stall a runtime worker. Memory is one read buffer, the
 //! inflate stage's chunks in flight (`inflate::DEPTH`), one entry's headers (at most [`HEADER_BYTES_MAX`] of the archive, see `bounded`) and the
-//! set of paths the layer wrote (for whiteouts), whatever the layer's size.
+//! set of paths the layer wrote (for whiteouts: 16 bytes each, at most
+//! [`UnpackOptions::names_max`] of them), whatever the layer's size.
 //!
 //! Like umoci, every entry keeps its parent directory's times: they are read before the
 //! entry is applied and put back after, so a directory ends with the times of its own
@@ -57,7 +58,7 @@ pub(super) async fn apply_layer(
     let mut layer = Layer {
         root,
         options,
-        upper: UpperPaths::default(),
+        upper: UpperPaths::with_max(options.names_max),
         meta: MetaWriter::new(options.same_owner),
         stats: Counts::default(),
         buf: vec![0; CHUNK],
@@ -123,6 +124,17 @@ fn headers_too_big() -> UnpackError {
         reason: format!(
             "an entry's headers (GNU long name or link, PAX records, sparse map) take over \
              {HEADER_BYTES_MAX} bytes; refusing them, as Go's archive/tar does past 1 MiB"
+        ),
+    }
+}
+
+/// The layer wrote more names than `max` (see [`UnpackOptions::names_max`]).
+fn too_many_names(max: usize) -> UnpackError {
+    UnpackError::BadEntry {
+        entry: "(archive)".to_string(),
+        reason: format!(
+            "the layer writes over {max} names; refusing it (each name a layer writes is \
+             kept while it is applied, for its whiteouts, and that memory is bounded)"
         ),
     }
 }
@@ -328,8 +340,8 @@ impl Layer<'_> {
             Kind::Fifo | Kind::Char | Kind::Block => self.make_node(&head, dir, name)?,
             Kind::Skip => false,
         };
-        if made {
-            self.upper.insert(&child(&at.rel, name));
+        if made && self.upper.insert(&child(&at.rel, name)).is_err() {
+            return Err(too_many_names(self.options.names_max));
         }
         if removed {
             // A name went: how later names resolve may have changed, so the next entry

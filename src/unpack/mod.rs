@@ -86,13 +86,16 @@ impl crate::error::FromIo for UnpackError {
     }
 }
 
-/// Choices that depend on who runs the daemon.
+/// Choices that depend on who runs the daemon, and the bound on a layer's names.
 #[derive(Clone, Copy, Debug)]
 pub struct UnpackOptions {
     /// Apply the uid/gid of entries (only possible as root).
     pub same_owner: bool,
     /// Create device nodes (only possible as root).
     pub devices: bool,
+    /// Names one layer may write, ancestors included: past it the layer is refused
+    /// (`invalid_layer`), as each is kept while the layer is applied, for its whiteouts.
+    pub names_max: usize,
 }
 
 impl UnpackOptions {
@@ -102,6 +105,7 @@ impl UnpackOptions {
         UnpackOptions {
             same_owner: root,
             devices: root,
+            names_max: whiteout::NAMES_MAX,
         }
     }
 }

@@ -94,6 +94,7 @@ pub(super) fn root_options() -> UnpackOptions {
     UnpackOptions {
         same_owner: true,
         devices: true,
+        ..UnpackOptions::for_current_user()
     }
 }
 

@@ -325,6 +325,40 @@ async fn device_nodes_become_empty_files_and_a_warning_without_the_devices_optio
 }
 
 #[tokio::test]
+async fn a_layer_writing_more_names_than_its_bound_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    // "a", "a/b", "a/c": three names; a fourth is one too many.
+    let options = super::UnpackOptions {
+        names_max: 3,
+        ..root_options()
+    };
+    let cancel = CancellationToken::new();
+    let apply = async |entries: &[E]| {
+        let mut tree = Tree::open(&root, options).unwrap();
+        tree.apply_layer(
+            Cursor::new(layer(entries)),
+            Compression::None,
+            Algorithm::Sha256,
+            &cancel,
+        )
+        .await
+    };
+    let three = [E::dir("a"), E::file("a/b", "1"), E::file("a/c", "2")];
+    apply(&three).await.unwrap();
+    let mut four = three.to_vec();
+    four.push(E::file("a/d", "3"));
+    let err = apply(&four).await.unwrap_err();
+    assert_eq!(
+        crate::error::ErrorCode::code(&err),
+        "invalid_layer",
+        "{err}"
+    );
+    assert!(err.to_string().contains("over 3 names"), "{err}");
+}
+
+#[tokio::test]
 async fn dangling_symlink_is_fine() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
@@ -609,5 +643,9 @@ async fn truncated_layer_is_an_invalid_layer() {
     let root = tmp.path().join("root");
     let l = layer(&[E::file("big", vec![7u8; 4096])]);
     let err = apply_all(&root, &[l[..1024].to_vec()]).await.unwrap_err();
-    assert_eq!(err.code(), "invalid_layer", "{err}");
+    assert_eq!(
+        crate::error::ErrorCode::code(&err),
+        "invalid_layer",
+        "{err}"
+    );
 }

@@ -8,6 +8,7 @@
 //! (`names`), or resolving the directory that holds it (`fsops`).
 
 use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -15,31 +16,64 @@ use super::fsops::{is_dir, list_dir, lstat_at, open_child_dir, remove_all_at};
 use super::names::child;
 
 /// The paths (relative to the root, symlinks expanded) that the current layer created or
-/// is an ancestor of. Grows with the number of entries, not with the layer's bytes.
-#[derive(Debug, Default)]
+/// is an ancestor of. Grows with the number of entries, not with the layer's bytes, and
+/// only to the layer's bound on names ([`NAMES_MAX`] unless set otherwise). Each is kept
+/// as a 128-bit hash under keys drawn for this layer: 16 bytes whatever the name's length,
+/// and a layer cannot choose names that collide without knowing the keys. About 36 MiB
+/// at the bound (the old table is held too for the moment it grows).
+#[derive(Debug)]
 pub(super) struct UpperPaths {
-    paths: HashSet<Vec<u8>>,
+    paths: HashSet<u128>,
+    keys: (RandomState, RandomState),
+    max: usize,
 }
 
+/// Paths one layer may write (with their ancestors), unless set otherwise. Real layers
+/// stay far below: the largest we know of hold a few hundred thousand entries.
+pub(super) const NAMES_MAX: usize = 1_500_000;
+
+/// A layer wrote more paths than its bound.
+#[derive(Debug)]
+pub(super) struct TooManyPaths;
+
 impl UpperPaths {
+    pub(super) fn with_max(max: usize) -> UpperPaths {
+        UpperPaths {
+            paths: HashSet::new(),
+            keys: (RandomState::new(), RandomState::new()),
+            max,
+        }
+    }
+
+    fn key(&self, rel: &[u8]) -> u128 {
+        let (a, b) = (self.keys.0.hash_one(rel), self.keys.1.hash_one(rel));
+        (u128::from(a) << 64) | u128::from(b)
+    }
+
     /// Records `rel` and every ancestor of it (the root itself is never recorded: a
-    /// whiteout cannot remove it).
-    pub(super) fn insert(&mut self, rel: &[u8]) {
+    /// whiteout cannot remove it); `TooManyPaths` once the layer wrote more than `max`.
+    pub(super) fn insert(&mut self, rel: &[u8]) -> Result<(), TooManyPaths> {
         let mut end = rel.len();
         loop {
-            if end == 0 || !self.paths.insert(rel[..end].to_vec()) {
+            if end == 0 {
+                return Ok(());
+            }
+            if self.paths.len() >= self.max && !self.contains(&rel[..end]) {
+                return Err(TooManyPaths);
+            }
+            if !self.paths.insert(self.key(&rel[..end])) {
                 // Already there: its ancestors were recorded with it.
-                return;
+                return Ok(());
             }
             match rel[..end].iter().rposition(|&b| b == b'/') {
                 Some(slash) => end = slash,
-                None => return,
+                None => return Ok(()),
             }
         }
     }
 
     pub(super) fn contains(&self, rel: &[u8]) -> bool {
-        self.paths.contains(rel)
+        self.paths.contains(&self.key(rel))
     }
 }
 
@@ -83,14 +117,27 @@ mod tests {
 
     #[test]
     fn upper_paths_record_ancestors() {
-        let mut upper = UpperPaths::default();
-        upper.insert(b"a/b/c");
+        let mut upper = UpperPaths::with_max(NAMES_MAX);
+        upper.insert(b"a/b/c").unwrap();
         for p in [&b"a"[..], b"a/b", b"a/b/c"] {
             assert!(upper.contains(p), "{p:?}");
         }
         assert!(!upper.contains(b""));
         assert!(!upper.contains(b"a/b/d"));
-        upper.insert(b"a/x");
+        assert!(!upper.contains(b"b"));
+        upper.insert(b"a/x").unwrap();
         assert!(upper.contains(b"a/x"));
+    }
+
+    #[test]
+    fn upper_paths_stop_at_their_max() {
+        let mut upper = UpperPaths::with_max(3);
+        upper.insert(b"a/b/c").unwrap();
+        // What is there already costs nothing.
+        upper.insert(b"a/b").unwrap();
+        upper.insert(b"a/b/c").unwrap();
+        assert!(upper.insert(b"a/d").is_err());
+        assert!(!upper.contains(b"a/d"));
+        assert_eq!(upper.paths.len(), 3);
     }
 }
