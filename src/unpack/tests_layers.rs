@@ -350,11 +350,7 @@ async fn a_layer_writing_more_names_than_its_bound_is_refused() {
     let mut four = three.to_vec();
     four.push(E::file("a/d", "3"));
     let err = apply(&four).await.unwrap_err();
-    assert_eq!(
-        crate::error::ErrorCode::code(&err),
-        "invalid_layer",
-        "{err}"
-    );
+    assert_eq!(err.code(), "invalid_layer", "{err}");
     assert!(err.to_string().contains("over 3 names"), "{err}");
 }
 
@@ -643,9 +639,5 @@ async fn truncated_layer_is_an_invalid_layer() {
     let root = tmp.path().join("root");
     let l = layer(&[E::file("big", vec![7u8; 4096])]);
     let err = apply_all(&root, &[l[..1024].to_vec()]).await.unwrap_err();
-    assert_eq!(
-        crate::error::ErrorCode::code(&err),
-        "invalid_layer",
-        "{err}"
-    );
+    assert_eq!(err.code(), "invalid_layer", "{err}");
 }

@@ -32,9 +32,9 @@ pub(super) struct UpperPaths {
 /// stay far below: the largest we know of hold a few hundred thousand entries.
 pub(super) const NAMES_MAX: usize = 1_500_000;
 
-/// A layer wrote more paths than its bound.
+/// A layer wrote more names than its bound.
 #[derive(Debug)]
-pub(super) struct TooManyPaths;
+pub(super) struct TooManyNames;
 
 impl UpperPaths {
     pub(super) fn with_max(max: usize) -> UpperPaths {
@@ -51,15 +51,15 @@ impl UpperPaths {
     }
 
     /// Records `rel` and every ancestor of it (the root itself is never recorded: a
-    /// whiteout cannot remove it); `TooManyPaths` once the layer wrote more than `max`.
-    pub(super) fn insert(&mut self, rel: &[u8]) -> Result<(), TooManyPaths> {
+    /// whiteout cannot remove it); `TooManyNames` once the layer wrote more than `max`.
+    pub(super) fn insert(&mut self, rel: &[u8]) -> Result<(), TooManyNames> {
         let mut end = rel.len();
         loop {
             if end == 0 {
                 return Ok(());
             }
             if self.paths.len() >= self.max && !self.contains(&rel[..end]) {
-                return Err(TooManyPaths);
+                return Err(TooManyNames);
             }
             if !self.paths.insert(self.key(&rel[..end])) {
                 // Already there: its ancestors were recorded with it.
