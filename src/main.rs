@@ -75,10 +75,18 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => {
             hoist::serve::init_logging(args.log_format, args.log.as_deref());
-            runtime.block_on(async {
+            let served = runtime.block_on(async {
                 let config = Config::from_args(args)?;
                 hoist::serve::run(config).await
-            })
+            });
+            // Through the log, like every other line of the daemon: under the journal it
+            // is an error (`journalctl -p err` finds why it did not start), and with
+            // `--log-format json` it is a JSON line too.
+            if let Err(e) = &served {
+                tracing::error!("hoist serve stopped: {e:#}");
+                return std::process::ExitCode::FAILURE;
+            }
+            served
         }
         Command::Client(client) => runtime.block_on(client.run(cli.conn)),
     };

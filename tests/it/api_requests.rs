@@ -329,33 +329,47 @@ async fn openapi_and_metrics_are_served() {
 #[tokio::test]
 async fn a_second_daemon_on_the_same_data_dir_refuses_to_start() {
     let world = World::start().await;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
-        .arg("serve")
-        .env_clear()
-        .env("HOIST_LISTEN", "127.0.0.1:0")
-        .env("HOIST_DATA_DIR", &world.hoist.data_dir)
-        .env("HOIST_CACHE_DIR", &world.hoist.cache_dir)
-        .env("HOIST_ROOTS", world.root())
-        .env("DOCKER_CONFIG", world.dir())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("a second daemon on the same data dir kept running");
+    // Why it stopped goes through the log: under the journal a `<3>` (error) line, with
+    // `--log-format json` a JSON line, and plain text otherwise.
+    for (journal, format) in [(false, "text"), (true, "text"), (false, "json")] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"));
+        cmd.args(["serve", "--log-format", format])
+            .env_clear()
+            .env("HOIST_LISTEN", "127.0.0.1:0")
+            .env("HOIST_DATA_DIR", &world.hoist.data_dir)
+            .env("HOIST_CACHE_DIR", &world.hoist.cache_dir)
+            .env("HOIST_ROOTS", world.root())
+            .env("DOCKER_CONFIG", world.dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if journal {
+            cmd.env("JOURNAL_STREAM", "8:12345");
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut child = cmd.spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("a second daemon on the same data dir kept running");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "second daemon exited 0: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("another hoist daemon is using"))
+            .unwrap_or_else(|| panic!("no line says why ({journal}, {format}): {stderr}"));
+        match (journal, format) {
+            (true, _) => assert!(line.starts_with("<3>"), "not an error line: {line}"),
+            (false, "json") => {
+                let event: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert_eq!(event["level"], "ERROR", "{line}");
+            }
+            _ => assert!(line.contains("ERROR"), "{line}"),
+        }
     }
-    let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success(), "second daemon exited 0: {out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("another hoist daemon is using"),
-        "stderr: {stderr}"
-    );
     // The first one is untouched.
     let resp = world.get("/healthz").send().await.unwrap();
     assert_eq!(resp.status(), 200);
