@@ -82,11 +82,11 @@ fn main() -> std::process::ExitCode {
             // Through the log, like every other line of the daemon: under the journal it
             // is an error (`journalctl -p err` finds why it did not start), and with
             // `--log-format json` it is a JSON line too.
-            if let Err(e) = &served {
+            if let Err(e) = served {
                 tracing::error!("hoist serve stopped: {e:#}");
                 return std::process::ExitCode::FAILURE;
             }
-            served
+            Ok(())
         }
         Command::Client(client) => runtime.block_on(client.run(cli.conn)),
     };
