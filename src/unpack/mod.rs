@@ -126,7 +126,7 @@ pub struct LayerStats {
 }
 
 /// A layer's bytes being inflated on a thread of their own, for [`Tree::apply`]. Made
-/// before its turn (while the layer below is written), it makes `inflate::DEPTH` chunks
+/// before its turn (while the layer below is written), it makes `inflate::PRIMED` chunks
 /// and waits for its reader; shared, it stays joinable meanwhile (it has made fewer than
 /// `inflate::JOIN_WINDOW`). Dropped, it stops.
 pub struct Inflating(inflate::Inflated);
