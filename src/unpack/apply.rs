@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::bounded::{Bounded, HEADER_BYTES_MAX, HeaderBudget};
 use super::fsops::{
-    Root, creation_mode, has_no_xattrs, is_dir, lstat_at, open_child_dir, own_ids, remove_all_at,
-    times_from, times_of,
+    Ensured, Root, creation_mode, has_no_xattrs, is_dir, lstat_at, open_child_dir, own_ids,
+    remove_all_at, times_from, times_of,
 };
 use super::header::{EntryHead, Kind, unreadable};
 use super::inflate::Inflated;
@@ -363,13 +363,16 @@ impl Layer<'_> {
     /// Opens the parent directory `components` for a run of entries in it, with its times
     /// (none when it was created just now).
     fn enter(&self, components: &[Vec<u8>]) -> std::io::Result<ParentDir> {
-        let (fd, created) = self.root.ensure_dir(components)?;
+        let Ensured { fd, created, name } = self.root.ensure_dir(components)?;
         let st = rustix::fs::fstat(&fd)?;
         let kept = (!created).then(|| times_from(&st));
         let setgid = st.st_mode & 0o2000 != 0;
         let child_gid = if setgid { st.st_gid } else { own_ids().1 };
         let bare = has_no_xattrs(fd.as_fd());
-        let rel = self.root.rel_path(fd.as_fd())?;
+        let rel = match name {
+            Some(name) => name,
+            None => self.root.rel_path(fd.as_fd())?,
+        };
         Ok(ParentDir {
             components: components.to_vec(),
             fd,

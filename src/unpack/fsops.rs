@@ -63,12 +63,30 @@ impl Root {
     }
 
     /// Opens directory `rel`, creating missing components (mode 0755, owned by the daemon's
-    /// user) like umoci's `MkdirAll`, through dangling symlinks too. Returns whether
-    /// anything was created: then no directory on the way had its times kept.
-    pub(super) fn ensure_dir(&self, rel: &[Vec<u8>]) -> io::Result<(OwnedFd, bool)> {
-        match self.open_dir(rel) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            other => return other.map(|fd| (fd, false)),
+    /// user) like umoci's `MkdirAll`, through dangling symlinks too.
+    pub(super) fn ensure_dir(&self, rel: &[Vec<u8>]) -> io::Result<Ensured> {
+        // Most parents are reached without a symlink: then their name is `rel` itself, and
+        // the kernel need not be asked for it (a readlink per run of entries).
+        let plain = ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH;
+        let joined = join(rel);
+        let path: &[u8] = if joined.is_empty() { b"." } else { &joined };
+        let opened = match rustix::fs::openat2(self.fd(), path, dir_flags(), Mode::empty(), plain) {
+            Ok(fd) => Some(Ok((fd, Some(joined)))),
+            // A symlink on the way (or a rename racing): resolved inside the root instead.
+            Err(Errno::LOOP | Errno::AGAIN) => match self.open_dir(rel) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                other => Some(other.map(|fd| (fd, None))),
+            },
+            Err(Errno::NOENT) => None,
+            Err(e) => Some(Err(e.into())),
+        };
+        if let Some(opened) = opened {
+            let (fd, name) = opened?;
+            return Ok(Ensured {
+                fd,
+                created: false,
+                name,
+            });
         }
         // Slow path: walk component by component, creating what is missing and following
         // symlinks by hand (always re-resolved from the root, so still confined).
@@ -117,7 +135,11 @@ impl Root {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok((fd, created))
+        Ok(Ensured {
+            fd,
+            created,
+            name: None,
+        })
     }
 
     /// The name below the root of an open directory (empty for the root itself), as the
@@ -141,6 +163,16 @@ impl Root {
             ))),
         }
     }
+}
+
+/// A directory [`Root::ensure_dir`] opened.
+pub(super) struct Ensured {
+    pub(super) fd: OwnedFd,
+    /// Whether anything on the way was created: then no directory on it had its times kept.
+    pub(super) created: bool,
+    /// Its name below the root, when it is known without [`Root::rel_path`]: no symlink
+    /// was on the way.
+    pub(super) name: Option<Vec<u8>>,
 }
 
 fn dir_flags() -> OFlags {

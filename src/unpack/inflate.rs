@@ -314,15 +314,17 @@ impl State {
     }
 
     /// Whether the thread may make another chunk now: fewer than [`PRIMED`] ahead of the
-    /// slowest reader, or fewer than [`DEPTH`] once the readers read and one more chunk
-    /// of the process-wide allowance could be borrowed.
+    /// slowest reader, or fewer than [`DEPTH`] once the readers read, no other may join,
+    /// and one more chunk of the process-wide allowance could be borrowed. (Running ahead
+    /// while joinable would close the window before the trees starting together join:
+    /// eight pulls of one image measured 7.0 s instead of 4.3.)
     fn may_make(&mut self) -> bool {
         let slowest = self.slowest();
         let ahead = self.made - slowest;
         if ahead < PRIMED {
             return true;
         }
-        if slowest > 0 && ahead < DEPTH && self.allowance.borrow() {
+        if slowest > 0 && !self.joinable && ahead < DEPTH && self.allowance.borrow() {
             self.borrowed += 1;
             return true;
         }
@@ -668,6 +670,13 @@ mod tests {
         fill(&mut b);
         assert_eq!((a.made, b.made), (PRIMED, PRIMED), "no reader read yet");
         assert_eq!(lent(), 0);
+        // While others may still join, a read inflate stays primed: running ahead would
+        // close the window early.
+        let mut joinable = State::new(true, allowance);
+        fill(&mut joinable);
+        read_up_to(&mut joinable, 1);
+        fill(&mut joinable);
+        assert_eq!((joinable.made, lent()), (1 + PRIMED, 0));
 
         read_up_to(&mut a, 1);
         fill(&mut a);

@@ -103,6 +103,32 @@ async fn whiteout_after_a_same_layer_entry_spares_it() {
 }
 
 #[tokio::test]
+async fn a_whiteout_spares_what_the_layer_wrote_through_a_symlinked_parent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let lower = layer(&[
+        E::file("real/x", "lower"),
+        E::file("real/y", "lower"),
+        E::symlink("link", "real"),
+    ]);
+    // `link/x` is `real/x` (the symlink is followed inside the root): the layer wrote it,
+    // so its whiteout spares it; `real/y` it did not write.
+    let upper = layer(&[
+        E::file("link/x", "upper"),
+        E::file("real/.wh.x", ""),
+        E::file("real/.wh.y", ""),
+    ]);
+    apply_all(&root, &[lower, upper]).await.unwrap();
+    assert_eq!(fs::read(root.join("real/x")).unwrap(), b"upper");
+    assert!(!exists(&root.join("real/y")));
+    assert!(
+        fs::symlink_metadata(root.join("link"))
+            .unwrap()
+            .is_symlink()
+    );
+}
+
+#[tokio::test]
 async fn whiteout_of_a_missing_name_is_a_no_op() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
