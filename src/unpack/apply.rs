@@ -3,9 +3,10 @@
 //!
 //! Runs on a blocking-pool thread that drives the async tar reader with `block_on`, so
 //! the many small syscalls never stall a runtime worker. Memory is one read buffer, the
-//! inflate stage's chunks in flight (`inflate::DEPTH`), one entry's headers (at most [`HEADER_BYTES_MAX`] of the archive, see `bounded`) and the
-//! set of paths the layer wrote (for whiteouts: 16 bytes each, at most
-//! [`UnpackOptions::names_max`] of them), whatever the layer's size.
+//! inflate stage's chunks in flight (at most `inflate::DEPTH`), one entry's headers (at
+//! most [`HEADER_BYTES_MAX`] of the archive, see `bounded`) and the set of paths the layer
+//! wrote (for whiteouts: 16 bytes each, at most [`UnpackOptions::names_max`] of them),
+//! whatever the layer's size.
 //!
 //! Like umoci, every entry keeps its parent directory's times: they are read before the
 //! entry is applied and put back after, so a directory ends with the times of its own

@@ -23,11 +23,11 @@
 //! Memory is at most [`DEPTH`] chunks ahead of the slowest reader (and the first
 //! [`JOIN_WINDOW`] while one may join), plus a chunk held by each reader and a read buffer
 //! over the blob, whatever the layer's size; all the inflates of the daemon together hold
-//! no more than [`PRIMED`] chunks each and [`BORROWED_MAX`] more. Chunks go round between the stages while the
-//! layer lasts, and back to the system when it ends. Dropping every reader is the stop
-//! signal: the thread sees it before its next chunk and ends, dropping the blob (its file
-//! descriptor) with it. Not for: knowing what the bytes mean (that is `apply`) or where
-//! they come from (any `AsyncRead`).
+//! no more than [`PRIMED`] chunks each and [`BORROWED_MAX`] more. Chunks go round between
+//! the stages while the layer lasts, and back to the system when it ends. Dropping every
+//! reader is the stop signal: the threads see it before their next chunk and end, the
+//! inflate thread dropping the blob (its file descriptor) with it. Not for: knowing what
+//! the bytes mean (that is `apply`) or where they come from (any `AsyncRead`).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufRead, Read};
