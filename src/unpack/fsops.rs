@@ -70,23 +70,20 @@ impl Root {
         let plain = ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH;
         let joined = join(rel);
         let path: &[u8] = if joined.is_empty() { b"." } else { &joined };
-        let opened = match rustix::fs::openat2(self.fd(), path, dir_flags(), Mode::empty(), plain) {
-            Ok(fd) => Some(Ok((fd, Some(joined)))),
+        let found = |fd, name| Ensured {
+            fd,
+            created: false,
+            name,
+        };
+        match rustix::fs::openat2(self.fd(), path, dir_flags(), Mode::empty(), plain) {
+            Ok(fd) => return Ok(found(fd, Some(joined))),
+            Err(Errno::NOENT) => {}
             // A symlink on the way (or a rename racing): resolved inside the root instead.
             Err(Errno::LOOP | Errno::AGAIN) => match self.open_dir(rel) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                other => Some(other.map(|fd| (fd, None))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                other => return other.map(|fd| found(fd, None)),
             },
-            Err(Errno::NOENT) => None,
-            Err(e) => Some(Err(e.into())),
-        };
-        if let Some(opened) = opened {
-            let (fd, name) = opened?;
-            return Ok(Ensured {
-                fd,
-                created: false,
-                name,
-            });
+            Err(e) => return Err(e.into()),
         }
         // Slow path: walk component by component, creating what is missing and following
         // symlinks by hand (always re-resolved from the root, so still confined).
